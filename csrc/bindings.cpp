@@ -1,0 +1,70 @@
+// Every pyattn op schema, in one place, and the pybind11 module (build facts, ISA control).
+// Implementations are registered per device next to each op's glue (csrc/<op>.cpp);
+// fake (meta) implementations live in pyattn/_ops.py.
+#include <torch/extension.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+#include "pyattn/common.h"
+
+#ifdef PYATTN_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+TORCH_LIBRARY(pyattn, m) {
+  // y = softmax(scale * x + mask) over the last dim; mask: bool (True = masked out) or additive.
+  m.def("scaled_masked_softmax_fwd(Tensor x, Tensor? mask, float scale, bool causal) -> Tensor");
+  // dx = scale * y * (dy - sum(dy * y)), from the forward's output y.
+  m.def("scaled_masked_softmax_bwd(Tensor y, Tensor dy, float scale) -> Tensor");
+}
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict d;
+#ifdef PYATTN_WITH_CUDA
+  d["cuda"] = true;
+  d["cuda_runtime"] = CUDART_VERSION;
+  d["cuda_archs"] = std::string(pyattn::cuda_arch_list());
+#else
+  d["cuda"] = false;
+  d["cuda_runtime"] = pybind11::none();
+  d["cuda_archs"] = std::string();
+#endif
+  d["cpu_isa"] = pyattn::cpu_isa_name(pyattn::cpu_isa());
+  d["cpu_isa_best"] = pyattn::cpu_isa_name(pyattn::cpu_isa_best());
+  d["torch_built_with"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+                          std::to_string(TORCH_VERSION_PATCH);
+#if defined(__clang__)
+  d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = "unknown";
+#endif
+#ifdef PYATTN_DEBUG
+  d["debug"] = true;
+#else
+  d["debug"] = false;
+#endif
+  return d;
+}
+
+void set_cpu_isa(const std::string& name) {
+  try {
+    pyattn::set_cpu_isa(pyattn::parse_cpu_isa(name.c_str()));
+  } catch (const std::invalid_argument& e) {
+    throw pybind11::value_error(e.what());
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "pyattn's compiled kernels; the ops are torch.ops.pyattn.*";
+  m.def("build_info", &build_info, "How this extension was built and which CPU code path runs");
+  m.def("set_cpu_isa", &set_cpu_isa, pybind11::arg("name"),
+        "Use a lower CPU instruction set: 'generic', 'avx2', 'avx512' or 'avx512_bf16'");
+}

@@ -1,0 +1,54 @@
+#include "dispatch.h"
+
+namespace pyattn {
+
+DType to_dtype(const at::Tensor& t, const char* op, const char* what) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::f32;
+    case at::kDouble: return DType::f64;
+    case at::kHalf: return DType::f16;
+    case at::kBFloat16: return DType::bf16;
+    default:
+      TORCH_CHECK(false, op, ": ", what, " has dtype ", t.scalar_type(),
+                  ", expected a floating dtype (float32, float64, float16 or bfloat16)");
+  }
+}
+
+void torch_parallel_for(int64_t n, int64_t grain, const RangeBody& body) {
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(begin, end); });
+}
+
+Folded fold_leading_dims(const std::vector<at::Tensor>& ts) {
+  const int64_t lead = ts.at(0).dim() - 2;
+  // Leading dims of size > 1, outermost first, with every tensor's stride.
+  std::vector<int64_t> sizes;
+  std::vector<std::vector<int64_t>> strides;  // [dim][tensor]
+  for (int64_t d = 0; d < lead; ++d) {
+    if (ts[0].size(d) == 1) continue;
+    std::vector<int64_t> s;
+    for (const auto& t : ts) s.push_back(t.stride(d));
+    // Merge into the previous dim when d steps evenly inside it for every tensor.
+    bool merge = !sizes.empty();
+    for (size_t k = 0; merge && k < ts.size(); ++k) merge = strides.back()[k] == s[k] * ts[0].size(d);
+    if (merge) {
+      sizes.back() *= ts[0].size(d);
+      strides.back() = s;
+    } else {
+      sizes.push_back(ts[0].size(d));
+      strides.push_back(s);
+    }
+  }
+  Folded f;
+  if (sizes.size() > 2) return f;
+  while (sizes.size() < 2) {  // pad outer dims of size 1
+    sizes.insert(sizes.begin(), 1);
+    strides.insert(strides.begin(), std::vector<int64_t>(ts.size(), 0));
+  }
+  f.ok = true;
+  f.batch = sizes[0];
+  f.heads = sizes[1];
+  for (size_t k = 0; k < ts.size(); ++k) f.strides.push_back({strides[0][k], strides[1][k], ts[k].stride(-2)});
+  return f;
+}
+
+}  // namespace pyattn

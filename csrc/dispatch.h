@@ -1,0 +1,65 @@
+// Shared torch glue: dtype mapping, folding leading dims into [batch, heads], and running
+// a kernel on the tensor's device (CPU threads from torch, or the current CUDA stream
+// under a device guard with a launch check).
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <torch/types.h>
+
+#include <array>
+#include <vector>
+
+#include "pyattn/common.h"
+
+#ifdef PYATTN_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define PYATTN_CUDA_LAUNCHER(fn) (&(fn))
+#else
+#define PYATTN_CUDA_LAUNCHER(fn) nullptr
+#endif
+
+namespace pyattn {
+
+// The kernels' dtype for a floating torch dtype; `what` names the argument for errors.
+DType to_dtype(const at::Tensor& t, const char* op, const char* what);
+
+// at::parallel_for behind the kernels' ParallelFor (honours torch.set_num_threads).
+void torch_parallel_for(int64_t n, int64_t grain, const RangeBody& body);
+
+// Leading dims (all but the last two) of same-shaped tensors folded into two,
+// [batch, heads], with each tensor's element strides for (batch, heads, rows).
+// Fails (ok = false) when more than two leading dims cannot be merged for every tensor.
+struct Folded {
+  bool ok = false;
+  int64_t batch = 1, heads = 1;
+  std::vector<std::array<int64_t, 3>> strides;  // per tensor: batch, heads, row strides
+};
+Folded fold_leading_dims(const std::vector<at::Tensor>& same_shape);
+
+template <class T>
+struct NoDeduce { using type = T; };
+
+// Runs cpu(params, torch_parallel_for) or cuda(params, stream) on `like`'s device;
+// cuda is nullptr (PYATTN_CUDA_LAUNCHER) in a CPU-only build.
+template <class Params>
+void run_kernel(const at::Tensor& like, const char* op, const Params& params,
+                void (*cpu)(const Params&, ParallelFor),
+                typename NoDeduce<void (*)(const Params&, cudaStream)>::type cuda) {
+  if (like.is_cuda()) {
+    TORCH_CHECK(cuda != nullptr, op,
+                ": got CUDA tensors, but pyattn was built without CUDA. Rebuild it where torch has CUDA "
+                "and nvcc is installed: `pip install --no-build-isolation -e .` (PYATTN_FORCE_CUDA=1 to require CUDA)");
+#ifdef PYATTN_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(like.device());
+    cuda(params, reinterpret_cast<cudaStream>(c10::cuda::getCurrentCUDAStream().stream()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+    return;
+  }
+  TORCH_CHECK(like.is_cpu(), op, ": tensors on ", like.device(), " are not supported (CPU or CUDA only)");
+  cpu(params, &torch_parallel_for);
+}
+
+}  // namespace pyattn

@@ -1,0 +1,171 @@
+// scaled_masked_softmax on the CPU, compiled once per ISA by cpu/isa_regions.h (no
+// guard, no #includes). VecF / VecD and the tail helpers come from the region.
+//
+// Per row: pass 1 takes the max of z = scale*x + mask, pass 2 writes e = exp(z - max)
+// to an fp32 (fp64) scratch row and sums it, pass 3 writes y = e / sum. Only pass 1
+// reads x from memory; passes 2 and 3 hit the row in L1/L2, so DRAM sees x and the
+// mask read once and y written once. Columns j > i under `causal` are never read.
+
+namespace smsoftmax {
+
+// z = scale * x + mask for one row, a vector at a time; lanes past the row are -inf.
+template <class V, class T, MaskKind MK>
+struct RowScores {
+  using A = typename V::value_type;
+  const T* x;
+  const void* mask;  // row of the mask: uint8_t (boolean) or T (additive)
+  V scale;
+
+  V full(int64_t j) const {
+    V z = V::load(x + j) * scale;
+    if constexpr (MK == MaskKind::boolean) z = V::masked_neg_inf(z, static_cast<const uint8_t*>(mask) + j);
+    if constexpr (MK == MaskKind::additive) z = z + V::load(static_cast<const T*>(mask) + j);
+    return z;
+  }
+  V partial(int64_t j, int n) const {
+    V z = load_partial<V>(x + j, n, A(0)) * scale;
+    if constexpr (MK == MaskKind::boolean) z = masked_neg_inf_partial(z, static_cast<const uint8_t*>(mask) + j, n);
+    if constexpr (MK == MaskKind::additive) z = z + load_partial<V>(static_cast<const T*>(mask) + j, n, A(0));
+    alignas(64) A tmp[V::W];
+    z.store(tmp);
+    for (int k = n; k < V::W; ++k) tmp[k] = -std::numeric_limits<A>::infinity();
+    return V::load(tmp);
+  }
+};
+
+template <class T>
+void fill_zero(T* y, int64_t n) { std::memset(static_cast<void*>(y), 0, sizeof(T) * size_t(n)); }
+
+// Rows [r0, r1) of the flattened [batch*heads*sq] row index; scratch holds sk values.
+template <class V, class T, MaskKind MK>
+void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typename V::value_type* scratch) {
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  const int64_t sk = p.sk;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t i = r % p.sq, bh = r / p.sq, h = bh % p.heads, b = bh / p.heads;
+    const int64_t xo = b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2];
+    const int64_t yo = b * p.y_stride[0] + h * p.y_stride[1] + i * p.y_stride[2];
+    const int64_t mo = b * p.mask_stride[0] + h * p.mask_stride[1] + i * p.mask_stride[2];
+    T* y = static_cast<T*>(p.y) + yo;
+    const void* mrow = nullptr;
+    if constexpr (MK == MaskKind::boolean) mrow = static_cast<const uint8_t*>(p.mask) + mo;
+    if constexpr (MK == MaskKind::additive) mrow = static_cast<const T*>(p.mask) + mo;
+    const RowScores<V, T, MK> z{static_cast<const T*>(p.x) + xo, mrow, V::set1(A(p.scale))};
+    const int64_t n = p.causal ? std::min(sk, i + 1) : sk;  // columns that can be nonzero
+    const int64_t nv = n - n % W;
+    const int tail = int(n - nv);
+
+    // Pass 1: row max, two accumulators to hide the max latency.
+    V m0 = V::set1(-std::numeric_limits<A>::infinity()), m1 = m0;
+    int64_t j = 0;
+    for (; j + 2 * W <= nv; j += 2 * W) {
+      m0 = V::max(m0, z.full(j));
+      m1 = V::max(m1, z.full(j + W));
+    }
+    if (j < nv) m0 = V::max(m0, z.full(j));
+    if (tail) m1 = V::max(m1, z.partial(nv, tail));
+    const A mx = V::max(m0, m1).hmax();
+    if (mx == -std::numeric_limits<A>::infinity()) {  // fully masked row: y = 0, no NaN
+      fill_zero(y, sk);
+      continue;
+    }
+
+    // Pass 2: e = exp(z - max) into scratch, and its sum.
+    const V vmx = V::set1(mx);
+    V s = V::set1(A(0));
+    for (j = 0; j < nv; j += W) {
+      const V e = V::exp(z.full(j) - vmx);
+      e.store(scratch + j);
+      s = s + e;
+    }
+    if (tail) {
+      const V e = V::exp(z.partial(nv, tail) - vmx);  // -inf lanes give 0
+      e.store(scratch + nv);
+      s = s + e;
+    }
+
+    // Pass 3: y = e / sum; masked-off causal columns are 0.
+    const V inv = V::set1(A(1) / s.hsum());
+    for (j = 0; j < nv; j += W) (V::load(scratch + j) * inv).store(y + j);
+    if (tail) store_partial(V::load(scratch + nv) * inv, y + nv, tail);
+    if (n < sk) fill_zero(y + n, sk - n);
+  }
+}
+
+// dx = scale * y * (dy - sum(dy * y)) for rows [r0, r1). dx may alias dy (same index).
+template <class V, class T>
+void bwd_rows(const ScaledMaskedSoftmaxBwdParams& p, int64_t r0, int64_t r1) {
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  const int64_t sk = p.sk, nv = sk - sk % W;
+  const int tail = int(sk - nv);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t i = r % p.sq, bh = r / p.sq, h = bh % p.heads, b = bh / p.heads;
+    const T* y = static_cast<const T*>(p.y) + b * p.y_stride[0] + h * p.y_stride[1] + i * p.y_stride[2];
+    const T* dy = static_cast<const T*>(p.dy) + b * p.dy_stride[0] + h * p.dy_stride[1] + i * p.dy_stride[2];
+    T* dx = static_cast<T*>(p.dx) + b * p.dx_stride[0] + h * p.dx_stride[1] + i * p.dx_stride[2];
+
+    V d0 = V::set1(A(0)), d1 = d0;
+    int64_t j = 0;
+    for (; j + 2 * W <= nv; j += 2 * W) {
+      d0 = V::fmadd(V::load(y + j), V::load(dy + j), d0);
+      d1 = V::fmadd(V::load(y + j + W), V::load(dy + j + W), d1);
+    }
+    if (j < nv) d0 = V::fmadd(V::load(y + j), V::load(dy + j), d0);
+    if (tail) d1 = V::fmadd(load_partial<V>(y + nv, tail, A(0)), load_partial<V>(dy + nv, tail, A(0)), d1);
+    const V dot = V::set1((d0 + d1).hsum());
+    const V scale = V::set1(A(p.scale));
+
+    for (j = 0; j < nv; j += W) (scale * V::load(y + j) * (V::load(dy + j) - dot)).store(dx + j);
+    if (tail) {
+      const V yt = load_partial<V>(y + nv, tail, A(0)), dyt = load_partial<V>(dy + nv, tail, A(0));
+      store_partial(scale * yt * (dyt - dot), dx + nv, tail);
+    }
+  }
+}
+
+// Rows per task: enough work per chunk (~32k elements) to amortise the scheduling.
+inline int64_t row_grain(int64_t sk) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(sk, 1)); }
+
+template <class V, class T, MaskKind MK>
+void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+  parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) {
+    std::vector<typename V::value_type> scratch(size_t(p.sk) + V::W);
+    fwd_rows<V, T, MK>(p, r0, r1, scratch.data());
+  });
+}
+
+template <class V, class T>
+void fwd_masked(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+  switch (p.mask_kind) {
+    case MaskKind::none: return fwd_typed<V, T, MaskKind::none>(p, parallel_for);
+    case MaskKind::boolean: return fwd_typed<V, T, MaskKind::boolean>(p, parallel_for);
+    case MaskKind::additive: return fwd_typed<V, T, MaskKind::additive>(p, parallel_for);
+  }
+}
+
+template <class V, class T>
+void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, ParallelFor parallel_for) {
+  parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) { bwd_rows<V, T>(p, r0, r1); });
+}
+
+}  // namespace smsoftmax
+
+inline void scaled_masked_softmax_fwd(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+  switch (p.dtype) {
+    case DType::f32: return smsoftmax::fwd_masked<VecF, float>(p, parallel_for);
+    case DType::f64: return smsoftmax::fwd_masked<VecD, double>(p, parallel_for);
+    case DType::f16: return smsoftmax::fwd_masked<VecF, f16>(p, parallel_for);
+    case DType::bf16: return smsoftmax::fwd_masked<VecF, bf16>(p, parallel_for);
+  }
+}
+
+inline void scaled_masked_softmax_bwd(const ScaledMaskedSoftmaxBwdParams& p, ParallelFor parallel_for) {
+  switch (p.dtype) {
+    case DType::f32: return smsoftmax::bwd_typed<VecF, float>(p, parallel_for);
+    case DType::f64: return smsoftmax::bwd_typed<VecD, double>(p, parallel_for);
+    case DType::f16: return smsoftmax::bwd_typed<VecF, f16>(p, parallel_for);
+    case DType::bf16: return smsoftmax::bwd_typed<VecF, bf16>(p, parallel_for);
+  }
+}

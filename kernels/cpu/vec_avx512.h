@@ -1,0 +1,63 @@
+// 16-lane float vector on AVX-512 (F, BW, VL, DQ) + F16C. Included inside namespace
+// pyattn::cpu::avx512 under a matching target region (no guard, no #includes).
+struct VecF {
+  static constexpr int W = 16;
+  using value_type = float;
+  __m512 v;
+
+  static VecF set1(float a) { return {_mm512_set1_ps(a)}; }
+  static VecF load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static VecF load(const f16* p) {
+    return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  }
+  static VecF load(const bf16* p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+  }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store(f16* p) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  void store(bf16* p) const {
+    // Round to nearest even on the bit pattern; NaN lanes keep a quiet NaN.
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+  }
+  static VecF masked_neg_inf(VecF z, const uint8_t* m) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
+    const __mmask16 masked = _mm_test_epi8_mask(bytes, bytes);  // lane k: m[k] != 0
+    return {_mm512_mask_mov_ps(z.v, masked, _mm512_set1_ps(-INFINITY))};
+  }
+
+  VecF operator+(VecF b) const { return {_mm512_add_ps(v, b.v)}; }
+  VecF operator-(VecF b) const { return {_mm512_sub_ps(v, b.v)}; }
+  VecF operator*(VecF b) const { return {_mm512_mul_ps(v, b.v)}; }
+  static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  static VecF max(VecF a, VecF b) { return {_mm512_max_ps(a.v, b.v)}; }
+
+  // Same algorithm and constants as fast_exp() in cpu/fast_exp.h.
+  static VecF exp(VecF a) {
+    const __m512 x0 = a.v;
+    __m512 x = _mm512_min_ps(_mm512_max_ps(x0, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), x);
+    __m512 p = _mm512_set1_ps(kExpC6);
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC5));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC4));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC3));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC2));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC1));
+    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC0));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x0, _mm512_set1_ps(kExpLo), _CMP_GE_OQ), y);  // 0 below range
+    return {_mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q), x0)};             // NaN stays NaN
+  }
+  float hsum() const { return _mm512_reduce_add_ps(v); }
+  float hmax() const { return _mm512_reduce_max_ps(v); }
+};

@@ -1,0 +1,623 @@
+// CUDA scaled masked softmax (semantics in pyattn/scaled_masked_softmax.h).
+//
+// A "row" is one (b, h, i) of the [batch, heads, sq, sk] view; rows = batch*heads*sq.
+// Two kernel shapes, chosen by sk:
+//   sk <= kWarpMaxCols: a group of LANES <= 32 lanes owns a row and keeps it in
+//     registers (N elements per lane, N fixed at compile time from next_pow2(sk)), so
+//     x is read once and y written once; short rows pack several groups in a warp.
+//   longer rows: a block owns a row. Pass 1 reads the row and reduces an online
+//     (max, sum); pass 2 writes y from logits kept in shared memory when the row fits
+//     there (kCacheBytes), or else re-reads x and the mask (usually L2 hits). Any sk.
+// Loads are 16-byte packs when every base pointer, row stride and sk allow it (checked
+// on the host per launch), scalar otherwise. Grids are 1-d with a grid-stride loop
+// over rows, so rows may exceed any grid limit.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "pyattn/scaled_masked_softmax.h"
+#include "pyattn/softmax_math.h"
+
+namespace pyattn {
+namespace {
+
+using softmax_math::exp_shifted;
+using softmax_math::inv_sum;
+using softmax_math::neg_inf;
+
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarpMaxLog2 = 10;  // register-resident rows up to 1024 elements
+constexpr int64_t kWarpMaxCols = int64_t(1) << kWarpMaxLog2;
+constexpr int kWarpKernelThreads = 128;
+constexpr int kBlockMaxThreads = 1024;
+// Dynamic shared memory for caching one row's logits: below the 48 KiB every device
+// gives without an opt-in, leaving room for the kernel's static reduction slots.
+constexpr int64_t kCacheBytes = 44 * 1024;
+constexpr int64_t kMaxBlocks = int64_t(1) << 24;  // past this the grid-stride loop takes over
+
+// ---- storage types <-> accumulation type -------------------------------------------
+
+template <typename T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+template <typename T> using acc_t = typename AccOf<T>::type;
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_acc(acc_t<T> v);
+template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
+template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
+template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// V consecutive elements moved as one load/store (16 bytes at the widest). The host
+// guarantees V*sizeof(T) alignment before choosing V > 1.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <int V, typename T>
+__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, V>*>(p);
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
+  *reinterpret_cast<Pack<T, V>*>(p) = v;
+}
+
+// ---- reductions --------------------------------------------------------------------
+
+// Ops given to block_allreduce name their identity, fed to lanes past the last warp.
+struct MaxOp {
+  template <typename A> __device__ A operator()(A a, A b) const { return a > b ? a : b; }
+};
+struct SumOp {
+  template <typename A> __device__ A operator()(A a, A b) const { return a + b; }
+  template <typename A> __device__ static A identity() { return A(0); }
+};
+struct MergeOp {
+  template <typename St> __device__ St operator()(St a, const St& b) const {
+    a.merge(b);
+    return a;
+  }
+  template <typename St> __device__ static St identity() { return St::empty(); }
+};
+
+template <typename A>
+__device__ __forceinline__ A shfl_xor(A v, int lane_mask) {
+  return __shfl_xor_sync(kFullMask, v, lane_mask);
+}
+template <typename A>
+__device__ __forceinline__ softmax_math::OnlineSoftmax<A> shfl_xor(softmax_math::OnlineSoftmax<A> v,
+                                                                   int lane_mask) {
+  return {shfl_xor(v.m, lane_mask), shfl_xor(v.s, lane_mask)};
+}
+
+// All-reduce within aligned groups of WIDTH lanes (WIDTH a power of two <= 32); every
+// lane of the warp must call it.
+template <int WIDTH, typename A, typename Op>
+__device__ __forceinline__ A group_allreduce(A v, Op op) {
+#pragma unroll
+  for (int o = WIDTH / 2; o > 0; o /= 2) v = op(v, shfl_xor(v, o));
+  return v;
+}
+
+// All-reduce over the block; every thread must call it. slots: >= 33 entries of
+// shared memory. Two barriers: the second makes slot 32 visible and also orders this
+// call's reads of slots[0..nwarps) before the next call's writes.
+template <typename A, typename Op>
+__device__ __forceinline__ A block_allreduce(A v, Op op, A* slots) {
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int nwarps = blockDim.x / kWarp;
+  v = group_allreduce<kWarp>(v, op);
+  if (lane == 0) slots[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const A w = lane < nwarps ? slots[lane] : Op::template identity<A>();
+    const A r = group_allreduce<kWarp>(w, op);
+    if (lane == 0) slots[kWarp] = r;
+  }
+  __syncthreads();
+  return slots[kWarp];
+}
+
+// ---- row geometry ------------------------------------------------------------------
+
+// Maps a flat row index to (b, h, i) and the element offsets of that row. 32-bit
+// division when rows fit, since 64-bit division is a long instruction sequence.
+struct RowMap {
+  int64_t rows, heads, sq;
+  bool narrow;  // rows < 2^32
+
+  __device__ __forceinline__ void locate(int64_t row, int64_t& b, int64_t& h, int64_t& i) const {
+    if (narrow) {
+      const uint32_t r = static_cast<uint32_t>(row), q = static_cast<uint32_t>(sq);
+      const uint32_t bh = r / q, nh = static_cast<uint32_t>(heads);
+      i = r - bh * q;
+      b = bh / nh;
+      h = bh - static_cast<uint32_t>(b) * nh;
+    } else {
+      const int64_t bh = row / sq;
+      i = row - bh * sq;
+      b = bh / heads;
+      h = bh - b * heads;
+    }
+  }
+};
+
+__device__ __forceinline__ int64_t offset(const int64_t (&s)[3], int64_t b, int64_t h, int64_t i) {
+  return b * s[0] + h * s[1] + i * s[2];
+}
+
+// ---- kernel arguments ----------------------------------------------------------------
+
+template <typename T>
+struct FwdArgs {
+  const T* x;
+  T* y;
+  const void* mask;  // const uint8_t* (boolean) or const T* (additive)
+  int64_t xs[3], ys[3], ms[3];
+  RowMap map;
+  int64_t sk;
+  acc_t<T> scale;
+  MaskKind mask_kind;
+  bool causal;
+};
+
+template <typename T>
+struct BwdArgs {
+  const T* y;
+  const T* dy;  // may alias dx: every element is read before it is written, by one thread
+  T* dx;
+  int64_t ys[3], dys[3], dxs[3];
+  RowMap map;
+  int64_t sk;
+  acc_t<T> scale;
+};
+
+// Logits z[0..V) of elements j0..j0+V-1 of row i (x row at xr, mask row at mr).
+template <int V, typename T, typename J>
+__device__ __forceinline__ void load_logits(const FwdArgs<T>& a, const T* xr, const void* mr, J j0,
+                                            int64_t i, acc_t<T>* z) {
+  using Acc = acc_t<T>;
+  const Pack<T, V> xv = load_pack<V>(xr + j0);
+#pragma unroll
+  for (int e = 0; e < V; ++e) z[e] = a.scale * to_acc(xv.v[e]);
+  if (a.mask_kind == MaskKind::additive) {
+    const Pack<T, V> mv = load_pack<V>(static_cast<const T*>(mr) + j0);
+#pragma unroll
+    for (int e = 0; e < V; ++e) z[e] += to_acc(mv.v[e]);
+  } else if (a.mask_kind == MaskKind::boolean) {
+    const Pack<uint8_t, V> mv = load_pack<V>(static_cast<const uint8_t*>(mr) + j0);
+#pragma unroll
+    for (int e = 0; e < V; ++e) z[e] = mv.v[e] ? neg_inf<Acc>() : z[e];
+  }
+  if (a.causal) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) z[e] = j0 + e > i ? neg_inf<Acc>() : z[e];
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ const void* mask_row(const FwdArgs<T>& a, int64_t b, int64_t h, int64_t i) {
+  const int64_t off = offset(a.ms, b, h, i);
+  if (a.mask_kind == MaskKind::additive) return static_cast<const T*>(a.mask) + off;
+  if (a.mask_kind == MaskKind::boolean) return static_cast<const uint8_t*>(a.mask) + off;
+  return nullptr;
+}
+
+// ---- warp-per-row kernels (sk <= kWarpMaxCols) ---------------------------------------
+
+// Register layout for rows of up to C = 2^LOG2C elements, in packs of V <= C: lane l of
+// a LANES-wide group holds packs p = 0..PACKS, covering elements (p*LANES + l)*V + [0, V).
+template <int LOG2C, int VEC>
+struct WarpCfg {
+  static constexpr int C = 1 << LOG2C;
+  static constexpr int V = VEC;
+  static_assert(V <= C, "a pack must fit in the row capacity");
+  static constexpr int LANES = C / V < kWarp ? C / V : kWarp;
+  static constexpr int PACKS = C / (LANES * V);
+  static constexpr int N = PACKS * V;  // elements per lane
+  static constexpr int ROWS_PER_BLOCK = (kWarpKernelThreads / kWarp) * (kWarp / LANES);
+};
+
+template <typename T, int LOG2C, int VEC>
+__global__ void __launch_bounds__(kWarpKernelThreads) smsm_fwd_warp(const FwdArgs<T> a) {
+  using Acc = acc_t<T>;
+  using Cfg = WarpCfg<LOG2C, VEC>;
+  constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N;
+  const int gl = threadIdx.x % LANES;             // lane within the row's group
+  const int slot = threadIdx.x / LANES;           // row within the block
+  // Block-uniform loop, so whole warps stay together for the shuffles.
+  for (int64_t base = int64_t(blockIdx.x) * Cfg::ROWS_PER_BLOCK; base < a.map.rows;
+       base += int64_t(gridDim.x) * Cfg::ROWS_PER_BLOCK) {
+    const int64_t row = base + slot;
+    const bool live = row < a.map.rows;
+    int64_t b = 0, h = 0, i = 0;
+    if (live) a.map.locate(row, b, h, i);
+    const T* xr = a.x + offset(a.xs, b, h, i);
+    const void* mr = mask_row(a, b, h, i);
+
+    Acc z[N];
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int j0 = (p * LANES + gl) * V;  // < C <= kWarpMaxCols
+      if (live && j0 < a.sk) {
+        load_logits<V>(a, xr, mr, j0, i, z + p * V);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) z[p * V + e] = neg_inf<Acc>();
+      }
+    }
+
+    Acc m = z[0];
+#pragma unroll
+    for (int k = 1; k < N; ++k) m = MaxOp()(m, z[k]);
+    m = group_allreduce<LANES>(m, MaxOp());
+    Acc s = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      z[k] = exp_shifted(z[k], m);
+      s += z[k];
+    }
+    const Acc inv = inv_sum(group_allreduce<LANES>(s, SumOp()));
+
+    if (live) {
+      T* yr = a.y + offset(a.ys, b, h, i);
+#pragma unroll
+      for (int p = 0; p < PACKS; ++p) {
+        const int j0 = (p * LANES + gl) * V;
+        if (j0 < a.sk) {
+          Pack<T, V> out;
+#pragma unroll
+          for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(z[p * V + e] * inv);
+          store_pack<V>(yr + j0, out);
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int LOG2C, int VEC>
+__global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArgs<T> a) {
+  using Acc = acc_t<T>;
+  using Cfg = WarpCfg<LOG2C, VEC>;
+  constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N;
+  const int gl = threadIdx.x % LANES;
+  const int slot = threadIdx.x / LANES;
+  for (int64_t base = int64_t(blockIdx.x) * Cfg::ROWS_PER_BLOCK; base < a.map.rows;
+       base += int64_t(gridDim.x) * Cfg::ROWS_PER_BLOCK) {
+    const int64_t row = base + slot;
+    const bool live = row < a.map.rows;
+    int64_t b = 0, h = 0, i = 0;
+    if (live) a.map.locate(row, b, h, i);
+    const T* yr = a.y + offset(a.ys, b, h, i);
+    const T* dyr = a.dy + offset(a.dys, b, h, i);
+
+    Acc yv[N], dyv[N];  // padding elements are 0 and add nothing to the dot product
+    Acc dot = 0;
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int j0 = (p * LANES + gl) * V;
+      if (live && j0 < a.sk) {
+        const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          yv[p * V + e] = to_acc(py.v[e]);
+          dyv[p * V + e] = to_acc(pdy.v[e]);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) yv[p * V + e] = dyv[p * V + e] = Acc(0);
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) dot += yv[p * V + e] * dyv[p * V + e];
+    }
+    dot = group_allreduce<LANES>(dot, SumOp());
+
+    if (live) {
+      T* dxr = a.dx + offset(a.dxs, b, h, i);
+#pragma unroll
+      for (int p = 0; p < PACKS; ++p) {
+        const int j0 = (p * LANES + gl) * V;
+        if (j0 < a.sk) {
+          Pack<T, V> out;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            const int k = p * V + e;
+            out.v[e] = from_acc<T>(a.scale * yv[k] * (dyv[k] - dot));
+          }
+          store_pack<V>(dxr + j0, out);
+        }
+      }
+    }
+  }
+}
+
+// ---- block-per-row kernels (any sk) -----------------------------------------------------
+
+// Dynamic shared memory, typed per kernel (extern arrays cannot differ in type).
+extern __shared__ __align__(16) unsigned char smem_raw[];
+
+// CACHE: logits z (sk Acc values) are parked in shared memory by pass 1. Each thread
+// reads back only the elements it wrote, so pass 2 needs no barrier for the cache.
+template <typename T, int V, bool CACHE>
+__global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block(const FwdArgs<T> a) {
+  using Acc = acc_t<T>;
+  using St = softmax_math::OnlineSoftmax<Acc>;
+  __shared__ St slots[kWarp + 1];
+  Acc* cache = reinterpret_cast<Acc*>(smem_raw);
+  const int64_t step = int64_t(blockDim.x) * V;
+  for (int64_t row = blockIdx.x; row < a.map.rows; row += gridDim.x) {
+    int64_t b, h, i;
+    a.map.locate(row, b, h, i);
+    const T* xr = a.x + offset(a.xs, b, h, i);
+    const void* mr = mask_row(a, b, h, i);
+
+    St st = St::empty();
+    for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
+      Acc z[V];
+      load_logits<V>(a, xr, mr, j0, i, z);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        st.add(z[e]);
+        if (CACHE) cache[j0 + e] = z[e];
+      }
+    }
+    st = block_allreduce(st, MergeOp(), slots);
+    const Acc inv = inv_sum(st.s);
+
+    T* yr = a.y + offset(a.ys, b, h, i);
+    for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
+      Acc z[V];
+      if (CACHE) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) z[e] = cache[j0 + e];
+      } else {
+        load_logits<V>(a, xr, mr, j0, i, z);
+      }
+      Pack<T, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(exp_shifted(z[e], st.m) * inv);
+      store_pack<V>(yr + j0, out);
+    }
+  }
+}
+
+// CACHE: y at cache[0, sk) and dy at cache[sk, 2*sk), thread-private as in the forward.
+template <typename T, int V, bool CACHE>
+__global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block(const BwdArgs<T> a) {
+  using Acc = acc_t<T>;
+  __shared__ Acc slots[kWarp + 1];
+  Acc* cache = reinterpret_cast<Acc*>(smem_raw);
+  const int64_t step = int64_t(blockDim.x) * V;
+  for (int64_t row = blockIdx.x; row < a.map.rows; row += gridDim.x) {
+    int64_t b, h, i;
+    a.map.locate(row, b, h, i);
+    const T* yr = a.y + offset(a.ys, b, h, i);
+    const T* dyr = a.dy + offset(a.dys, b, h, i);
+
+    Acc dot = 0;
+    for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
+      const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const Acc yv = to_acc(py.v[e]), dyv = to_acc(pdy.v[e]);
+        dot += yv * dyv;
+        if (CACHE) {
+          cache[j0 + e] = yv;
+          cache[a.sk + j0 + e] = dyv;
+        }
+      }
+    }
+    dot = block_allreduce(dot, SumOp(), slots);
+
+    T* dxr = a.dx + offset(a.dxs, b, h, i);
+    for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
+      Acc yv[V], dyv[V];
+      if (CACHE) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          yv[e] = cache[j0 + e];
+          dyv[e] = cache[a.sk + j0 + e];
+        }
+      } else {
+        const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          yv[e] = to_acc(py.v[e]);
+          dyv[e] = to_acc(pdy.v[e]);
+        }
+      }
+      Pack<T, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(a.scale * yv[e] * (dyv[e] - dot));
+      store_pack<V>(dxr + j0, out);
+    }
+  }
+}
+
+// ---- host side -------------------------------------------------------------------------
+
+// Calls f(std::integral_constant<int, v>) for v in [LO, HI].
+template <int LO, int HI, typename F>
+void with_int(int v, F&& f) {
+  if constexpr (LO <= HI) {
+    if (v == LO) {
+      f(std::integral_constant<int, LO>{});
+    } else {
+      with_int<LO + 1, HI>(v, f);
+    }
+  }
+}
+
+template <typename F>
+void with_bool(bool v, F&& f) {
+  if (v) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+int ceil_log2(int64_t n) {
+  int l = 0;
+  while ((int64_t(1) << l) < n) ++l;
+  return l;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+RowMap make_map(int64_t batch, int64_t heads, int64_t sq) {
+  const int64_t rows = batch * heads * sq;
+  return {rows, heads, sq, rows <= int64_t(UINT32_MAX)};
+}
+
+// Can a tensor's rows be moved in packs of `bytes`? Its base must be aligned and every
+// row start must stay aligned (strides of size-1 dims never move the pointer).
+bool rows_aligned(const void* p, const int64_t (&s)[3], const int64_t (&dims)[3], int64_t elem_bytes,
+                  int64_t bytes) {
+  if (reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
+  for (int d = 0; d < 3; ++d) {
+    if (dims[d] > 1 && (s[d] * elem_bytes) % bytes != 0) return false;
+  }
+  return true;
+}
+
+// Threads per row for the block kernels: about 4+ packs per thread, 128..1024.
+int block_threads(int64_t sk, int v) {
+  const int64_t packs = ceil_div(sk, v);
+  int t = 128;
+  while (t < kBlockMaxThreads && int64_t(t) * 4 < packs) t *= 2;
+  return t;
+}
+
+template <typename T>
+void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, cudaStream_t stream) {
+  using Acc = acc_t<T>;
+  FwdArgs<T> a;
+  a.x = static_cast<const T*>(p.x);
+  a.y = static_cast<T*>(p.y);
+  a.mask = p.mask_kind == MaskKind::none ? nullptr : p.mask;
+  a.mask_kind = a.mask ? p.mask_kind : MaskKind::none;
+  for (int d = 0; d < 3; ++d) {
+    a.xs[d] = p.x_stride[d];
+    a.ys[d] = p.y_stride[d];
+    a.ms[d] = a.mask ? p.mask_stride[d] : 0;
+  }
+  a.map = make_map(p.batch, p.heads, p.sq);
+  a.sk = p.sk;
+  a.scale = static_cast<Acc>(p.scale);
+  a.causal = p.causal;
+  if (a.map.rows <= 0 || a.sk <= 0) return;
+
+  constexpr int kVec = 16 / sizeof(T);
+  const int64_t dims[3] = {p.batch, p.heads, p.sq};
+  const int64_t esz = sizeof(T);
+  bool vec = a.sk % kVec == 0 && rows_aligned(a.x, a.xs, dims, esz, kVec * esz) &&
+             rows_aligned(a.y, a.ys, dims, esz, kVec * esz);
+  if (a.mask_kind == MaskKind::additive) vec = vec && rows_aligned(a.mask, a.ms, dims, esz, kVec * esz);
+  if (a.mask_kind == MaskKind::boolean) vec = vec && rows_aligned(a.mask, a.ms, dims, 1, kVec);
+
+  with_bool(vec, [&](auto vec_tag) {
+    constexpr int V = decltype(vec_tag)::value ? kVec : 1;
+    if (a.sk <= kWarpMaxCols) {
+      with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
+        constexpr int kLog2c = decltype(log2c)::value;
+        using Cfg = WarpCfg<kLog2c, std::min(V, 1 << kLog2c)>;
+        const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
+        smsm_fwd_warp<T, kLog2c, Cfg::V>
+            <<<unsigned(blocks), kWarpKernelThreads, 0, stream>>>(a);
+      });
+    } else {
+      const int64_t cache_bytes = a.sk * int64_t(sizeof(Acc));
+      const int threads = block_threads(a.sk, V);
+      const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
+      with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
+        constexpr bool kCache = decltype(cache_tag)::value;
+        smsm_fwd_block<T, V, kCache><<<blocks, threads, kCache ? cache_bytes : 0, stream>>>(a);
+      });
+    }
+  });
+}
+
+template <typename T>
+void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, cudaStream_t stream) {
+  using Acc = acc_t<T>;
+  BwdArgs<T> a;
+  a.y = static_cast<const T*>(p.y);
+  a.dy = static_cast<const T*>(p.dy);
+  a.dx = static_cast<T*>(p.dx);
+  for (int d = 0; d < 3; ++d) {
+    a.ys[d] = p.y_stride[d];
+    a.dys[d] = p.dy_stride[d];
+    a.dxs[d] = p.dx_stride[d];
+  }
+  a.map = make_map(p.batch, p.heads, p.sq);
+  a.sk = p.sk;
+  a.scale = static_cast<Acc>(p.scale);
+  if (a.map.rows <= 0 || a.sk <= 0) return;
+
+  constexpr int kVec = 16 / sizeof(T);
+  const int64_t dims[3] = {p.batch, p.heads, p.sq};
+  const int64_t esz = sizeof(T);
+  const bool vec = a.sk % kVec == 0 && rows_aligned(a.y, a.ys, dims, esz, kVec * esz) &&
+                   rows_aligned(a.dy, a.dys, dims, esz, kVec * esz) &&
+                   rows_aligned(a.dx, a.dxs, dims, esz, kVec * esz);
+
+  with_bool(vec, [&](auto vec_tag) {
+    constexpr int V = decltype(vec_tag)::value ? kVec : 1;
+    if (a.sk <= kWarpMaxCols) {
+      with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
+        constexpr int kLog2c = decltype(log2c)::value;
+        using Cfg = WarpCfg<kLog2c, std::min(V, 1 << kLog2c)>;
+        const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
+        smsm_bwd_warp<T, kLog2c, Cfg::V>
+            <<<unsigned(blocks), kWarpKernelThreads, 0, stream>>>(a);
+      });
+    } else {
+      const int64_t cache_bytes = 2 * a.sk * int64_t(sizeof(Acc));
+      const int threads = block_threads(a.sk, V);
+      const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
+      with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
+        constexpr bool kCache = decltype(cache_tag)::value;
+        smsm_bwd_block<T, V, kCache><<<blocks, threads, kCache ? cache_bytes : 0, stream>>>(a);
+      });
+    }
+  });
+}
+
+// Calls f(T{}) with the storage type named by dt.
+template <typename F>
+void with_dtype(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); break;
+    case DType::f64: f(double{}); break;
+    case DType::f16: f(__half{}); break;
+    case DType::bf16: f(__nv_bfloat16{}); break;
+  }
+}
+
+}  // namespace
+
+void scaled_masked_softmax_fwd_cuda(const ScaledMaskedSoftmaxFwdParams& p, cudaStream stream) {
+  with_dtype(p.dtype, [&](auto tag) { fwd_typed<decltype(tag)>(p, stream); });
+}
+
+void scaled_masked_softmax_bwd_cuda(const ScaledMaskedSoftmaxBwdParams& p, cudaStream stream) {
+  with_dtype(p.dtype, [&](auto tag) { bwd_typed<decltype(tag)>(p, stream); });
+}
+
+}  // namespace pyattn

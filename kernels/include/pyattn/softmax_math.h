@@ -1,0 +1,82 @@
+// Softmax arithmetic shared by the CPU and CUDA kernels, so CPU tests exercise the
+// same edge-case handling the GPU runs. Acc is float (for f32/f16/bf16 data) or double.
+//
+// Masked logits are -inf. A row whose every logit is -inf has max -inf and must give
+// y = 0, not exp(-inf - -inf) = NaN; exp_shifted and inv_sum encode that rule.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define PYATTN_HD __host__ __device__ __forceinline__
+#else
+#define PYATTN_HD inline
+#endif
+
+namespace pyattn {
+namespace softmax_math {
+
+PYATTN_HD float exp_acc(float v) {
+#if defined(__CUDA_ARCH__)
+  return expf(v);
+#else
+  return std::exp(v);
+#endif
+}
+
+PYATTN_HD double exp_acc(double v) {
+#if defined(__CUDA_ARCH__)
+  return ::exp(v);
+#else
+  return std::exp(v);
+#endif
+}
+
+template <typename Acc>
+PYATTN_HD Acc neg_inf() {
+  return static_cast<Acc>(-INFINITY);
+}
+
+// exp(z - m) for m = the row max (or a running max). m == -inf only when every z seen
+// is -inf, and then the answer is 0.
+template <typename Acc>
+PYATTN_HD Acc exp_shifted(Acc z, Acc m) {
+  return m == neg_inf<Acc>() ? Acc(0) : exp_acc(z - m);
+}
+
+// The factor turning exp_shifted values into probabilities: 1/sum, or 0 for a row with
+// nothing left unmasked (sum == 0). A finite max always gives sum >= 1.
+template <typename Acc>
+PYATTN_HD Acc inv_sum(Acc s) {
+  return s > Acc(0) ? Acc(1) / s : Acc(0);
+}
+
+// Running softmax normaliser of a stream of logits: invariant s = sum exp(z - m) over
+// the logits seen, m = their max. Lets a row be reduced in one read, in pieces, and
+// the pieces merged in any order.
+template <typename Acc>
+struct OnlineSoftmax {
+  Acc m;
+  Acc s;
+
+  PYATTN_HD static OnlineSoftmax empty() { return {neg_inf<Acc>(), Acc(0)}; }
+
+  // One exp per logit: the new logit's, or the rescale of s when the max moves.
+  PYATTN_HD void add(Acc z) {
+    if (z > m) {
+      s = s * exp_shifted(m, z) + Acc(1);
+      m = z;
+    } else {
+      s += exp_shifted(z, m);
+    }
+  }
+
+  PYATTN_HD void merge(const OnlineSoftmax& o) {
+    const Acc mx = o.m > m ? o.m : m;
+    s = s * exp_shifted(m, mx) + o.s * exp_shifted(o.m, mx);
+    m = mx;
+  }
+};
+
+}  // namespace softmax_math
+}  // namespace pyattn

@@ -1,0 +1,113 @@
+"""scaled_masked_softmax against torch eager: softmax((x * scale).masked_fill(mask, -inf)).
+
+Work is the minimum traffic in bytes: forward reads x and the mask once (at its own,
+un-broadcast size) and writes y; backward reads y and dy and writes dx; fwd+bwd is the
+sum. Backward rows time forward and backward together, as training runs them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from pyattn.functional import scaled_masked_softmax
+
+from . import Case, Target
+
+OP = "scaled_masked_softmax"
+SCALE = 0.125
+MAIN = (8, 12, 512, 512)
+LONG = (4, 8, 128, 16384)
+
+
+@dataclass
+class _Inputs:
+    x: torch.Tensor                  # requires grad on backward rows
+    mask: Optional[torch.Tensor]     # bool, True = masked out; what ours gets (None if causal)
+    peer_mask: torch.Tensor          # the bool mask the peer applies (the causal one if causal)
+    dy: Optional[torch.Tensor]       # upstream gradient on backward rows
+
+
+def _make_inputs(device, dtype, shape, mask_kind, backward) -> _Inputs:
+    b, h, sq, sk = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(shape, generator=gen, device=device).to(dtype).requires_grad_(backward)
+    if mask_kind == "causal":
+        mask = None
+        peer_mask = torch.ones(sq, sk, dtype=torch.bool, device=device).triu(1)
+    elif mask_kind == "padding":
+        # key padding: batch i attends to its first lengths[i] keys (at least half)
+        lengths = torch.randint(sk // 2, sk + 1, (b, 1, 1, 1), generator=gen, device=device)
+        mask = torch.arange(sk, device=device) >= lengths
+        peer_mask = mask
+    else:
+        # shared by heads; key 0 is never masked so no row is fully masked (the peer would
+        # give NaN there, ours 0 by design)
+        mask = torch.rand((b, 1, sq, sk), generator=gen, device=device) < 0.25
+        mask[..., 0] = False
+        peer_mask = mask
+    dy = torch.randn(shape, generator=gen, device=device).to(dtype) if backward else None
+    return _Inputs(x, mask, peer_mask, dy)
+
+
+def _ours(inp: _Inputs) -> torch.Tensor:
+    return scaled_masked_softmax(inp.x, mask=inp.mask, scale=SCALE, causal=inp.mask is None)
+
+
+def _peer(inp: _Inputs) -> torch.Tensor:
+    return torch.softmax((inp.x * SCALE).masked_fill(inp.peer_mask, float("-inf")), -1)
+
+
+def _with_backward(forward):
+    def fwd_bwd(inp: _Inputs):
+        y = forward(inp)
+        (dx,) = torch.autograd.grad(y, inp.x, inp.dy)  # no .grad accumulation to time
+        return y.detach(), dx
+    return fwd_bwd
+
+
+def _case(device, dtype, shape, mask_kind="mask", backward=False, quick=True, target=None) -> Case:
+    n = math.prod(shape)
+    esize = torch.empty((), dtype=dtype).element_size()
+    b, _, sq, sk = shape
+    mask_bytes = {"mask": b * sq * sk, "padding": b * sk, "causal": 0}[mask_kind]
+    work = 2 * n * esize + mask_bytes + (3 * n * esize if backward else 0)
+    dims = "x".join(map(str, shape))
+    what = {"mask": f"bool mask {b}x1x{sq}x{sk}", "padding": f"padding mask {b}x1x1x{sk}",
+            "causal": "causal"}[mask_kind]
+    peer_name = "torch.softmax((x*scale).masked_fill(mask, -inf), -1)" + (
+        " with a cached triu mask" if mask_kind == "causal" else "") + (
+        ", autograd backward" if backward else "")
+    return Case(
+        op=OP,
+        name=f"{'fwd+bwd' if backward else 'fwd'} {dims} {what}",
+        device=device,
+        dtype=dtype,
+        inputs=lambda: _make_inputs(device, dtype, shape, mask_kind, backward),
+        ours=_with_backward(_ours) if backward else _ours,
+        peer=_with_backward(_peer) if backward else _peer,
+        peer_name=peer_name,
+        work=work,
+        unit="B",
+        quick=quick,
+        target=target,
+    )
+
+
+def cases(device: str) -> list[Case]:
+    cpu = torch.device(device).type == "cpu"
+    f32, bf16 = torch.float32, torch.bfloat16
+    return [
+        # The issue's targets are for this shape on CPU.
+        _case(device, f32, MAIN, target=Target(8.0, 0.70) if cpu else None),
+        _case(device, f32, MAIN, backward=True, target=Target(4.0) if cpu else None),
+        _case(device, bf16, MAIN),
+        _case(device, bf16, MAIN, backward=True, quick=False),
+        _case(device, f32, MAIN, "causal"),
+        _case(device, f32, MAIN, "causal", backward=True, quick=False),
+        _case(device, f32, LONG, "padding"),
+    ]
+

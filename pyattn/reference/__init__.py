@@ -1,0 +1,18 @@
+"""NumPy float64 references for every pyattn op.
+
+Each ``<op>.py`` here is the slow, obvious implementation that pins the op's semantics
+(shapes, mask conventions, edge cases such as fully masked rows). The kernels are tested
+against these. Plain NumPy only: nothing here imports torch.
+"""
+
+from .scaled_masked_softmax import (
+    scaled_masked_softmax_bwd,
+    scaled_masked_softmax_fwd,
+    scaled_masked_softmax_mask_grad,
+)
+
+__all__ = [
+    "scaled_masked_softmax_fwd",
+    "scaled_masked_softmax_bwd",
+    "scaled_masked_softmax_mask_grad",
+]
