@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArg
 // ---- block-per-row kernels (any sk) -----------------------------------------------------
 
 // Dynamic shared memory, typed per kernel (extern arrays cannot differ in type).
-extern __shared__ __align__(16) unsigned char smem_raw[];
+extern __shared__ __align__(32) unsigned char smem_raw[];
 
 // CACHE: logits z (sk Acc values) are parked in shared memory by pass 1. Each thread
 // reads back only the elements it wrote, so pass 2 needs no barrier for the cache.
@@ -368,35 +368,33 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block(const FwdArgs
 
     St st = St::empty();
     for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
-      Acc z[V];
-      load_logits<V>(a, xr, mr, j0, i, z);
+      Pack<Acc, V> z;
+      load_logits<V>(a, xr, mr, j0, i, z.v);
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        st.add(z[e]);
-        if (CACHE) cache[j0 + e] = z[e];
-      }
+      for (int e = 0; e < V; ++e) st.add(z.v[e]);
+      if (CACHE) store_pack<V>(cache + j0, z);
     }
     st = block_allreduce(st, MergeOp(), slots);
     const Acc inv = inv_sum(st.s);
 
     T* yr = a.y + offset(a.ys, b, h, i);
     for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
-      Acc z[V];
+      Pack<Acc, V> z;
       if (CACHE) {
-#pragma unroll
-        for (int e = 0; e < V; ++e) z[e] = cache[j0 + e];
+        z = load_pack<V>(cache + j0);
       } else {
-        load_logits<V>(a, xr, mr, j0, i, z);
+        load_logits<V>(a, xr, mr, j0, i, z.v);
       }
       Pack<T, V> out;
 #pragma unroll
-      for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(exp_shifted(z[e], st.m) * inv);
+      for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(exp_shifted(z.v[e], st.m) * inv);
       store_pack<V>(yr + j0, out);
     }
   }
 }
 
-// CACHE: y at cache[0, sk) and dy at cache[sk, 2*sk), thread-private as in the forward.
+// CACHE: y at cache[0, sk) and dy at cache[sk, 2*sk) (sk % V == 0 keeps packs aligned),
+// thread-private as in the forward.
 template <typename T, int V, bool CACHE>
 __global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block(const BwdArgs<T> a) {
   using Acc = acc_t<T>;
@@ -412,38 +410,37 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block(const BwdArgs
     Acc dot = 0;
     for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
       const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+      Pack<Acc, V> yv, dyv;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const Acc yv = to_acc(py.v[e]), dyv = to_acc(pdy.v[e]);
-        dot += yv * dyv;
-        if (CACHE) {
-          cache[j0 + e] = yv;
-          cache[a.sk + j0 + e] = dyv;
-        }
+        yv.v[e] = to_acc(py.v[e]);
+        dyv.v[e] = to_acc(pdy.v[e]);
+        dot += yv.v[e] * dyv.v[e];
+      }
+      if (CACHE) {
+        store_pack<V>(cache + j0, yv);
+        store_pack<V>(cache + a.sk + j0, dyv);
       }
     }
     dot = block_allreduce(dot, SumOp(), slots);
 
     T* dxr = a.dx + offset(a.dxs, b, h, i);
     for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
-      Acc yv[V], dyv[V];
+      Pack<Acc, V> yv, dyv;
       if (CACHE) {
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          yv[e] = cache[j0 + e];
-          dyv[e] = cache[a.sk + j0 + e];
-        }
+        yv = load_pack<V>(cache + j0);
+        dyv = load_pack<V>(cache + a.sk + j0);
       } else {
         const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          yv[e] = to_acc(py.v[e]);
-          dyv[e] = to_acc(pdy.v[e]);
+          yv.v[e] = to_acc(py.v[e]);
+          dyv.v[e] = to_acc(pdy.v[e]);
         }
       }
       Pack<T, V> out;
 #pragma unroll
-      for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(a.scale * yv[e] * (dyv[e] - dot));
+      for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(a.scale * yv.v[e] * (dyv.v[e] - dot));
       store_pack<V>(dxr + j0, out);
     }
   }
@@ -536,7 +533,8 @@ void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, cudaStream_t stream) {
     if (a.sk <= kWarpMaxCols) {
       with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
         constexpr int kLog2c = decltype(log2c)::value;
-        using Cfg = WarpCfg<kLog2c, std::min(V, 1 << kLog2c)>;
+        // Rows shorter than a pack never take the vector path (sk % V == 0).
+        using Cfg = WarpCfg<kLog2c, ((1 << kLog2c) >= V ? V : 1)>;
         const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
         smsm_fwd_warp<T, kLog2c, Cfg::V>
             <<<unsigned(blocks), kWarpKernelThreads, 0, stream>>>(a);
@@ -582,7 +580,8 @@ void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, cudaStream_t stream) {
     if (a.sk <= kWarpMaxCols) {
       with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
         constexpr int kLog2c = decltype(log2c)::value;
-        using Cfg = WarpCfg<kLog2c, std::min(V, 1 << kLog2c)>;
+        // Rows shorter than a pack never take the vector path (sk % V == 0).
+        using Cfg = WarpCfg<kLog2c, ((1 << kLog2c) >= V ? V : 1)>;
         const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
         smsm_bwd_warp<T, kLog2c, Cfg::V>
             <<<unsigned(blocks), kWarpKernelThreads, 0, stream>>>(a);
