@@ -1,8 +1,10 @@
-// exp(x) for float lanes, the same algorithm on every ISA so tails, the generic path and
-// SIMD paths agree: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial,
-// times 2^n assembled in the exponent bits. Relative error ~2 ulp.
-// Domain: exact 0 for x < kExpLo (so exp(-inf) = 0), NaN in gives NaN, clamped above
-// kExpHi (softmax only feeds x <= 0).
+// 2^t for float lanes, the same algorithm on every ISA so tails, the generic path and
+// SIMD paths agree: t = n + f with n = round(t), |f| <= 1/2, 2^f by a degree-5
+// near-minimax polynomial (max relative error 2.4e-7 evaluated in fp32), times 2^n
+// assembled in the exponent bits.
+// Domain: softmax feeds t = (z - max z) * log2(e) <= ~0. t is clamped below at -127,
+// where the assembled 2^n is exactly 0, so t = -inf (a masked score) gives 0. A NaN t
+// gives NaN (SIMD code keeps it by putting t second in max(-127, t)).
 #pragma once
 
 #include <cmath>
@@ -12,28 +14,23 @@
 
 namespace pyattn::cpu {
 
-constexpr float kExpLo = -87.33654f;  // ln(2^-126): smallest normal result
-constexpr float kExpHi = 88.0f;
 constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693145751953125f;    // ln2 split so n*kLn2Hi is exact
-constexpr float kLn2Lo = 1.42860682030941723e-6f;
-// Taylor coefficients 1/k!, k = 6..0 (Horner order).
-constexpr float kExpC6 = 1.0f / 720, kExpC5 = 1.0f / 120, kExpC4 = 1.0f / 24, kExpC3 = 1.0f / 6,
-                kExpC2 = 0.5f, kExpC1 = 1.0f, kExpC0 = 1.0f;
+constexpr float kExp2Lo = -127.0f;
+constexpr float kExp2C5 = 0.001327647129073739f, kExp2C4 = 0.009675540961325169f,
+                kExp2C3 = 0.05550713092088699f, kExp2C2 = 0.24022120237350464f,
+                kExp2C1 = 0.6931469440460205f, kExp2C0 = 1.0000001192092896f;
 
-inline float fast_exp(float x) {
-  if (std::isnan(x)) return x;
-  if (x < kExpLo) return 0.0f;
-  x = x > kExpHi ? kExpHi : x;
-  const float n = std::nearbyint(x * kLog2e);
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
-  float p = kExpC6;
-  p = p * r + kExpC5;
-  p = p * r + kExpC4;
-  p = p * r + kExpC3;
-  p = p * r + kExpC2;
-  p = p * r + kExpC1;
-  p = p * r + kExpC0;
+inline float fast_exp2(float t) {
+  if (std::isnan(t)) return t;
+  t = t < kExp2Lo ? kExp2Lo : t;
+  const float n = std::nearbyint(t);
+  const float f = t - n;
+  float p = kExp2C5;
+  p = p * f + kExp2C4;
+  p = p * f + kExp2C3;
+  p = p * f + kExp2C2;
+  p = p * f + kExp2C1;
+  p = p * f + kExp2C0;
   return p * bits_float(uint32_t(int32_t(n) + 127) << 23);
 }
 

@@ -1,33 +1,39 @@
 // scaled_masked_softmax on the CPU, compiled once per ISA by cpu/isa_regions.h (no
 // guard, no #includes). VecF / VecD and the tail helpers come from the region.
 //
-// Per row: pass 1 takes the max of z = scale*x + mask, pass 2 writes e = exp(z - max)
-// to an fp32 (fp64) scratch row and sums it, pass 3 writes y = e / sum. Only pass 1
-// reads x from memory; passes 2 and 3 hit the row in L1/L2, so DRAM sees x and the
-// mask read once and y written once. Columns j > i under `causal` are never read.
+// Per row, in base 2 (exp(z) = 2^(z*log2e), which folds the scale and log2e into one
+// multiply and needs no range reduction by ln2):
+//   pass 1 writes u = (scale*x + mask) * log2e (-inf where masked) to an fp32 (fp64)
+//          scratch row and takes its max; only this pass reads x and the mask;
+//   pass 2 overwrites scratch with e = 2^(u - max) and sums it;
+//   pass 3 writes y = e / sum.
+// Passes 2 and 3 hit the row in L1/L2, so DRAM sees x and the mask read once and y
+// written once. Columns j > i under `causal` are never read.
 
 namespace smsoftmax {
 
-// z = scale * x + mask for one row, a vector at a time; lanes past the row are -inf.
+// u = (scale * x + mask) * log2e for one row, a vector at a time.
 template <class V, class T, MaskKind MK>
 struct RowScores {
   using A = typename V::value_type;
   const T* x;
   const void* mask;  // row of the mask: uint8_t (boolean) or T (additive)
-  V scale;
+  V scale_log2e, log2e;
 
   V full(int64_t j) const {
-    V z = V::load(x + j) * scale;
-    if constexpr (MK == MaskKind::boolean) z = V::masked_neg_inf(z, static_cast<const uint8_t*>(mask) + j);
-    if constexpr (MK == MaskKind::additive) z = z + V::load(static_cast<const T*>(mask) + j);
-    return z;
+    const V xv = V::load(x + j);
+    if constexpr (MK == MaskKind::boolean)
+      return V::masked_neg_inf(xv * scale_log2e, static_cast<const uint8_t*>(mask) + j);
+    if constexpr (MK == MaskKind::additive) return V::fmadd(V::load(static_cast<const T*>(mask) + j), log2e, xv * scale_log2e);
+    return xv * scale_log2e;
   }
+  // Lanes [0, n) of the row from j; the rest -inf.
   V partial(int64_t j, int n) const {
-    V z = load_partial<V>(x + j, n, A(0)) * scale;
-    if constexpr (MK == MaskKind::boolean) z = masked_neg_inf_partial(z, static_cast<const uint8_t*>(mask) + j, n);
-    if constexpr (MK == MaskKind::additive) z = z + load_partial<V>(static_cast<const T*>(mask) + j, n, A(0));
+    V u = load_partial<V>(x + j, n, A(0)) * scale_log2e;
+    if constexpr (MK == MaskKind::boolean) u = masked_neg_inf_partial(u, static_cast<const uint8_t*>(mask) + j, n);
+    if constexpr (MK == MaskKind::additive) u = V::fmadd(load_partial<V>(static_cast<const T*>(mask) + j, n, A(0)), log2e, u);
     alignas(64) A tmp[V::W];
-    z.store(tmp);
+    u.store(tmp);
     for (int k = n; k < V::W; ++k) tmp[k] = -std::numeric_limits<A>::infinity();
     return V::load(tmp);
   }
@@ -36,11 +42,12 @@ struct RowScores {
 template <class T>
 void fill_zero(T* y, int64_t n) { std::memset(static_cast<void*>(y), 0, sizeof(T) * size_t(n)); }
 
-// Rows [r0, r1) of the flattened [batch*heads*sq] row index; scratch holds sk values.
+// Rows [r0, r1) of the flattened [batch*heads*sq] row index; scratch holds sk + W values.
 template <class V, class T, MaskKind MK>
 void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typename V::value_type* scratch) {
   using A = typename V::value_type;
   constexpr int W = V::W;
+  constexpr A kLog2eA = A(1.44269504088896340735992468100189214);
   const int64_t sk = p.sk;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t i = r % p.sq, bh = r / p.sq, h = bh % p.heads, b = bh / p.heads;
@@ -51,42 +58,56 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typ
     const void* mrow = nullptr;
     if constexpr (MK == MaskKind::boolean) mrow = static_cast<const uint8_t*>(p.mask) + mo;
     if constexpr (MK == MaskKind::additive) mrow = static_cast<const T*>(p.mask) + mo;
-    const RowScores<V, T, MK> z{static_cast<const T*>(p.x) + xo, mrow, V::set1(A(p.scale))};
+    const RowScores<V, T, MK> u{static_cast<const T*>(p.x) + xo, mrow, V::set1(A(p.scale) * kLog2eA), V::set1(kLog2eA)};
     const int64_t n = p.causal ? std::min(sk, i + 1) : sk;  // columns that can be nonzero
-    const int64_t nv = n - n % W;
+    const int64_t nv = n - n % W;             // columns in full vectors
     const int tail = int(n - nv);
+    const int64_t padded = nv + (tail ? W : 0);  // scratch columns written by pass 1
 
-    // Pass 1: row max, two accumulators to hide the max latency.
+    // Pass 1: u to scratch and its max (two accumulators hide the max latency).
     V m0 = V::set1(-std::numeric_limits<A>::infinity()), m1 = m0;
     int64_t j = 0;
     for (; j + 2 * W <= nv; j += 2 * W) {
-      m0 = V::max(m0, z.full(j));
-      m1 = V::max(m1, z.full(j + W));
+      const V a = u.full(j), c = u.full(j + W);
+      a.store(scratch + j);
+      c.store(scratch + j + W);
+      m0 = V::max(m0, a);
+      m1 = V::max(m1, c);
     }
-    if (j < nv) m0 = V::max(m0, z.full(j));
-    if (tail) m1 = V::max(m1, z.partial(nv, tail));
+    if (j < nv) {
+      const V a = u.full(j);
+      a.store(scratch + j);
+      m0 = V::max(m0, a);
+    }
+    if (tail) {
+      const V a = u.partial(nv, tail);
+      a.store(scratch + nv);
+      m1 = V::max(m1, a);
+    }
     const A mx = V::max(m0, m1).hmax();
     if (mx == -std::numeric_limits<A>::infinity()) {  // fully masked row: y = 0, no NaN
       fill_zero(y, sk);
       continue;
     }
 
-    // Pass 2: e = exp(z - max) into scratch, and its sum.
+    // Pass 2: e = 2^(u - max) in place, and its sum (-inf lanes give 0).
     const V vmx = V::set1(mx);
-    V s = V::set1(A(0));
-    for (j = 0; j < nv; j += W) {
-      const V e = V::exp(z.full(j) - vmx);
-      e.store(scratch + j);
-      s = s + e;
+    V s0 = V::set1(A(0)), s1 = s0;
+    for (j = 0; j + 2 * W <= padded; j += 2 * W) {
+      const V a = V::exp2(V::load(scratch + j) - vmx), c = V::exp2(V::load(scratch + j + W) - vmx);
+      a.store(scratch + j);
+      c.store(scratch + j + W);
+      s0 = s0 + a;
+      s1 = s1 + c;
     }
-    if (tail) {
-      const V e = V::exp(z.partial(nv, tail) - vmx);  // -inf lanes give 0
-      e.store(scratch + nv);
-      s = s + e;
+    if (j < padded) {
+      const V a = V::exp2(V::load(scratch + j) - vmx);
+      a.store(scratch + j);
+      s0 = s0 + a;
     }
 
     // Pass 3: y = e / sum; masked-off causal columns are 0.
-    const V inv = V::set1(A(1) / s.hsum());
+    const V inv = V::set1(A(1) / (s0 + s1).hsum());
     for (j = 0; j < nv; j += W) (V::load(scratch + j) * inv).store(y + j);
     if (tail) store_partial(V::load(scratch + nv) * inv, y + nv, tail);
     if (n < sk) fill_zero(y + n, sk - n);

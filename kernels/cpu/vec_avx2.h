@@ -42,24 +42,19 @@ struct VecF {
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF max(VecF a, VecF b) { return {_mm256_max_ps(a.v, b.v)}; }
 
-  // Same algorithm and constants as fast_exp() in cpu/fast_exp.h.
-  static VecF exp(VecF a) {
-    const __m256 x0 = a.v;
-    __m256 x = _mm256_min_ps(_mm256_max_ps(x0, _mm256_set1_ps(kExpLo)), _mm256_set1_ps(kExpHi));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), x);
-    __m256 p = _mm256_set1_ps(kExpC6);
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(kExpC5));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(kExpC4));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(kExpC3));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(kExpC2));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(kExpC1));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(kExpC0));
+  // 2^t: same algorithm and constants as fast_exp2() in cpu/fast_exp.h.
+  static VecF exp2(VecF a) {
+    const __m256 t = _mm256_max_ps(_mm256_set1_ps(kExp2Lo), a.v);  // NaN t stays NaN
+    const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(t, n);
+    __m256 p = _mm256_set1_ps(kExp2C5);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C0));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    y = _mm256_and_ps(y, _mm256_cmp_ps(x0, _mm256_set1_ps(kExpLo), _CMP_GE_OQ));  // 0 below range
-    return {_mm256_blendv_ps(y, x0, _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q))};           // NaN stays NaN
+    return {_mm256_mul_ps(p, _mm256_castsi256_ps(e))};
   }
   float hsum() const {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

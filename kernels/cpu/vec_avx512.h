@@ -39,24 +39,19 @@ struct VecF {
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF max(VecF a, VecF b) { return {_mm512_max_ps(a.v, b.v)}; }
 
-  // Same algorithm and constants as fast_exp() in cpu/fast_exp.h.
-  static VecF exp(VecF a) {
-    const __m512 x0 = a.v;
-    __m512 x = _mm512_min_ps(_mm512_max_ps(x0, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), x);
-    __m512 p = _mm512_set1_ps(kExpC6);
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC5));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC4));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC3));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC2));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC1));
-    p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(kExpC0));
+  // 2^t: same algorithm and constants as fast_exp2() in cpu/fast_exp.h.
+  static VecF exp2(VecF a) {
+    const __m512 t = _mm512_max_ps(_mm512_set1_ps(kExp2Lo), a.v);  // NaN t stays NaN
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(kExp2C5);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C0));
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-    y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x0, _mm512_set1_ps(kExpLo), _CMP_GE_OQ), y);  // 0 below range
-    return {_mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q), x0)};             // NaN stays NaN
+    return {_mm512_mul_ps(p, _mm512_castsi512_ps(e))};
   }
   float hsum() const { return _mm512_reduce_add_ps(v); }
   float hmax() const { return _mm512_reduce_max_ps(v); }

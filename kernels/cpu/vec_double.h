@@ -15,7 +15,7 @@ struct VecD {
   VecD operator*(VecD b) const { return {v * b.v}; }
   static VecD fmadd(VecD a, VecD b, VecD c) { return {a.v * b.v + c.v}; }
   static VecD max(VecD a, VecD b) { return {a.v > b.v ? a.v : b.v}; }
-  static VecD exp(VecD a) { return {std::exp(a.v)}; }
+  static VecD exp2(VecD a) { return {std::exp2(a.v)}; }
   double hsum() const { return v; }
   double hmax() const { return v; }
 };

@@ -16,7 +16,7 @@ struct VecF {
   VecF operator*(VecF b) const { return {v * b.v}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {a.v * b.v + c.v}; }
   static VecF max(VecF a, VecF b) { return {a.v > b.v ? a.v : b.v}; }
-  static VecF exp(VecF a) { return {fast_exp(a.v)}; }
+  static VecF exp2(VecF a) { return {fast_exp2(a.v)}; }
   float hsum() const { return v; }
   float hmax() const { return v; }
 };
