@@ -150,43 +150,32 @@ void bwd_rows(const ScaledMaskedSoftmaxBwdParams& p, int64_t r0, int64_t r1) {
 inline int64_t row_grain(int64_t sk) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(sk, 1)); }
 
 template <class V, class T, MaskKind MK>
-void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+void fwd_all(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
   parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) {
     std::vector<typename V::value_type> scratch(size_t(p.sk) + V::W);
     fwd_rows<V, T, MK>(p, r0, r1, scratch.data());
   });
 }
 
-template <class V, class T>
-void fwd_masked(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
-  switch (p.mask_kind) {
-    case MaskKind::none: return fwd_typed<V, T, MaskKind::none>(p, parallel_for);
-    case MaskKind::boolean: return fwd_typed<V, T, MaskKind::boolean>(p, parallel_for);
-    case MaskKind::additive: return fwd_typed<V, T, MaskKind::additive>(p, parallel_for);
-  }
-}
-
-template <class V, class T>
-void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, ParallelFor parallel_for) {
-  parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) { bwd_rows<V, T>(p, r0, r1); });
-}
-
 }  // namespace smsoftmax
 
 inline void scaled_masked_softmax_fwd(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
-  switch (p.dtype) {
-    case DType::f32: return smsoftmax::fwd_masked<VecF, float>(p, parallel_for);
-    case DType::f64: return smsoftmax::fwd_masked<VecD, double>(p, parallel_for);
-    case DType::f16: return smsoftmax::fwd_masked<VecF, f16>(p, parallel_for);
-    case DType::bf16: return smsoftmax::fwd_masked<VecF, bf16>(p, parallel_for);
-  }
+  dispatch_dtype(p.dtype, [&](auto types) {
+    using V = typename decltype(types)::Vec;
+    using T = typename decltype(types)::Storage;
+    switch (p.mask_kind) {
+      case MaskKind::none: return smsoftmax::fwd_all<V, T, MaskKind::none>(p, parallel_for);
+      case MaskKind::boolean: return smsoftmax::fwd_all<V, T, MaskKind::boolean>(p, parallel_for);
+      case MaskKind::additive: return smsoftmax::fwd_all<V, T, MaskKind::additive>(p, parallel_for);
+    }
+  });
 }
 
 inline void scaled_masked_softmax_bwd(const ScaledMaskedSoftmaxBwdParams& p, ParallelFor parallel_for) {
-  switch (p.dtype) {
-    case DType::f32: return smsoftmax::bwd_typed<VecF, float>(p, parallel_for);
-    case DType::f64: return smsoftmax::bwd_typed<VecD, double>(p, parallel_for);
-    case DType::f16: return smsoftmax::bwd_typed<VecF, f16>(p, parallel_for);
-    case DType::bf16: return smsoftmax::bwd_typed<VecF, bf16>(p, parallel_for);
-  }
+  dispatch_dtype(p.dtype, [&](auto types) {
+    using V = typename decltype(types)::Vec;
+    using T = typename decltype(types)::Storage;
+    parallel_for(p.batch * p.heads * p.sq, smsoftmax::row_grain(p.sk),
+                 [&](int64_t r0, int64_t r1) { smsoftmax::bwd_rows<V, T>(p, r0, r1); });
+  });
 }
