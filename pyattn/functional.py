@@ -7,7 +7,6 @@ from typing import Optional
 
 import torch
 
-from pyattn._autograd import ScaledMaskedSoftmax
 
 __all__ = ["scaled_masked_softmax"]
 
@@ -36,4 +35,4 @@ def scaled_masked_softmax(
         raise TypeError(f"scaled_masked_softmax: mask must be a torch.Tensor or None, got {type(mask).__name__}")
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
         raise TypeError(f"scaled_masked_softmax: scale must be a real number, got {type(scale).__name__}")
-    return ScaledMaskedSoftmax.apply(x, mask, float(scale), bool(causal))
+    return torch.ops.pyattn.scaled_masked_softmax_fwd(x, mask, float(scale), bool(causal))

@@ -6,8 +6,6 @@ dtype, with the tolerances of tests/conftest.py.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -21,7 +19,6 @@ from conftest import (
     DTYPES,
     HAS_CUDA,
     LOW_PRECISION,
-    TOLERANCES,
     assert_close,
     assert_err_within_2x_torch,
     randn,
@@ -235,8 +232,14 @@ def test_scale_zero(device, gen):
 # ----------------------------------------------------- bf16 / fp16 against torch's own
 
 
+# A max error over a handful of elements is noise (two same-dtype computations can
+# each get lucky): every row here comes in at least 8 copies (batch x heads), which
+# matters for causal, where the large values sit in the first rows' few live entries.
+LOW_PRECISION_SHAPES = [(2, 4, 16, 17), (1, 8, 9, 127), (16, 3, 1025), (1, 8, 4, 8192), (8, 2, 12345)]
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "bool_bcast", "add_bcast", "causal", "bool_sk+causal"])
-@pytest.mark.parametrize("shape", [(2, 4, 16, 17), (1, 2, 9, 127), (3, 1025), (1, 1, 4, 8192), (2, 12345)], ids=_shape_id)
+@pytest.mark.parametrize("shape", LOW_PRECISION_SHAPES, ids=_shape_id)
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=_dtype_id)
 def test_low_precision_within_2x_torch(device, dtype, shape, mask_kind, gen):
     causal = "causal" in mask_kind
@@ -687,7 +690,7 @@ BAD_INPUTS = {
 def test_bad_inputs_name_the_argument(device, case):
     make, pattern = BAD_INPUTS[case]
     x, mask = make(device)
-    for i, call in enumerate(_call_paths(x, mask)):
+    for call in _call_paths(x, mask):
         with pytest.raises(USER_ERRORS, match=pattern):
             call()
 
