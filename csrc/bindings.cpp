@@ -8,6 +8,7 @@
 #include <string>
 
 #include "pyattn/common.h"
+#include "pyattn/softmax_math.h"
 
 #ifdef PYATTN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -52,6 +53,25 @@ pybind11::dict build_info() {
   return d;
 }
 
+// Test hook: the host/device online-softmax arithmetic (pyattn/softmax_math.h) that the
+// CUDA kernels use, run on the CPU so its rules are tested without a GPU. z is reduced
+// in chunks of `chunk` logits with add(), and the chunks are merged last to first.
+// Returns (max, sum of exp(z - max), inv_sum(sum)).
+template <class Acc>
+std::tuple<double, double, double> online_softmax_reduce(const std::vector<double>& z, int64_t chunk) {
+  using St = pyattn::softmax_math::OnlineSoftmax<Acc>;
+  if (chunk < 1) throw pybind11::value_error("online_softmax_reduce: chunk must be >= 1");
+  std::vector<St> parts;
+  for (size_t b = 0; b < z.size(); b += size_t(chunk)) {
+    St st = St::empty();
+    for (size_t j = b; j < std::min(z.size(), b + size_t(chunk)); ++j) st.add(Acc(z[j]));
+    parts.push_back(st);
+  }
+  St total = St::empty();
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) total.merge(*it);
+  return {double(total.m), double(total.s), double(pyattn::softmax_math::inv_sum(total.s))};
+}
+
 void set_cpu_isa(const std::string& name) {
   try {
     pyattn::set_cpu_isa(pyattn::parse_cpu_isa(name.c_str()));
@@ -67,4 +87,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this extension was built and which CPU code path runs");
   m.def("set_cpu_isa", &set_cpu_isa, pybind11::arg("name"),
         "Use a lower CPU instruction set: 'generic', 'avx2', 'avx512' or 'avx512_bf16'");
+  m.def("_online_softmax_reduce_f32", &online_softmax_reduce<float>, pybind11::arg("z"), pybind11::arg("chunk"));
+  m.def("_online_softmax_reduce_f64", &online_softmax_reduce<double>, pybind11::arg("z"), pybind11::arg("chunk"));
 }
