@@ -16,7 +16,10 @@ def test_import_without_extension_says_how_to_build(tmp_path):
     shutil.copytree(src, tmp_path / "pyattn", ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYATTN_JIT",)}
     env["PYTHONPATH"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", "import pyattn"], cwd=tmp_path, env=env,
+    # An editable install of the checkout would still resolve pyattn._C: drop its finder.
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+            "if '__editable__' not in getattr(f, '__module__', '')]; import pyattn")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr
