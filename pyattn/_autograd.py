@@ -38,3 +38,34 @@ class ScaledMaskedSoftmax(torch.autograd.Function):
         elif ctx.needs_input_grad[0]:
             dx = _ops.scaled_masked_softmax_bwd(y, dy, ctx.scale)
         return dx, dmask, None, None
+
+
+class Attention(torch.autograd.Function):
+    """(out, lse) = attention_fwd(q, k, v, ...) on 4-d tensors; backward recomputes the
+    probabilities from the saved lse (nothing of size lq x lk is kept).
+
+    An additive mask that requires grad gets dL/dscores summed down to its own shape.
+    lse is returned for callers that want it and takes no gradient.
+    """
+
+    @staticmethod
+    def forward(q, k, v, mask, key_lengths, scale, causal, bottom_right, window_left, window_right):
+        return _ops.attention_fwd(q, k, v, mask, key_lengths, scale, causal, bottom_right, window_left, window_right)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, key_lengths, *rules = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse, mask, key_lengths)
+        ctx.rules = rules  # scale, causal, bottom_right, window_left, window_right
+        ctx.mark_non_differentiable(lse)
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse, mask, key_lengths = ctx.saved_tensors
+        mask_grad = bool(ctx.needs_input_grad[3])
+        dq, dk, dv, dmask = _ops.attention_bwd(
+            dout.to(q.dtype), q, k, v, out, lse, mask, key_lengths, *ctx.rules, mask_grad
+        )
+        dmask = dmask.sum_to_size(mask.shape) if mask_grad else None
+        return dq, dk, dv, dmask, None, None, None, None, None, None
