@@ -40,10 +40,12 @@ inline void gemm_tile(int64_t K, const typename V::value_type* a, int64_t sam, i
     for (int n = 0; n < NR; ++n) acc[m][n].store(c + m * ldc + n * W);
 }
 
-// Widest tile that fits the register file: 4 x 64 floats on AVX-512, 4 x 16 on AVX2.
+// Tiles sized to the register file, with enough independent accumulators to cover the
+// FMA latency: 6 x 64 floats on AVX-512 (24 of 32 zmm), 6 x 16 on AVX2 (12 of 16 ymm).
 template <class V>
 constexpr int kNR = V::W >= 16 ? 4 : (V::W >= 8 ? 2 : 4);
-constexpr int kMR = 4;
+template <class V>
+constexpr int kMR = V::W > 1 ? 6 : 4;
 
 template <class V, int MR, bool ACC>
 inline void gemm_rows(int64_t N, int64_t K, const typename V::value_type* a, int64_t sam, int64_t sak,
@@ -59,11 +61,14 @@ inline void gemm_rows(int64_t N, int64_t K, const typename V::value_type* a, int
 template <class V, bool ACC>
 void gemm(int64_t M, int64_t N, int64_t K, const typename V::value_type* a, int64_t sam, int64_t sak,
           const typename V::value_type* b, int64_t ldb, typename V::value_type* c, int64_t ldc) {
+  constexpr int MR = kMR<V>;
   int64_t m = 0;
-  for (; m + kMR <= M; m += kMR) gemm_rows<V, kMR, ACC>(N, K, a + m * sam, sam, sak, b, ldb, c + m * ldc, ldc);
+  for (; m + MR <= M; m += MR) gemm_rows<V, MR, ACC>(N, K, a + m * sam, sam, sak, b, ldb, c + m * ldc, ldc);
   const auto* ar = a + m * sam;
   auto* cr = c + m * ldc;
   switch (M - m) {
+    case 5: gemm_rows<V, 5, ACC>(N, K, ar, sam, sak, b, ldb, cr, ldc); break;
+    case 4: gemm_rows<V, 4, ACC>(N, K, ar, sam, sak, b, ldb, cr, ldc); break;
     case 3: gemm_rows<V, 3, ACC>(N, K, ar, sam, sak, b, ldb, cr, ldc); break;
     case 2: gemm_rows<V, 2, ACC>(N, K, ar, sam, sak, b, ldb, cr, ldc); break;
     case 1: gemm_rows<V, 1, ACC>(N, K, ar, sam, sak, b, ldb, cr, ldc); break;
