@@ -142,7 +142,8 @@ std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q_in, const at::Tensor&
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
     const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-    const at::Tensor& out_in, const at::Tensor& lse_in, const std::optional<at::Tensor>& mask,
+    const at::Tensor& out_in, const at::Tensor& lse_in, const std::optional<at::Tensor>& dlse_in,
+    const std::optional<at::Tensor>& mask,
     const std::optional<at::Tensor>& key_lengths, double scale, bool causal, bool bottom_right, int64_t window_left,
     int64_t window_right, bool mask_grad) {
   constexpr const char* op = "attention backward";
@@ -162,6 +163,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   TORCH_CHECK(lse_in.sizes() == at::IntArrayRef(oshape.data(), 3) && lse_in.scalar_type() == lse_dtype(q_in), op,
               ": lse has shape ", lse_in.sizes(), " and dtype ", lse_in.scalar_type(), ", expected ",
               at::IntArrayRef(oshape.data(), 3), " and ", lse_dtype(q_in), " (the forward's lse)");
+  at::Tensor dlse;
+  if (dlse_in.has_value()) {
+    TORCH_CHECK(dlse_in->sizes() == lse_in.sizes() && dlse_in->scalar_type() == lse_in.scalar_type() &&
+                    dlse_in->device() == lse_in.device(),
+                op, ": dlse has shape ", dlse_in->sizes(), ", dtype ", dlse_in->scalar_type(), " and device ",
+                dlse_in->device(), ", expected lse's (", lse_in.sizes(), ", ", lse_in.scalar_type(), ", ",
+                lse_in.device(), ")");
+    dlse = dlse_in->contiguous();
+  }
   TORCH_CHECK(!mask_grad || p.s.mask_kind == MaskKind::additive, op,
               ": mask_grad needs an additive (floating) mask");
   const at::Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
@@ -178,6 +188,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   p.out = out.data_ptr();
   p.dout = dout.data_ptr();
   p.lse = lse.data_ptr();
+  p.dlse = dlse.defined() ? dlse.data_ptr() : nullptr;
   p.dq = dq.data_ptr();
   p.dk = dk.data_ptr();
   p.dv = dv.data_ptr();

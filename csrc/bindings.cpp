@@ -23,9 +23,9 @@ TORCH_LIBRARY(pyattn, m) {
   // diagonal to the last key) and window bounds (-1 = unbounded). Returns (out, lse [B, Hq, Lq] fp32/fp64).
   m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor? key_lengths, float scale, bool causal, "
         "bool bottom_right, int window_left, int window_right) -> (Tensor, Tensor)");
-  // (dq, dk, dv, dmask) from the forward's out and lse; dmask [B, Hq, Lq, Lk] (dL/dscores) only when
-  // mask_grad, else an empty tensor.
-  m.def("attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? mask, "
+  // (dq, dk, dv, dmask) from the forward's out and lse (and dlse, the gradient of lse, if any); dmask
+  // [B, Hq, Lq, Lk] (dL/dscores) only when mask_grad, else an empty tensor.
+  m.def("attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, Tensor? mask, "
         "Tensor? key_lengths, float scale, bool causal, bool bottom_right, int window_left, int window_right, "
         "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor)");
 }

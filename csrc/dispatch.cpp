@@ -1,5 +1,11 @@
 #include "dispatch.h"
 
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace pyattn {
 
 DType to_dtype(const at::Tensor& t, const char* op, const char* what) {
@@ -12,6 +18,20 @@ DType to_dtype(const at::Tensor& t, const char* op, const char* what) {
       TORCH_CHECK(false, op, ": ", what, " has dtype ", t.scalar_type(),
                   ", expected a floating dtype (float32, float64, float16 or bfloat16)");
   }
+}
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const size_t nbytes = t.nbytes();
+  if (t.is_cpu() && nbytes >= 2 * kHuge) {
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data_ptr()) + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data_ptr()) + nbytes) & ~(kHuge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: ignore failure
+  }
+#endif
+  return t;
 }
 
 void torch_parallel_for(int64_t n, int64_t grain, const RangeBody& body) {

@@ -25,6 +25,12 @@ namespace pyattn {
 // The kernels' dtype for a floating torch dtype; `what` names the argument for errors.
 DType to_dtype(const at::Tensor& t, const char* op, const char* what);
 
+// at::empty(sizes, options), contiguous. A large CPU output (>= 4 MiB) is first advised
+// to use transparent huge pages before anything touches it: a fresh 100 MB tensor
+// otherwise costs ~25k page faults on first write, which on VMs took longer than the
+// kernel itself. Memory stays torch's (freed by its allocator); the advice is a hint.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 // at::parallel_for behind the kernels' ParallelFor (honours torch.set_num_threads).
 void torch_parallel_for(int64_t n, int64_t grain, const RangeBody& body);
 

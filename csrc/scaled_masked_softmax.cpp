@@ -45,7 +45,7 @@ at::Tensor fwd(const at::Tensor& x_in, const std::optional<at::Tensor>& mask_in,
   at::Tensor x = x_in.size(-1) > 1 && x_in.stride(-1) != 1 ? x_in.contiguous() : x_in;
   MaskKind kind = MaskKind::none;
   at::Tensor mask = mask_in.has_value() ? prepare_mask(x, *mask_in, &kind) : at::Tensor();
-  at::Tensor y = at::empty(x.sizes(), x.options());
+  at::Tensor y = empty_output(x.sizes(), x.options());
   if (x.numel() == 0) return y;
 
   Folded f = fold_leading_dims(mask.defined() ? std::vector<at::Tensor>{x, y, mask} : std::vector<at::Tensor>{x, y});
@@ -86,7 +86,7 @@ at::Tensor bwd(const at::Tensor& y, const at::Tensor& dy_in, double scale) {
   TORCH_CHECK(dy_in.device() == y.device(), op, ": dy is on ", dy_in.device(), " but y is on ", y.device());
   at::Tensor yc = y.size(-1) > 1 && y.stride(-1) != 1 ? y.contiguous() : y;
   at::Tensor dy = dy_in.size(-1) > 1 && dy_in.stride(-1) != 1 ? dy_in.contiguous() : dy_in;
-  at::Tensor dx = at::empty(y.sizes(), y.options());
+  at::Tensor dx = empty_output(y.sizes(), y.options());
   if (y.numel() == 0) return dx;
 
   Folded f = fold_leading_dims({yc, dy, dx});

@@ -12,6 +12,7 @@ from pyattn import _extension
 _C = _extension.load()
 
 from pyattn import _ops  # noqa: E402,F401  (fake implementations)
+from pyattn import _autograd  # noqa: E402,F401  (derivatives of the ops)
 from pyattn import functional  # noqa: E402
 from pyattn import nn  # noqa: E402
 

@@ -32,7 +32,7 @@ def _attention_fwd_fake(q, k, v, mask, key_lengths, scale, causal, bottom_right,
 
 
 @torch.library.register_fake("pyattn::attention_bwd")
-def _attention_bwd_fake(dout, q, k, v, out, lse, mask, key_lengths, scale, causal, bottom_right, window_left,
+def _attention_bwd_fake(dout, q, k, v, out, lse, dlse, mask, key_lengths, scale, causal, bottom_right, window_left,
                         window_right, mask_grad):
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)

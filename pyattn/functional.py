@@ -8,7 +8,6 @@ from typing import Optional, Union
 
 import torch
 
-from pyattn._autograd import Attention, ScaledMaskedSoftmax
 
 __all__ = ["scaled_masked_softmax", "attention", "scaled_dot_product_attention"]
 
@@ -37,7 +36,7 @@ def scaled_masked_softmax(
         raise TypeError(f"scaled_masked_softmax: mask must be a torch.Tensor or None, got {type(mask).__name__}")
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
         raise TypeError(f"scaled_masked_softmax: scale must be a real number, got {type(scale).__name__}")
-    return ScaledMaskedSoftmax.apply(x, mask, float(scale), bool(causal))
+    return torch.ops.pyattn.scaled_masked_softmax_fwd(x, mask, float(scale), bool(causal))
 
 
 def _window_pair(window) -> tuple[int, int]:
@@ -181,7 +180,7 @@ def attention(
     q4 = q.reshape(batch, hq, lq, d)
     k4 = k.reshape((batch,) + tuple(k.shape[-3:]))
     v4 = v.reshape((batch,) + tuple(v.shape[-3:]))
-    out, lse = Attention.apply(
+    out, lse = torch.ops.pyattn.attention_fwd(
         q4, k4, v4, mask, key_lengths, float(scale), causal is not None, causal == "bottom_right",
         window_left, window_right,
     )

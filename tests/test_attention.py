@@ -314,6 +314,21 @@ def test_gradcheck_fp64(case, gen):
     assert torch.autograd.gradcheck(f, inputs)
 
 
+def test_gradcheck_through_lse(gen):
+    """lse is differentiable too: d lse_i / d z_ij = P_ij joins the output's gradient."""
+    q, k, v = qkv((1, 2, 1, 5, 7, 4, 3), torch.float64, gen)
+    m = randn((5, 7), torch.float64, gen=gen)
+    m[1] = NEG_INF  # a row with nothing attended: lse -inf, zero gradient
+    m.requires_grad_()
+    w = randn((1, 2, 5), torch.float64, gen=gen)
+
+    def f(q, k, v, m):
+        out, lse = attention(q, k, v, mask=m, causal="bottom_right", return_lse=True)
+        return out, torch.where(torch.isinf(lse), 0.0, lse * w)
+
+    assert torch.autograd.gradcheck(f, (q, k, v, m))
+
+
 # --------------------------------------------------------------- opcheck, compile
 
 
@@ -339,8 +354,10 @@ def test_opcheck(dtype, mask_kind, gen):
     torch.library.opcheck(OPS.attention_fwd.default, (q, k, v, mask, lengths) + rules)
     out, lse = OPS.attention_fwd(q, k, v, mask, lengths, *rules)
     dout = randn(out.shape, dtype, gen=gen)
-    torch.library.opcheck(OPS.attention_bwd.default,
-                          (dout, q, k, v, out, lse, mask, lengths) + rules + (mask_kind == "additive",))
+    dlse = torch.randn(lse.shape, dtype=lse.dtype, generator=gen)
+    for dl in (None, dlse):
+        torch.library.opcheck(OPS.attention_bwd.default,
+                              (dout, q, k, v, out, lse, dl, mask, lengths) + rules + (mask_kind == "additive",))
 
 
 def _compile_unusable_reason() -> str | None:
@@ -423,10 +440,11 @@ def _bad(name):
                                                         -1, -1), "key_lengths has dtype"),
         "window": (lambda: OPS.attention_fwd(q, k, v, None, None, 0.5, False, False, -5, -1), "window sizes"),
         "bwd_lse": (lambda: OPS.attention_bwd(torch.randn(2, 4, 5, 8), q, k, v, torch.randn(2, 4, 5, 8),
-                                              torch.randn(2, 4, 5, dtype=torch.float64), None, None, 0.5, False,
+                                              torch.randn(2, 4, 5, dtype=torch.float64), None, None, None, 0.5, False,
                                               False, -1, -1, False), "lse has shape"),
         "bwd_dout": (lambda: OPS.attention_bwd(torch.randn(2, 4, 5, 7), q, k, v, torch.randn(2, 4, 5, 8),
-                                               torch.randn(2, 4, 5), None, None, 0.5, False, False, -1, -1, False),
+                                               torch.randn(2, 4, 5), None, None, None, 0.5, False, False, -1, -1,
+                                               False),
                      "grad_out has shape"),
         "sdpa_dropout": (lambda: scaled_dot_product_attention(q, k, v, dropout_p=0.1, enable_gqa=True), "dropout_p"),
         "sdpa_causal_and_mask": (lambda: scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(5, 5) > 0,

@@ -6,8 +6,6 @@ dtype, with the tolerances of tests/conftest.py.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -21,7 +19,6 @@ from conftest import (
     DTYPES,
     HAS_CUDA,
     LOW_PRECISION,
-    TOLERANCES,
     assert_close,
     assert_err_within_2x_torch,
     randn,
@@ -235,8 +232,14 @@ def test_scale_zero(device, gen):
 # ----------------------------------------------------- bf16 / fp16 against torch's own
 
 
+# A max error over a handful of elements is noise (two same-dtype computations can
+# each get lucky): every row here comes in at least 8 copies (batch x heads), which
+# matters for causal, where the large values sit in the first rows' few live entries.
+LOW_PRECISION_SHAPES = [(2, 4, 16, 17), (1, 8, 9, 127), (16, 3, 1025), (1, 8, 4, 8192), (8, 2, 12345)]
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "bool_bcast", "add_bcast", "causal", "bool_sk+causal"])
-@pytest.mark.parametrize("shape", [(2, 4, 16, 17), (1, 2, 9, 127), (3, 1025), (1, 1, 4, 8192), (2, 12345)], ids=_shape_id)
+@pytest.mark.parametrize("shape", LOW_PRECISION_SHAPES, ids=_shape_id)
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=_dtype_id)
 def test_low_precision_within_2x_torch(device, dtype, shape, mask_kind, gen):
     causal = "causal" in mask_kind
@@ -437,6 +440,47 @@ def test_bwd_op_strided(device, dtype, gen):
     assert_close(dx, ref_bwd(to_np(y), to_np(dy), 0.75), magnitude=grad_magnitude(to_np(y), dy, 0.75))
 
 
+# ------------------------------------------------------------ every CPU code path
+
+CPU_ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]  # lowest to highest
+
+
+def _isa_params():
+    best = pyattn.build_info().get("cpu_isa_best", pyattn.build_info()["cpu_isa"])
+    top = CPU_ISAS.index(best) if best in CPU_ISAS else 0
+    return [
+        pytest.param(isa, marks=pytest.mark.skipif(i > top, reason=f"this CPU's best ISA is {best}"))
+        for i, isa in enumerate(CPU_ISAS)
+    ]
+
+
+@pytest.fixture
+def cpu_isa(request):
+    """Force one CPU code path for the test, then restore the previous one."""
+    if not hasattr(pyattn, "set_cpu_isa"):
+        pytest.skip("pyattn.set_cpu_isa is not available")
+    before = pyattn.build_info()["cpu_isa"]
+    pyattn.set_cpu_isa(request.param)
+    assert pyattn.build_info()["cpu_isa"] == request.param
+    yield request.param
+    pyattn.set_cpu_isa(before)
+
+
+@pytest.mark.parametrize("cpu_isa", _isa_params(), indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+def test_every_cpu_isa(cpu_isa, dtype, gen):
+    """The best ISA runs in every other test; here each lower one (vector bodies and
+    scalar tails: sk = 1, 7, 17, 33, 1025, 8192 + 3) gets the same checks."""
+    for shape in [(3, 1), (2, 4, 7), (2, 3, 5, 17), (1, 2, 4, 33), (3, 1025), (1, 2, 8195)]:
+        for mask_kind, causal in [("none", False), ("bool_bcast", True), ("add_neginf", False), ("add_bcast", True)]:
+            x = randn(shape, dtype, "cpu", gen, std=2.0).requires_grad_()
+            mask = make_mask(mask_kind, shape, dtype, "cpu", gen)
+            if is_additive(mask):
+                mask.requires_grad_()
+            dy = randn(shape, dtype, "cpu", gen)
+            check_fwd_bwd(x, mask, draw_scale(gen), causal, dy, msg=f"isa {cpu_isa} {shape} {mask_kind}")
+
+
 # ----------------------------------------------------------------- gradcheck (fp64)
 
 
@@ -577,7 +621,8 @@ def softmax_cases(draw):
         layout=draw(st.sampled_from(["contiguous", "transposed", "step_cols", "step_rows"])),
         dy_transposed=draw(st.booleans()),
         causal=draw(st.booleans()),
-        scale=draw(st.one_of(st.just(0.0), st.floats(-4.0, 4.0, allow_nan=False, allow_subnormal=False))),
+        # 0 or |scale| in [1/64, 4] (a scale that underflows the dtype is not this test's point)
+        scale=draw(st.one_of(st.just(0.0), st.floats(1 / 64, 4.0), st.floats(-4.0, -1 / 64))),
         seed=draw(st.integers(0, 2**32 - 1)),
     )
 
@@ -645,7 +690,7 @@ BAD_INPUTS = {
 def test_bad_inputs_name_the_argument(device, case):
     make, pattern = BAD_INPUTS[case]
     x, mask = make(device)
-    for i, call in enumerate(_call_paths(x, mask)):
+    for call in _call_paths(x, mask):
         with pytest.raises(USER_ERRORS, match=pattern):
             call()
 

@@ -322,6 +322,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
   const T* o = static_cast<const T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + q0 * p.out_stride[2];
   const T* dout = static_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + q0 * p.dout_stride[2];
   const A* lse = static_cast<const A*>(p.lse) + (b * s.heads_q + h) * s.lq + q0;
+  const A* dlse = p.dlse ? static_cast<const A*>(p.dlse) + (b * s.heads_q + h) * s.lq + q0 : nullptr;
   T* dq = static_cast<T*>(p.dq) + b * p.dq_stride[0] + h * p.dq_stride[1] + q0 * p.dq_stride[2];
   T* dmask = p.dmask ? static_cast<T*>(p.dmask) + ((b * s.heads_q + h) * s.lq + q0) * s.lk : nullptr;
   const KeyRange r = KeyRange::of(s, b);
@@ -351,7 +352,8 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
         w.dot[dd * kBQ + ii] = w.dor[ii * dvp + dd];
         D += w.dor[ii * dvp + dd] * A(widen(orow[dd]));
       }
-      w.drow[ii] = D;
+      // dS = P (dP - D) + dlse P = P (dP - (D - dlse)).
+      w.drow[ii] = dlse ? D - dlse[ii] : D;
       // A row with nothing attended has lse -inf and every score -inf: shift by 0.
       w.lse2[ii] = lse[ii] == kNegInf ? A(0) : lse[ii] * kLog2e;
     }

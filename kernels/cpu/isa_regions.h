@@ -5,7 +5,8 @@
 //
 // puts the body into namespaces pyattn::cpu::generic, ::avx2 and ::avx512 (the last
 // two on x86-64 only), each compiled for its target with a GCC/Clang target region and
-// given that ISA's VecF (float lanes) and VecD (double). PYATTN_CPU_DISPATCH then
+// given that ISA's VecF (float lanes), VecD (one double lane) and the helpers of
+// cpu/vec_common.h (tails, dtype dispatch). PYATTN_CPU_DISPATCH then
 // calls the body's function for the ISA chosen at run time (pyattn::cpu_isa()).
 // Bodies must not #include anything themselves; the headers below are already in.
 #pragma once
@@ -19,6 +20,7 @@
 
 #include "cpu/fast_exp.h"
 #include "cpu/half.h"
+#include "cpu/vec_scalar.h"
 #include "pyattn/common.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -33,8 +35,8 @@
 #endif
 
 namespace pyattn::cpu::generic {
-#include "cpu/vec_generic.h"
-#include "cpu/vec_double.h"
+using VecF = VecScalar<float>;
+using VecD = VecScalar<double>;
 #include "cpu/vec_common.h"
 #include PYATTN_CPU_BODY
 }  // namespace pyattn::cpu::generic
@@ -48,7 +50,7 @@ namespace pyattn::cpu::generic {
 #endif
 namespace pyattn::cpu::avx2 {
 #include "cpu/vec_avx2.h"
-#include "cpu/vec_double.h"
+using VecD = VecScalar<double>;
 #include "cpu/vec_common.h"
 #include PYATTN_CPU_BODY
 }  // namespace pyattn::cpu::avx2
@@ -62,7 +64,7 @@ namespace pyattn::cpu::avx2 {
 #endif
 namespace pyattn::cpu::avx512 {
 #include "cpu/vec_avx512.h"
-#include "cpu/vec_double.h"
+using VecD = VecScalar<double>;
 #include "cpu/vec_common.h"
 #include PYATTN_CPU_BODY
 }  // namespace pyattn::cpu::avx512

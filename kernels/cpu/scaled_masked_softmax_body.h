@@ -1,39 +1,40 @@
 // scaled_masked_softmax on the CPU, compiled once per ISA by cpu/isa_regions.h (no
 // guard, no #includes). VecF / VecD and the tail helpers come from the region.
 //
-// Per row, in base 2 (exp(z) = 2^(z*log2e), which folds the scale and log2e into one
-// multiply and needs no range reduction by ln2):
-//   pass 1 writes u = (scale*x + mask) * log2e (-inf where masked) to an fp32 (fp64)
-//          scratch row and takes its max; only this pass reads x and the mask;
-//   pass 2 overwrites scratch with e = 2^(u - max) and sums it;
+// Per row:
+//   pass 1 writes z = scale*x + mask (-inf where masked) to an fp32 (fp64) scratch row
+//          and takes its max; only this pass reads x and the mask;
+//   pass 2 overwrites scratch with e = 2^((z - max) * log2e) and sums it. z - max is
+//          taken before the log2e multiply so that large logits lose no precision
+//          (the error stays relative to z - max, not to z);
 //   pass 3 writes y = e / sum.
 // Passes 2 and 3 hit the row in L1/L2, so DRAM sees x and the mask read once and y
 // written once. Columns j > i under `causal` are never read.
 
 namespace smsoftmax {
 
-// u = (scale * x + mask) * log2e for one row, a vector at a time.
+// z = scale * x + mask for one row, a vector at a time.
 template <class V, class T, MaskKind MK>
 struct RowScores {
   using A = typename V::value_type;
   const T* x;
   const void* mask;  // row of the mask: uint8_t (boolean) or T (additive)
-  V scale_log2e, log2e;
+  V scale;
 
   V full(int64_t j) const {
     const V xv = V::load(x + j);
-    if constexpr (MK == MaskKind::boolean)
-      return V::masked_neg_inf(xv * scale_log2e, static_cast<const uint8_t*>(mask) + j);
-    if constexpr (MK == MaskKind::additive) return V::fmadd(V::load(static_cast<const T*>(mask) + j), log2e, xv * scale_log2e);
-    return xv * scale_log2e;
+    if constexpr (MK == MaskKind::boolean) return V::masked_neg_inf(xv * scale, static_cast<const uint8_t*>(mask) + j);
+    if constexpr (MK == MaskKind::additive) return V::fmadd(xv, scale, V::load(static_cast<const T*>(mask) + j));
+    return xv * scale;
   }
   // Lanes [0, n) of the row from j; the rest -inf.
   V partial(int64_t j, int n) const {
-    V u = load_partial<V>(x + j, n, A(0)) * scale_log2e;
-    if constexpr (MK == MaskKind::boolean) u = masked_neg_inf_partial(u, static_cast<const uint8_t*>(mask) + j, n);
-    if constexpr (MK == MaskKind::additive) u = V::fmadd(load_partial<V>(static_cast<const T*>(mask) + j, n, A(0)), log2e, u);
+    const V xv = load_partial<V>(x + j, n, A(0));
+    V z = xv * scale;
+    if constexpr (MK == MaskKind::boolean) z = masked_neg_inf_partial(z, static_cast<const uint8_t*>(mask) + j, n);
+    if constexpr (MK == MaskKind::additive) z = V::fmadd(xv, scale, load_partial<V>(static_cast<const T*>(mask) + j, n, A(0)));
     alignas(64) A tmp[V::W];
-    u.store(tmp);
+    z.store(tmp);
     for (int k = n; k < V::W; ++k) tmp[k] = -std::numeric_limits<A>::infinity();
     return V::load(tmp);
   }
@@ -58,29 +59,29 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typ
     const void* mrow = nullptr;
     if constexpr (MK == MaskKind::boolean) mrow = static_cast<const uint8_t*>(p.mask) + mo;
     if constexpr (MK == MaskKind::additive) mrow = static_cast<const T*>(p.mask) + mo;
-    const RowScores<V, T, MK> u{static_cast<const T*>(p.x) + xo, mrow, V::set1(A(p.scale) * kLog2eA), V::set1(kLog2eA)};
+    const RowScores<V, T, MK> z{static_cast<const T*>(p.x) + xo, mrow, V::set1(A(p.scale))};
     const int64_t n = p.causal ? std::min(sk, i + 1) : sk;  // columns that can be nonzero
     const int64_t nv = n - n % W;             // columns in full vectors
     const int tail = int(n - nv);
     const int64_t padded = nv + (tail ? W : 0);  // scratch columns written by pass 1
 
-    // Pass 1: u to scratch and its max (two accumulators hide the max latency).
+    // Pass 1: z to scratch and its max (two accumulators hide the max latency).
     V m0 = V::set1(-std::numeric_limits<A>::infinity()), m1 = m0;
     int64_t j = 0;
     for (; j + 2 * W <= nv; j += 2 * W) {
-      const V a = u.full(j), c = u.full(j + W);
+      const V a = z.full(j), c = z.full(j + W);
       a.store(scratch + j);
       c.store(scratch + j + W);
       m0 = V::max(m0, a);
       m1 = V::max(m1, c);
     }
     if (j < nv) {
-      const V a = u.full(j);
+      const V a = z.full(j);
       a.store(scratch + j);
       m0 = V::max(m0, a);
     }
     if (tail) {
-      const V a = u.partial(nv, tail);
+      const V a = z.partial(nv, tail);
       a.store(scratch + nv);
       m1 = V::max(m1, a);
     }
@@ -90,18 +91,19 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typ
       continue;
     }
 
-    // Pass 2: e = 2^(u - max) in place, and its sum (-inf lanes give 0).
-    const V vmx = V::set1(mx);
+    // Pass 2: e = 2^((z - max) * log2e) in place, and its sum (-inf lanes give 0).
+    const V vmx = V::set1(mx), log2e = V::set1(kLog2eA);
     V s0 = V::set1(A(0)), s1 = s0;
     for (j = 0; j + 2 * W <= padded; j += 2 * W) {
-      const V a = V::exp2(V::load(scratch + j) - vmx), c = V::exp2(V::load(scratch + j + W) - vmx);
+      const V a = V::exp2((V::load(scratch + j) - vmx) * log2e);
+      const V c = V::exp2((V::load(scratch + j + W) - vmx) * log2e);
       a.store(scratch + j);
       c.store(scratch + j + W);
       s0 = s0 + a;
       s1 = s1 + c;
     }
     if (j < padded) {
-      const V a = V::exp2(V::load(scratch + j) - vmx);
+      const V a = V::exp2((V::load(scratch + j) - vmx) * log2e);
       a.store(scratch + j);
       s0 = s0 + a;
     }
@@ -150,43 +152,32 @@ void bwd_rows(const ScaledMaskedSoftmaxBwdParams& p, int64_t r0, int64_t r1) {
 inline int64_t row_grain(int64_t sk) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(sk, 1)); }
 
 template <class V, class T, MaskKind MK>
-void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+void fwd_all(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
   parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) {
     std::vector<typename V::value_type> scratch(size_t(p.sk) + V::W);
     fwd_rows<V, T, MK>(p, r0, r1, scratch.data());
   });
 }
 
-template <class V, class T>
-void fwd_masked(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
-  switch (p.mask_kind) {
-    case MaskKind::none: return fwd_typed<V, T, MaskKind::none>(p, parallel_for);
-    case MaskKind::boolean: return fwd_typed<V, T, MaskKind::boolean>(p, parallel_for);
-    case MaskKind::additive: return fwd_typed<V, T, MaskKind::additive>(p, parallel_for);
-  }
-}
-
-template <class V, class T>
-void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, ParallelFor parallel_for) {
-  parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) { bwd_rows<V, T>(p, r0, r1); });
-}
-
 }  // namespace smsoftmax
 
 inline void scaled_masked_softmax_fwd(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
-  switch (p.dtype) {
-    case DType::f32: return smsoftmax::fwd_masked<VecF, float>(p, parallel_for);
-    case DType::f64: return smsoftmax::fwd_masked<VecD, double>(p, parallel_for);
-    case DType::f16: return smsoftmax::fwd_masked<VecF, f16>(p, parallel_for);
-    case DType::bf16: return smsoftmax::fwd_masked<VecF, bf16>(p, parallel_for);
-  }
+  dispatch_dtype(p.dtype, [&](auto types) {
+    using V = typename decltype(types)::Vec;
+    using T = typename decltype(types)::Storage;
+    switch (p.mask_kind) {
+      case MaskKind::none: return smsoftmax::fwd_all<V, T, MaskKind::none>(p, parallel_for);
+      case MaskKind::boolean: return smsoftmax::fwd_all<V, T, MaskKind::boolean>(p, parallel_for);
+      case MaskKind::additive: return smsoftmax::fwd_all<V, T, MaskKind::additive>(p, parallel_for);
+    }
+  });
 }
 
 inline void scaled_masked_softmax_bwd(const ScaledMaskedSoftmaxBwdParams& p, ParallelFor parallel_for) {
-  switch (p.dtype) {
-    case DType::f32: return smsoftmax::bwd_typed<VecF, float>(p, parallel_for);
-    case DType::f64: return smsoftmax::bwd_typed<VecD, double>(p, parallel_for);
-    case DType::f16: return smsoftmax::bwd_typed<VecF, f16>(p, parallel_for);
-    case DType::bf16: return smsoftmax::bwd_typed<VecF, bf16>(p, parallel_for);
-  }
+  dispatch_dtype(p.dtype, [&](auto types) {
+    using V = typename decltype(types)::Vec;
+    using T = typename decltype(types)::Storage;
+    parallel_for(p.batch * p.heads * p.sq, smsoftmax::row_grain(p.sk),
+                 [&](int64_t r0, int64_t r1) { smsoftmax::bwd_rows<V, T>(p, r0, r1); });
+  });
 }

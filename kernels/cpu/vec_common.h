@@ -1,6 +1,25 @@
-// Tail helpers shared by every vector type: partial loads/stores through a small
-// stack buffer, so each kernel has one code path for full and partial vectors.
-// Included inside an ISA namespace after its vec_<isa>.h (no guard, no #includes).
+// Helpers shared by every vector type: partial loads/stores through a small stack
+// buffer, so each kernel has one code path for full and partial vectors, and the
+// dtype -> (vector, storage) type dispatch. Included inside an ISA namespace after its
+// VecF / VecD (no guard, no #includes).
+
+template <class V, class T>
+struct Types {
+  using Vec = V;      // accumulation lanes: VecF (float) or VecD (double)
+  using Storage = T;  // element type in memory
+};
+
+// Calls f(Types<Vec, Storage>{}) for the tensor dtype: fp32/fp16/bf16 accumulate in
+// float lanes, fp64 in double.
+template <class F>
+void dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(Types<VecF, float>{});
+    case DType::f64: return f(Types<VecD, double>{});
+    case DType::f16: return f(Types<VecF, f16>{});
+    case DType::bf16: return f(Types<VecF, bf16>{});
+  }
+}
 
 // Lanes [0, n) from p, the rest `fill`.
 template <class V, class T>

@@ -135,11 +135,11 @@ __device__ __forceinline__ A block_allreduce(A v, Op op, A* slots) {
 
 // ---- row geometry ------------------------------------------------------------------
 
-// Maps a flat row index to (b, h, i) and the element offsets of that row. 32-bit
-// division when rows fit, since 64-bit division is a long instruction sequence.
+// Maps a flat row index to (b, h, i). 32-bit division when rows fit, since 64-bit
+// division is a long instruction sequence and short rows pay it once per ~32 elements.
 struct RowMap {
   int64_t rows, heads, sq;
-  bool narrow;  // rows < 2^32
+  bool narrow;  // rows <= UINT32_MAX
 
   __device__ __forceinline__ void locate(int64_t row, int64_t& b, int64_t& h, int64_t& i) const {
     if (narrow) {
@@ -348,7 +348,8 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArg
 
 // ---- block-per-row kernels (any sk) -----------------------------------------------------
 
-// Dynamic shared memory, typed per kernel (extern arrays cannot differ in type).
+// Dynamic shared memory: one untyped declaration (extern arrays of different element
+// types would clash); each kernel casts it to its Acc.
 extern __shared__ __align__(32) unsigned char smem_raw[];
 
 // CACHE: logits z (sk Acc values) are parked in shared memory by pass 1. Each thread
@@ -501,6 +502,59 @@ int block_threads(int64_t sk, int v) {
   return t;
 }
 
+// The two kernel families behind one launcher. kCachedArrays: Acc arrays of sk values
+// the block kernel parks in shared memory (fwd: z; bwd: y and dy).
+struct FwdKernels {
+  static constexpr int kCachedArrays = 1;
+  template <typename T, int LOG2C, int V>
+  static void warp(unsigned grid, cudaStream_t s, const FwdArgs<T>& a) {
+    smsm_fwd_warp<T, LOG2C, V><<<grid, kWarpKernelThreads, 0, s>>>(a);
+  }
+  template <typename T, int V, bool CACHE>
+  static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const FwdArgs<T>& a) {
+    smsm_fwd_block<T, V, CACHE><<<grid, threads, smem, s>>>(a);
+  }
+};
+
+struct BwdKernels {
+  static constexpr int kCachedArrays = 2;
+  template <typename T, int LOG2C, int V>
+  static void warp(unsigned grid, cudaStream_t s, const BwdArgs<T>& a) {
+    smsm_bwd_warp<T, LOG2C, V><<<grid, kWarpKernelThreads, 0, s>>>(a);
+  }
+  template <typename T, int V, bool CACHE>
+  static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const BwdArgs<T>& a) {
+    smsm_bwd_block<T, V, CACHE><<<grid, threads, smem, s>>>(a);
+  }
+};
+
+// Picks the kernel shape for sk, the pack width (16 bytes when vec, else 1 element) and,
+// for long rows, whether the shared-memory cache fits.
+template <typename K, typename T, typename Args>
+void launch(const Args& a, bool vec, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  with_bool(vec, [&](auto vec_tag) {
+    constexpr int V = decltype(vec_tag)::value ? kVec : 1;
+    if (a.sk <= kWarpMaxCols) {
+      with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
+        constexpr int kLog2c = decltype(log2c)::value;
+        // Rows shorter than a pack never take the vector path (sk % V == 0).
+        using Cfg = WarpCfg<kLog2c, ((1 << kLog2c) >= V ? V : 1)>;
+        const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
+        K::template warp<T, kLog2c, Cfg::V>(unsigned(blocks), stream, a);
+      });
+    } else {
+      const int64_t cache_bytes = K::kCachedArrays * a.sk * int64_t(sizeof(acc_t<T>));
+      const int threads = block_threads(a.sk, V);
+      const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
+      with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
+        constexpr bool kCache = decltype(cache_tag)::value;
+        K::template block<T, V, kCache>(blocks, threads, kCache ? size_t(cache_bytes) : 0, stream, a);
+      });
+    }
+  });
+}
+
 template <typename T>
 void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, cudaStream_t stream) {
   using Acc = acc_t<T>;
@@ -528,27 +582,7 @@ void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, cudaStream_t stream) {
   if (a.mask_kind == MaskKind::additive) vec = vec && rows_aligned(a.mask, a.ms, dims, esz, kVec * esz);
   if (a.mask_kind == MaskKind::boolean) vec = vec && rows_aligned(a.mask, a.ms, dims, 1, kVec);
 
-  with_bool(vec, [&](auto vec_tag) {
-    constexpr int V = decltype(vec_tag)::value ? kVec : 1;
-    if (a.sk <= kWarpMaxCols) {
-      with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
-        constexpr int kLog2c = decltype(log2c)::value;
-        // Rows shorter than a pack never take the vector path (sk % V == 0).
-        using Cfg = WarpCfg<kLog2c, ((1 << kLog2c) >= V ? V : 1)>;
-        const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
-        smsm_fwd_warp<T, kLog2c, Cfg::V>
-            <<<unsigned(blocks), kWarpKernelThreads, 0, stream>>>(a);
-      });
-    } else {
-      const int64_t cache_bytes = a.sk * int64_t(sizeof(Acc));
-      const int threads = block_threads(a.sk, V);
-      const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
-      with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
-        constexpr bool kCache = decltype(cache_tag)::value;
-        smsm_fwd_block<T, V, kCache><<<blocks, threads, kCache ? cache_bytes : 0, stream>>>(a);
-      });
-    }
-  });
+  launch<FwdKernels, T>(a, vec, stream);
 }
 
 template <typename T>
@@ -575,27 +609,7 @@ void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, cudaStream_t stream) {
                    rows_aligned(a.dy, a.dys, dims, esz, kVec * esz) &&
                    rows_aligned(a.dx, a.dxs, dims, esz, kVec * esz);
 
-  with_bool(vec, [&](auto vec_tag) {
-    constexpr int V = decltype(vec_tag)::value ? kVec : 1;
-    if (a.sk <= kWarpMaxCols) {
-      with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
-        constexpr int kLog2c = decltype(log2c)::value;
-        // Rows shorter than a pack never take the vector path (sk % V == 0).
-        using Cfg = WarpCfg<kLog2c, ((1 << kLog2c) >= V ? V : 1)>;
-        const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
-        smsm_bwd_warp<T, kLog2c, Cfg::V>
-            <<<unsigned(blocks), kWarpKernelThreads, 0, stream>>>(a);
-      });
-    } else {
-      const int64_t cache_bytes = 2 * a.sk * int64_t(sizeof(Acc));
-      const int threads = block_threads(a.sk, V);
-      const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
-      with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
-        constexpr bool kCache = decltype(cache_tag)::value;
-        smsm_bwd_block<T, V, kCache><<<blocks, threads, kCache ? cache_bytes : 0, stream>>>(a);
-      });
-    }
-  });
+  launch<BwdKernels, T>(a, vec, stream);
 }
 
 // Calls f(T{}) with the storage type named by dt.

@@ -25,7 +25,7 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="fewer repeats, smaller ceiling probes and only the cases marked quick")
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default=None,
-                   help="default: cpu, plus cuda when a GPU is present and pyattn was built with CUDA")
+                   help="default: cpu, plus cuda when a GPU is present and pyattn has CUDA")
     p.add_argument("--ops", nargs="+", metavar="NAME", default=None,
                    help=f"only these ops (known: {', '.join(available_ops())})")
     p.add_argument("--out", default="bench_out", help="folder for results.json and bench.png")
@@ -40,8 +40,8 @@ def _devices(choice: Optional[str], cuda_built: bool) -> list[str]:
     if choice == "cpu":
         return ["cpu"]
     if choice is not None and not cuda_ok:
-        print(f"pyattn.bench: no usable GPU (torch.cuda.is_available()={torch.cuda.is_available()}, "
-              f"pyattn built with CUDA={cuda_built})", file=sys.stderr)
+        print("pyattn.bench: no usable GPU (torch.cuda.is_available()="
+              f"{torch.cuda.is_available()}, pyattn built with CUDA={cuda_built})", file=sys.stderr)
     if choice == "cuda":
         return ["cuda"] if cuda_ok else []
     return ["cpu", "cuda"] if cuda_ok else ["cpu"]
@@ -97,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             progress.set_postfix_str(case.id)
             rows.append(run_case(case, ceilings[case.device], budget))
             progress.update()
+
     print(report.format_table(rows, ceilings.values()))
     os.makedirs(args.out, exist_ok=True)
     report.write_json(
@@ -109,7 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_plot:
         report.plot(os.path.join(args.out, "bench.png"), rows)
         written.append(os.path.join(args.out, "bench.png"))
-    print(f"\n{len(rows)} rows in {time.perf_counter() - started:.1f} s; wrote {', '.join(written)}", file=sys.stderr)
+    print(f"\n{len(rows)} rows in {time.perf_counter() - started:.1f} s; "
+          f"wrote {', '.join(written)}", file=sys.stderr)
     return 1 if any(r.failed for r in rows) else 0
 
 

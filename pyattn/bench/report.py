@@ -117,7 +117,8 @@ def write_json(path: str, *, machine: dict, ceilings: Iterable[Ceilings], rows: 
         "machine": machine,
         "settings": settings,
         "ceilings": {c.device: c.as_dict() for c in ceilings},
-        "peak_memory_method": {d: timing.peak_method(d) for d in dict.fromkeys(r.device for r in rows)},
+        "peak_memory_method": {d: timing.peak_method(d)
+                               for d in dict.fromkeys(r.device for r in rows)},
         "skipped_ops": skipped,
         "rows": [r.as_dict() for r in rows],
         "runtime_s": runtime_s,
@@ -145,17 +146,25 @@ def plot(path: str, rows: Sequence[Row]) -> None:
     ax1.axvline(1.0, color="black", linewidth=1)
     for y, r in zip(ys, done):
         ax1.text(r.speedup, y, f" {r.speedup:.2f}x", va="center", fontsize=8)
+    ax1.set_xlim(0, 1.15 * max(max(r.speedup, r.target_speedup or 0) for r in done))
     ax1.set_yticks(ys)
     ax1.set_yticklabels(labels, fontsize=8)
-    ax1.set_xlabel("speedup over the peer (peer time / our time)")
-    ax1.set_title("pyattn vs peer (red: outputs disagree)")
+    ax1.set_xlabel("speedup: peer time / our time")
+    ax1.set_title("pyattn vs the peer (red: outputs disagree; |: target)", fontsize=10)
 
     h = 0.38
     ax2.barh([y + h / 2 for y in ys], [100 * (r.ours_frac or 0) for r in done], h, label="ours")
     ax2.barh([y - h / 2 for y in ys], [100 * (r.peer_frac or 0) for r in done], h, label="peer")
     ax2.axvline(100.0, color="black", linewidth=1)
-    ax2.set_xlabel("% of the machine ceiling (copy bandwidth or GEMM rate, this run)")
+    ax2.set_xlabel("% of the ceiling measured in this run")
+    ax2.set_title("share of copy bandwidth / GEMM rate", fontsize=10)
     ax2.legend(fontsize=8, loc="lower right")
+    for y, r in zip(ys, done):
+        if r.target_speedup is not None:
+            ax1.plot([r.target_speedup], [y], marker="|", markersize=18, color="black")
+        if r.target_ceiling_frac is not None:
+            ax2.plot([100 * r.target_ceiling_frac], [y + h / 2], marker="|", markersize=10,
+                     color="black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -6,6 +6,7 @@ that a shared machine's slow moments fall on both sides of a ratio alike.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import glob
 import os
@@ -21,7 +22,8 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class Budget:
-    """How long to time: ``warmup`` untimed rounds, then rounds until at least
+    """How long to time: ``warmup`` untimed rounds (the runner has already called each
+    callable twice, to check it and to measure its memory), then rounds until at least
     ``min_repeats`` are done and ``seconds`` of measured time have passed, or until
     ``max_repeats``."""
 
@@ -31,7 +33,7 @@ class Budget:
     seconds: float
 
 
-QUICK = Budget(warmup=1, min_repeats=3, max_repeats=10, seconds=0.3)
+QUICK = Budget(warmup=0, min_repeats=3, max_repeats=10, seconds=0.3)
 FULL = Budget(warmup=2, min_repeats=7, max_repeats=200, seconds=2.0)
 
 
@@ -141,6 +143,15 @@ def _rss_kib(field: str) -> Optional[int]:
     return None
 
 
+def _malloc_trim() -> None:
+    """Returns the C heap's free pages to the OS (glibc), so that memory the call reuses
+    from earlier frees is faulted in again and shows in the resident set."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: peaks may then miss reused heap memory
+
+
 def _reset_peak_rss() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -156,8 +167,8 @@ def peak_method(device: str | torch.device) -> Optional[str]:
         return "torch.cuda.max_memory_allocated minus the bytes allocated before the call"
     if _rss_kib("VmHWM") is not None and _reset_peak_rss():
         return (
-            "growth of the process's peak resident set (VmHWM after resetting it) over the "
-            "call; misses memory the allocator reuses without asking the OS"
+            "growth of the process's peak resident set (VmHWM, reset after malloc_trim) "
+            "over the call"
         )
     return None
 
@@ -175,6 +186,7 @@ def peak_extra_bytes(fn: Callable[[], object], device: str | torch.device) -> Op
         peak = torch.cuda.max_memory_allocated(device) - base
         del out
         return peak
+    _malloc_trim()
     if not _reset_peak_rss():
         return None
     base = _rss_kib("VmRSS")

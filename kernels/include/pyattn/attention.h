@@ -57,6 +57,8 @@ struct AttentionBwdParams {
   const void* out; int64_t out_stride[3];    // the forward's output
   const void* dout; int64_t dout_stride[3];  // [batch, heads_q, lq, dv]
   const void* lse;                           // the forward's lse, contiguous
+  const void* dlse;                          // nullptr, or dL/dlse, contiguous, lse's dtype: adds dlse_i * P_ij
+                                             // to dL/dz_ij (d lse_i / d z_ij = P_ij)
   void* dq; int64_t dq_stride[3];            // all grads overwritten, no aliasing
   void* dk; int64_t dk_stride[3];            // [batch, heads_kv, lk, d]
   void* dv; int64_t dv_stride[3];            // [batch, heads_kv, lk, dv]

@@ -91,7 +91,8 @@ def _flatten(out: Any) -> list:
         return [out]
     if isinstance(out, (tuple, list)):
         return [t for o in out for t in _flatten(o)]
-    raise TypeError(f"a case output must be a tensor or a tuple of tensors, got {type(out).__name__}")
+    raise TypeError(f"a case output must be a tensor or a tuple of tensors, "
+                    f"got {type(out).__name__}")
 
 
 def outputs_agree(ours: Any, peer: Any) -> Optional[str]:
