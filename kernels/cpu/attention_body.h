@@ -433,19 +433,13 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
 }  // namespace attn
 
 inline void attention_fwd(const AttentionFwdParams& p, ParallelFor parallel_for) {
-  switch (p.s.dtype) {
-    case DType::f32: return attn::fwd_typed<VecF, float>(p, parallel_for);
-    case DType::f64: return attn::fwd_typed<VecD, double>(p, parallel_for);
-    case DType::f16: return attn::fwd_typed<VecF, f16>(p, parallel_for);
-    case DType::bf16: return attn::fwd_typed<VecF, bf16>(p, parallel_for);
-  }
+  dispatch_dtype(p.s.dtype, [&](auto types) {
+    attn::fwd_typed<typename decltype(types)::Vec, typename decltype(types)::Storage>(p, parallel_for);
+  });
 }
 
 inline void attention_bwd(const AttentionBwdParams& p, ParallelFor parallel_for) {
-  switch (p.s.dtype) {
-    case DType::f32: return attn::bwd_typed<VecF, float>(p, parallel_for);
-    case DType::f64: return attn::bwd_typed<VecD, double>(p, parallel_for);
-    case DType::f16: return attn::bwd_typed<VecF, f16>(p, parallel_for);
-    case DType::bf16: return attn::bwd_typed<VecF, bf16>(p, parallel_for);
-  }
+  dispatch_dtype(p.s.dtype, [&](auto types) {
+    attn::bwd_typed<typename decltype(types)::Vec, typename decltype(types)::Storage>(p, parallel_for);
+  });
 }
