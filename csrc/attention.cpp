@@ -1,7 +1,6 @@
-// torch glue for attention: argument checks, mask preparation, output allocation, CPU
+// torch glue for attention: argument checks, mask preparation, output allocation, CPU/CUDA
 // registration. The ops take 4-d [batch, heads, seq, dim] tensors; pyattn.functional folds
-// any other layout into that. There is no CUDA kernel yet: CUDA tensors find no
-// implementation and torch says so.
+// any other layout into that.
 #include <torch/library.h>
 
 #include <tuple>
@@ -50,6 +49,16 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
 
 // Fills the mask, key-length and window fields of s; returns the tensors that must stay
 // alive while the kernel runs (the mask view, the lengths as int64).
+// The CUDA kernel's envelope (pyattn/attention.h).
+void check_cuda_envelope(const at::Tensor& q, const AttentionShape& s, const char* op) {
+  if (!q.is_cuda()) return;
+  TORCH_CHECK(s.d <= kAttentionCudaMaxHeadDim && s.dv <= kAttentionCudaMaxHeadDim, op,
+              ": on CUDA, head dims up to ", kAttentionCudaMaxHeadDim, " are supported; got query/key dim ", s.d,
+              " and value dim ", s.dv);
+  TORCH_CHECK(s.batch <= 65535 && s.heads_q <= 65535, op, ": on CUDA, batch and heads must be at most 65535; got ",
+              s.batch, " and ", s.heads_q);
+}
+
 std::pair<at::Tensor, at::Tensor> prepare_masks(const at::Tensor& q, const std::optional<at::Tensor>& mask_in,
                                                 const std::optional<at::Tensor>& lengths_in, double scale,
                                                 bool causal, bool bottom_right, int64_t window_left,
@@ -135,8 +144,8 @@ std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q_in, const at::Tensor&
   set_strides(p.k_stride, k);
   set_strides(p.v_stride, v);
   set_strides(p.out_stride, out);
-  TORCH_CHECK(q.is_cpu(), op, ": tensors on ", q.device(), " are not supported yet (CPU only)");
-  attention_fwd_cpu(p, &torch_parallel_for);
+  check_cuda_envelope(q, p.s, op);
+  run_kernel(q, op, p, &attention_fwd_cpu, PYATTN_CUDA_LAUNCHER(attention_fwd_cuda));
   return {out, lse};
 }
 
@@ -201,14 +210,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   set_strides(p.dq_stride, dq);
   set_strides(p.dk_stride, dk);
   set_strides(p.dv_stride, dv);
-  TORCH_CHECK(q.is_cpu(), op, ": tensors on ", q.device(), " are not supported yet (CPU only)");
-  attention_bwd_cpu(p, &torch_parallel_for);
+  check_cuda_envelope(q, p.s, op);
+  run_kernel(q, op, p, &attention_bwd_cpu, PYATTN_CUDA_LAUNCHER(attention_bwd_cuda));
   return {dq, dk, dv, dmask};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
+  m.impl("attention_fwd", &fwd);
+  m.impl("attention_bwd", &bwd);
+}
+
+TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {
   m.impl("attention_fwd", &fwd);
   m.impl("attention_bwd", &bwd);
 }

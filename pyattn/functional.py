@@ -110,8 +110,6 @@ def attention(
         raise ValueError(
             f"attention: q, k and v must have the same number of dims, got {q.dim()}, {k.dim()} and {v.dim()}"
         )
-    if q.device.type != "cpu":
-        raise NotImplementedError(f"attention: pyattn has only a CPU attention kernel so far; got q on {q.device}")
     if q.dim() == 2:
         q, k, v = q[None], k[None], v[None]
         if mask is not None and mask.dim() > 2:
@@ -200,7 +198,7 @@ def scaled_dot_product_attention(
     scale: Optional[float] = None,
     enable_gqa: bool = False,
 ) -> torch.Tensor:
-    """Drop-in for ``torch.nn.functional.scaled_dot_product_attention`` (CPU), fused.
+    """Drop-in for ``torch.nn.functional.scaled_dot_product_attention``, fused.
 
     Same arguments and semantics: query ``(N..., Hq, L, E)``, key ``(N..., H, S, E)``,
     value ``(N..., H, S, Ev)`` with broadcastable leading dims; ``attn_mask`` broadcastable

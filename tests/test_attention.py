@@ -1,8 +1,9 @@
 """attention: out = softmax(scale * q k^T + mask) v, fused, and its backward.
 
 Checked against pyattn/reference/attention.py (NumPy float64) and against torch's own
-F.scaled_dot_product_attention, with the tolerances of tests/conftest.py. CPU only: there
-is no CUDA attention kernel yet (test_cuda_inputs_raise pins what CUDA tensors get).
+F.scaled_dot_product_attention, with the tolerances of tests/conftest.py. The main matrix,
+the fully-masked-row and gradcheck tests also run on CUDA when a GPU and a CUDA build are
+present (the CUDA kernel has not been run on a GPU by its author: these tests are its check).
 """
 
 from __future__ import annotations
@@ -64,9 +65,17 @@ MASK_KINDS = [
 ]
 
 
-def make_case(shape, mask_kind, dtype, gen):
-    """kwargs for pyattn.functional.attention and for the reference (keep_np: the bool
-    keep-mask the reference gets for key_padding)."""
+def make_case(shape, mask_kind, dtype, gen, device="cpu"):
+    """(kwargs for pyattn.functional.attention with tensors on ``device``, kwargs for the
+    reference in NumPy)."""
+    kw, ref = _make_case(shape, mask_kind, dtype, gen)
+    for name, t in kw.items():
+        if isinstance(t, torch.Tensor):
+            kw[name] = t.detach().to(device).requires_grad_(t.requires_grad)
+    return kw, ref
+
+
+def _make_case(shape, mask_kind, dtype, gen):
     b, hq, hkv, lq, lk, d, dv = shape
     kw, ref = {}, {}
     if mask_kind == "causal_tl":
@@ -105,11 +114,11 @@ def make_case(shape, mask_kind, dtype, gen):
     return kw, ref
 
 
-def qkv(shape, dtype, gen, std=1.0):
+def qkv(shape, dtype, gen, std=1.0, device="cpu"):
     b, hq, hkv, lq, lk, d, dv = shape
-    q = randn((b, hq, lq, d), dtype, gen=gen, std=std).requires_grad_()
-    k = randn((b, hkv, lk, d), dtype, gen=gen, std=std).requires_grad_()
-    v = randn((b, hkv, lk, dv), dtype, gen=gen).requires_grad_()
+    q = randn((b, hq, lq, d), dtype, device, gen=gen, std=std).requires_grad_()
+    k = randn((b, hkv, lk, d), dtype, device, gen=gen, std=std).requires_grad_()
+    v = randn((b, hkv, lk, dv), dtype, device, gen=gen).requires_grad_()
     return q, k, v
 
 
@@ -130,7 +139,7 @@ def check_against_reference(q, k, v, kw, ref, scale=None, msg=""):
     mask = kw.get("mask")
     mask_grad = mask is not None and mask.requires_grad
     wrt = [q, k, v] + ([mask] if mask_grad else [])
-    dout = randn(out.shape, dtype, gen=torch.Generator().manual_seed(1))
+    dout = randn(out.shape, dtype, q.device, gen=torch.Generator().manual_seed(1))
     grads = torch.autograd.grad(out, wrt, dout)
     refs = ref_bwd(to_np(dout), qn, kn, vn, ref_mask, scale, ref.get("causal"), ref.get("window"),
                    ref.get("key_lengths"))
@@ -153,9 +162,9 @@ def check_against_reference(q, k, v, kw, ref, scale=None, msg=""):
 @pytest.mark.parametrize("mask_kind", MASK_KINDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-def test_matches_reference(dtype, shape, mask_kind, gen):
-    q, k, v = qkv(shape, dtype, gen)
-    kw, ref = make_case(shape, mask_kind, dtype, gen)
+def test_matches_reference(device, dtype, shape, mask_kind, gen):
+    q, k, v = qkv(shape, dtype, gen, device=device)
+    kw, ref = make_case(shape, mask_kind, dtype, gen, device=device)
     scale = 0.2 + float(torch.rand((), generator=gen))
     check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{_shape_id(shape)} {mask_kind}")
 
@@ -177,11 +186,11 @@ def test_every_cpu_isa(isa, dtype, gen):
         pyattn.set_cpu_isa(before)
 
 
-def test_fully_masked_rows_give_zero(gen):
-    q, k, v = qkv((2, 2, 2, 9, 11, 8, 8), torch.float32, gen)
+def test_fully_masked_rows_give_zero(device, gen):
+    q, k, v = qkv((2, 2, 2, 9, 11, 8, 8), torch.float32, gen, device=device)
     mask = torch.rand(2, 2, 9, 11, generator=gen) > 0.5
     mask[:, :, 3] = False
-    lengths = torch.tensor([0, 11])
+    mask, lengths = mask.to(device), torch.tensor([0, 11], device=device)
     out, lse = attention(q, k, v, mask=mask, key_lengths=lengths, return_lse=True)
     assert torch.isfinite(out).all()
     assert (out[0] == 0).all() and (out[:, :, 3] == 0).all()
@@ -295,17 +304,17 @@ GRADCHECK_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck_fp64(case, gen):
+def test_gradcheck_fp64(device, case, gen):
     c = GRADCHECK_CASES[case]
-    q, k, v = qkv(c["shape"], torch.float64, gen)
+    q, k, v = qkv(c["shape"], torch.float64, gen, device=device)
     inputs = [q, k, v]
     if "mask" in c:
         m = randn(c["mask"], torch.float64, gen=gen)
         if c.get("neginf"):
             m[..., 0, 1] = NEG_INF
             m[..., 2, :] = NEG_INF  # a fully masked row: zero gradient everywhere
-        inputs.append(m.requires_grad_())
-    lengths = torch.tensor(c["key_lengths"]) if "key_lengths" in c else None
+        inputs.append(m.to(device).requires_grad_())
+    lengths = torch.tensor(c["key_lengths"], device=device) if "key_lengths" in c else None
 
     def f(q, k, v, *mask):
         return attention(q, k, v, mask=mask[0] if mask else None, causal=c.get("causal"),
@@ -480,8 +489,9 @@ def test_dropout_is_not_silently_ignored():
         scaled_dot_product_attention(q, q, q, dropout_p=0.5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
-def test_cuda_inputs_raise():
+@pytest.mark.skipif(not torch.cuda.is_available() or pyattn.build_info()["cuda"],
+                    reason="needs a GPU and a CPU-only pyattn build")
+def test_cuda_tensor_with_cpu_only_build():
     q = torch.randn(1, 1, 3, 4, device="cuda")
-    with pytest.raises(NotImplementedError, match="CPU"):
+    with pytest.raises(RuntimeError, match="without CUDA"):
         attention(q, q, q)

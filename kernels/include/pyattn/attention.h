@@ -69,4 +69,11 @@ struct AttentionBwdParams {
 void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for);
 void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for);
 
+// CUDA (kernels/cuda/attention.cu, version 1: one thread per row, no tensor cores).
+// Envelope, checked by csrc/: head dims d, dv <= kAttentionCudaMaxHeadDim; batch and
+// heads <= 65535 (grid y and z). Launch on `stream`; the caller checks the launch.
+constexpr int kAttentionCudaMaxHeadDim = 128;
+void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream);
+void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream);
+
 }  // namespace pyattn

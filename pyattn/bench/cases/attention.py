@@ -74,10 +74,9 @@ def _case(device, dtype, shape, causal=False, backward=False, quick=True, target
 
 
 def cases(device: str) -> list[Case]:
-    if torch.device(device).type != "cpu":
-        return []  # no CUDA attention kernel yet
     f32, bf16 = torch.float32, torch.bfloat16
-    goal = Target(1.3)
+    # The target is for the CPU kernel; the CUDA kernel is a plain version 1 (no tensor cores).
+    goal = Target(1.3) if torch.device(device).type == "cpu" else None
     return [
         _case(device, f32, QUICK),
         _case(device, f32, QUICK, backward=True),
