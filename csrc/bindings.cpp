@@ -19,6 +19,16 @@ TORCH_LIBRARY(pyattn, m) {
   m.def("scaled_masked_softmax_fwd(Tensor x, Tensor? mask, float scale, bool causal) -> Tensor");
   // dx = scale * y * (dy - sum(dy * y)), from the forward's output y.
   m.def("scaled_masked_softmax_bwd(Tensor y, Tensor dy, float scale) -> Tensor");
+  // out = softmax(scale * q k^T + mask) v, fused; q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv];
+  // mask: bool (True = attend) or additive in q's dtype; key_lengths [B]; causal (bottom_right aligns the
+  // diagonal to the last key) and window bounds (-1 = unbounded). Returns (out, lse [B, Hq, Lq] fp32/fp64).
+  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor? key_lengths, float scale, bool causal, "
+        "bool bottom_right, int window_left, int window_right) -> (Tensor, Tensor)");
+  // (dq, dk, dv, dmask) from the forward's out and lse (and dlse, the gradient of lse, if any); dmask
+  // [B, Hq, Lq, Lk] (dL/dscores) only when mask_grad, else an empty tensor.
+  m.def("attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, Tensor? mask, "
+        "Tensor? key_lengths, float scale, bool causal, bool bottom_right, int window_left, int window_right, "
+        "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

@@ -36,3 +36,28 @@ def _softmax_backward(ctx, dy):
 torch.library.register_autograd(
     "pyattn::scaled_masked_softmax_fwd", _softmax_backward, setup_context=_softmax_setup_context
 )
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, mask, key_lengths, *rules = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, mask, key_lengths)
+    ctx.rules = rules  # scale, causal, bottom_right, window_left, window_right
+    ctx.mask_shape = mask.shape if mask is not None else None
+
+
+def _attention_backward(ctx, dout, dlse):
+    """Probabilities recomputed from the saved lse (nothing of size lq x lk is kept).
+    dlse (when lse was used) adds dlse_i * P_ij to the score gradient. An additive mask
+    that requires grad gets dL/dscores summed down to its own shape."""
+    q, k, v, out, lse, mask, key_lengths = ctx.saved_tensors
+    dout = torch.zeros_like(out) if dout is None else dout.to(q.dtype)
+    mask_grad = bool(ctx.needs_input_grad[3])
+    dq, dk, dv, dmask = _ops.attention_bwd(
+        dout, q, k, v, out, lse, dlse, mask, key_lengths, *ctx.rules, mask_grad
+    )
+    dmask = dmask.sum_to_size(ctx.mask_shape) if mask_grad else None
+    return dq, dk, dv, dmask, None, None, None, None, None, None
+
+
+torch.library.register_autograd("pyattn::attention_fwd", _attention_backward, setup_context=_attention_setup_context)

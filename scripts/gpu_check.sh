@@ -91,6 +91,23 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
                 dx = ops.scaled_masked_softmax_bwd(y, dy, 0.5)
                 torch.cuda.synchronize()
                 assert torch.isfinite(y).all() and torch.isfinite(dx).all(), (dtype, sk)
+# attention: odd lengths past a block, GQA, dv != d, every mask kind, lq = 1, every dtype.
+for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+    for (b, hq, hkv, lq, lk, d, dv) in ((2, 4, 2, 65, 130, 64, 48), (1, 2, 1, 1, 37, 100, 128), (1, 1, 1, 70, 33, 7, 5)):
+        q = torch.randn(b, hq, lq, d, device=dev, dtype=dtype)
+        k = torch.randn(b, hkv, lk, d, device=dev, dtype=dtype)
+        v = torch.randn(b, hkv, lk, dv, device=dev, dtype=dtype)
+        bmask = torch.rand(b, 1, lq, lk, device=dev) < 0.7
+        amask = torch.randn(lq, lk, device=dev, dtype=dtype)
+        lengths = torch.randint(0, lk + 1, (b,), device=dev)
+        for mask, kl, causal, br, wl, wr in ((None, None, False, False, -1, -1), (bmask, lengths, True, True, -1, -1),
+                                             (amask, None, False, False, 5, 3)):
+            out, lse = ops.attention_fwd(q, k, v, mask, kl, 0.3, causal, br, wl, wr)
+            dout = torch.randn_like(out)
+            grads = ops.attention_bwd(dout, q, k, v, out, lse, torch.randn_like(lse), mask, kl, 0.3, causal, br, wl,
+                                      wr, mask is amask)
+            torch.cuda.synchronize()
+            assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads), (dtype, lq, lk)
 print("sanitize_ops: done")
 EOF
 if [[ -z "$SANITIZER" ]]; then

@@ -5,6 +5,7 @@ Each ``<op>.py`` here is the slow, obvious implementation that pins the op's sem
 against these. Plain NumPy only: nothing here imports torch.
 """
 
+from .attention import attention_bwd, attention_fwd, attention_keep
 from .scaled_masked_softmax import (
     scaled_masked_softmax_bwd,
     scaled_masked_softmax_fwd,
@@ -12,6 +13,9 @@ from .scaled_masked_softmax import (
 )
 
 __all__ = [
+    "attention_fwd",
+    "attention_bwd",
+    "attention_keep",
     "scaled_masked_softmax_fwd",
     "scaled_masked_softmax_bwd",
     "scaled_masked_softmax_mask_grad",

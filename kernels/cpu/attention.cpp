@@ -1,0 +1,19 @@
+// CPU entry points of attention: the body compiled per ISA, then dispatched.
+#include <type_traits>
+
+#include "pyattn/attention.h"
+
+#define PYATTN_CPU_BODY "cpu/attention_body.h"
+#include "cpu/isa_regions.h"
+
+namespace pyattn {
+
+void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for) {
+  PYATTN_CPU_DISPATCH(attention_fwd, p, parallel_for)
+}
+
+void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for) {
+  PYATTN_CPU_DISPATCH(attention_bwd, p, parallel_for)
+}
+
+}  // namespace pyattn

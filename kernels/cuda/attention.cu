@@ -1,0 +1,348 @@
+// CUDA attention, version 1 (semantics in pyattn/attention.h): simple and exact rather
+// than fast. One thread owns one query row (forward, dq) or one key row (dk, dv) with its
+// vectors in registers (head dims up to kMaxHeadDim); a block of kThreads rows walks
+// tiles of keys (or queries) staged in shared memory, with the same online softmax as
+// the CPU kernel. No tensor cores: a FlashAttention-2 style warp-tiled kernel is the
+// next version. Tiles that causal / window / key_lengths rule out are skipped.
+//
+// Backward is two kernels, so no two threads ever add into the same gradient row:
+//   dq_kernel    per query: P from the saved lse, dS = P (dO.v - D), dq += dS k
+//                (and dL/dz into dmask when asked);
+//   dkdv_kernel  per key: loops over every query head of its group and every query
+//                tile: dv += P dO, dk += dS q.
+// D_i = dO_i . O_i - dlse_i is recomputed where needed (a dot per query per tile).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "pyattn/attention.h"
+
+namespace pyattn {
+namespace {
+
+constexpr int kThreads = 64;  // rows (queries or keys) per block, one per thread
+constexpr int kMaxHeadDim = kAttentionCudaMaxHeadDim;
+
+template <typename T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+template <typename T> using acc_t = typename AccOf<T>::type;
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_acc(acc_t<T> v);
+template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
+template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
+template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float exp_acc(float v) { return expf(v); }
+__device__ __forceinline__ double exp_acc(double v) { return exp(v); }
+__device__ __forceinline__ float log_acc(float v) { return logf(v); }
+__device__ __forceinline__ double log_acc(double v) { return log(v); }
+
+template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
+
+// Keys tile: fewer keys for fp64 so that two [tile, kMaxHeadDim] arrays fit in 48 KiB.
+template <typename A> constexpr int kTile = sizeof(A) == 8 ? 16 : 32;
+
+// Keys query i may see from the causal / window / length rules: [lo(i), hi(i)).
+struct Rules {
+  int64_t off, wl, wr, lk;
+  __device__ int64_t lo(int64_t i) const { return wl >= 0 ? min(lk, max(int64_t(0), i + off - wl)) : 0; }
+  __device__ int64_t hi(int64_t i) const { return wr >= 0 ? min(lk, max(int64_t(0), i + off + wr + 1)) : lk; }
+};
+
+__device__ Rules rules_of(const AttentionShape& s, int64_t b) {
+  int64_t lk = s.lk;
+  if (s.key_lengths) lk = min(lk, max(int64_t(0), s.key_lengths[b]));
+  return {s.diag_offset, s.window_left, s.window_right, lk};
+}
+
+// The score z (scale already in) after every mask: -inf where key j is dropped.
+template <typename T, typename A>
+__device__ __forceinline__ A masked(const AttentionShape& s, const Rules& r, int64_t b, int64_t h, int64_t i,
+                                    int64_t j, A z) {
+  if (j < r.lo(i) || j >= r.hi(i)) return neg_inf<A>();
+  if (s.mask_kind == MaskKind::none) return z;
+  const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + i * s.mask_stride[2] + j;
+  if (s.mask_kind == MaskKind::boolean) return static_cast<const uint8_t*>(s.mask)[mo] ? z : neg_inf<A>();
+  return z + to_acc(static_cast<const T*>(s.mask)[mo]);
+}
+
+// rows [r0, r0 + n) of a [rows, width] matrix (row stride `stride`) into tile[n][D], as
+// A, zero-padded to D columns and kTile rows.
+template <typename T, typename A, int D>
+__device__ __forceinline__ void stage(A (*tile)[D], const T* src, int64_t stride, int64_t r0, int n, int64_t width) {
+  for (int idx = threadIdx.x; idx < kTile<A> * D; idx += kThreads) {
+    const int j = idx / D, d = idx % D;
+    tile[j][d] = (j < n && d < width) ? to_acc(src[(r0 + j) * stride + d]) : A(0);
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) fwd_kernel(AttentionFwdParams p) {
+  using A = acc_t<T>;
+  constexpr int TK = kTile<A>;
+  __shared__ A ks[TK][D];
+  __shared__ A vs[TK][D];
+  __shared__ A zs[TK][kThreads];  // this tile's scores, a column per thread
+  const AttentionShape& s = p.s;
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kThreads;
+  const int64_t i = q0 + threadIdx.x;
+  const bool active = i < s.lq;
+  const int64_t hk = h / (s.heads_q / s.heads_kv);
+  const Rules r = rules_of(s, b);
+  const int64_t kbeg = r.lo(q0), kend = r.hi(min(s.lq, q0 + kThreads) - 1);
+  const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+  const T* v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+  A* z = &zs[0][threadIdx.x];
+
+  A q[D], acc[D];
+  const T* qrow = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2];
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    q[d] = active && d < s.d ? to_acc(qrow[d]) * A(s.scale) : A(0);
+    acc[d] = A(0);
+  }
+  A m = neg_inf<A>(), l = A(0);  // invariant: l = sum exp(z - m), acc = sum exp(z - m) v, over keys seen
+
+  for (int64_t k0 = kbeg; k0 < kend; k0 += TK) {  // same trip count for every thread of the block
+    const int nk = int(min(int64_t(TK), kend - k0));
+    __syncthreads();
+    stage<T, A, D>(ks, k, p.k_stride[2], k0, nk, s.d);
+    stage<T, A, D>(vs, v, p.v_stride[2], k0, nk, s.dv);
+    __syncthreads();
+    if (!active) continue;
+    A mt = neg_inf<A>();
+#pragma unroll 1
+    for (int j = 0; j < nk; ++j) {
+      A dot = A(0);
+#pragma unroll
+      for (int d = 0; d < D; ++d) dot += q[d] * ks[j][d];
+      const A zj = masked<T>(s, r, b, h, i, k0 + j, dot);
+      z[j * kThreads] = zj;
+      mt = max(mt, zj);
+    }
+    const A mnew = max(m, mt);
+    if (mnew == neg_inf<A>()) continue;  // nothing visible yet
+    const A alpha = exp_acc(m - mnew);    // m = -inf: 0
+    l *= alpha;
+#pragma unroll
+    for (int d = 0; d < D; ++d) acc[d] *= alpha;
+#pragma unroll 1
+    for (int j = 0; j < nk; ++j) {
+      const A pj = exp_acc(z[j * kThreads] - mnew);
+      l += pj;
+#pragma unroll
+      for (int d = 0; d < D; ++d) acc[d] += pj * vs[j][d];
+    }
+    m = mnew;
+  }
+  if (!active) return;
+  const A inv = l > A(0) ? A(1) / l : A(0);
+  T* orow = static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
+#pragma unroll
+  for (int d = 0; d < D; ++d)
+    if (d < s.dv) orow[d] = from_acc<T>(acc[d] * inv);
+  static_cast<A*>(p.lse)[(b * s.heads_q + h) * s.lq + i] = l > A(0) ? m + log_acc(l) : neg_inf<A>();
+}
+
+// D_i - dlse_i for query row i of head h (dO . O over dv).
+template <typename T, typename A>
+__device__ A delta(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t i) {
+  const AttentionShape& s = p.s;
+  const T* o = static_cast<const T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
+  const T* dout = static_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + i * p.dout_stride[2];
+  A dd = A(0);
+  for (int64_t d = 0; d < s.dv; ++d) dd += to_acc(o[d]) * to_acc(dout[d]);
+  if (p.dlse) dd -= static_cast<const A*>(p.dlse)[(b * s.heads_q + h) * s.lq + i];
+  return dd;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
+  using A = acc_t<T>;
+  constexpr int TK = kTile<A>;
+  __shared__ A ks[TK][D];
+  __shared__ A vs[TK][D];
+  const AttentionShape& s = p.s;
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kThreads;
+  const int64_t i = q0 + threadIdx.x;
+  const bool active = i < s.lq;
+  const int64_t hk = h / (s.heads_q / s.heads_kv);
+  const Rules r = rules_of(s, b);
+  const int64_t kbeg = r.lo(q0), kend = r.hi(min(s.lq, q0 + kThreads) - 1);
+  const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+  const T* v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+
+  A q[D], dout[D], dq[D];
+  const T* qrow = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2];
+  const T* drow = static_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + i * p.dout_stride[2];
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    q[d] = active && d < s.d ? to_acc(qrow[d]) * A(s.scale) : A(0);
+    dout[d] = active && d < s.dv ? to_acc(drow[d]) : A(0);
+    dq[d] = A(0);
+  }
+  const A lse = active ? static_cast<const A*>(p.lse)[(b * s.heads_q + h) * s.lq + i] : neg_inf<A>();
+  const A dd = active ? delta<T, A>(p, b, h, i) : A(0);
+  T* dmask = p.dmask ? static_cast<T*>(p.dmask) + ((b * s.heads_q + h) * s.lq + i) * s.lk : nullptr;
+
+  for (int64_t k0 = kbeg; k0 < kend; k0 += TK) {
+    const int nk = int(min(int64_t(TK), kend - k0));
+    __syncthreads();
+    stage<T, A, D>(ks, k, p.k_stride[2], k0, nk, s.d);
+    stage<T, A, D>(vs, v, p.v_stride[2], k0, nk, s.dv);
+    __syncthreads();
+    if (!active || lse == neg_inf<A>()) continue;  // nothing attended: zero gradient
+#pragma unroll 1
+    for (int j = 0; j < nk; ++j) {
+      A dot = A(0), dp = A(0);
+#pragma unroll
+      for (int d = 0; d < D; ++d) {
+        dot += q[d] * ks[j][d];
+        dp += dout[d] * vs[j][d];
+      }
+      const A z = masked<T>(s, r, b, h, i, k0 + j, dot);
+      const A pj = z == neg_inf<A>() ? A(0) : exp_acc(z - lse);
+      const A ds = pj * (dp - dd);
+      if (dmask) dmask[k0 + j] = from_acc<T>(ds);
+#pragma unroll
+      for (int d = 0; d < D; ++d) dq[d] += ds * ks[j][d];
+    }
+  }
+  if (!active) return;
+  T* out = static_cast<T*>(p.dq) + b * p.dq_stride[0] + h * p.dq_stride[1] + i * p.dq_stride[2];
+#pragma unroll
+  for (int d = 0; d < D; ++d)
+    if (d < s.d) out[d] = from_acc<T>(dq[d] * A(s.scale));
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
+  using A = acc_t<T>;
+  constexpr int TQ = kTile<A>;
+  __shared__ A qs[TQ][D];
+  __shared__ A dos[TQ][D];
+  __shared__ A lses[TQ];
+  __shared__ A dds[TQ];
+  const AttentionShape& s = p.s;
+  const int64_t b = blockIdx.z, hk = blockIdx.y, j0 = int64_t(blockIdx.x) * kThreads;
+  const int64_t j = j0 + threadIdx.x;
+  const int64_t jlast = min(s.lk, j0 + kThreads) - 1;
+  const bool active = j < s.lk;
+  const int64_t group = s.heads_q / s.heads_kv;
+  const Rules r = rules_of(s, b);
+
+  A k[D], v[D], dk[D], dv[D];
+  const T* krow = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + j * p.k_stride[2];
+  const T* vrow = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + j * p.v_stride[2];
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    k[d] = active && d < s.d ? to_acc(krow[d]) : A(0);
+    v[d] = active && d < s.dv ? to_acc(vrow[d]) : A(0);
+    dk[d] = dv[d] = A(0);
+  }
+
+  for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+    const T* q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
+    const T* dout = static_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1];
+    const A* lse = static_cast<const A*>(p.lse) + (b * s.heads_q + h) * s.lq;
+    for (int64_t i0 = 0; i0 < s.lq; i0 += TQ) {
+      const int nq = int(min(int64_t(TQ), s.lq - i0));
+      // Skip query tiles that see none of this block's keys (rules are monotone in i).
+      if (r.hi(i0 + nq - 1) <= j0 || r.lo(i0) > jlast) continue;
+      __syncthreads();
+      stage<T, A, D>(qs, q, p.q_stride[2], i0, nq, s.d);
+      stage<T, A, D>(dos, dout, p.dout_stride[2], i0, nq, s.dv);
+      if (threadIdx.x < nq) {
+        lses[threadIdx.x] = lse[i0 + threadIdx.x];
+        dds[threadIdx.x] = delta<T, A>(p, b, h, i0 + threadIdx.x);
+      }
+      __syncthreads();
+      if (!active) continue;
+#pragma unroll 1
+      for (int ii = 0; ii < nq; ++ii) {
+        if (lses[ii] == neg_inf<A>()) continue;
+        A dot = A(0), dp = A(0);
+#pragma unroll
+        for (int d = 0; d < D; ++d) {
+          dot += qs[ii][d] * k[d];
+          dp += dos[ii][d] * v[d];
+        }
+        const A z = masked<T>(s, r, b, h, i0 + ii, j, dot * A(s.scale));
+        if (z == neg_inf<A>()) continue;
+        const A pj = exp_acc(z - lses[ii]);
+        const A ds = pj * (dp - dds[ii]);
+#pragma unroll
+        for (int d = 0; d < D; ++d) {
+          dv[d] += pj * dos[ii][d];
+          dk[d] += ds * qs[ii][d];
+        }
+      }
+    }
+  }
+  if (!active) return;
+  T* dkrow = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1] + j * p.dk_stride[2];
+  T* dvrow = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1] + j * p.dv_stride[2];
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    if (d < s.d) dkrow[d] = from_acc<T>(dk[d] * A(s.scale));
+    if (d < s.dv) dvrow[d] = from_acc<T>(dv[d]);
+  }
+}
+
+// Calls f(std::integral_constant<int, D>{}) for the smallest compiled head dim >= n.
+template <typename F>
+void with_head_dim(int64_t n, F&& f) {
+  if (n <= 64) return f(std::integral_constant<int, 64>{});
+  return f(std::integral_constant<int, kMaxHeadDim>{});
+}
+
+template <typename F>
+void with_storage(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(__half{});
+    case DType::bf16: return f(__nv_bfloat16{});
+  }
+}
+
+unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
+
+}  // namespace
+
+void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  const dim3 grid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
+  with_storage(p.s.dtype, [&](auto t) {
+    using T = decltype(t);
+    with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
+      fwd_kernel<T, decltype(dim)::value><<<grid, kThreads, 0, st>>>(p);
+    });
+  });
+}
+
+void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream) {
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  const dim3 qgrid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
+  const dim3 kgrid(blocks_for(p.s.lk), unsigned(p.s.heads_kv), unsigned(p.s.batch));
+  with_storage(p.s.dtype, [&](auto t) {
+    using T = decltype(t);
+    with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
+      if (p.s.lq > 0) dq_kernel<T, decltype(dim)::value><<<qgrid, kThreads, 0, st>>>(p);
+      if (p.s.lk > 0) dkdv_kernel<T, decltype(dim)::value><<<kgrid, kThreads, 0, st>>>(p);
+    });
+  });
+}
+
+}  // namespace pyattn

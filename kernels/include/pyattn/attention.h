@@ -1,0 +1,79 @@
+// attention: out = softmax(scale * q k^T + mask) v, fused (flash-style: key blocks with an
+// online softmax; the [lq, lk] score matrix is never materialised), and its backward.
+//
+// Tensors are 4-d with element strides for (batch, head, row); the last dim has stride 1:
+//   q    [batch, heads_q,  lq, d]        out  [batch, heads_q, lq, dv]
+//   k    [batch, heads_kv, lk, d]        lse  [batch, heads_q, lq], contiguous, fp32 (fp64 for fp64)
+//   v    [batch, heads_kv, lk, dv]
+// heads_kv divides heads_q; query head h reads key/value head h / (heads_q / heads_kv).
+// A stride may be 0 (broadcast), except for the tensors a kernel writes.
+//
+// Semantics (pinned by pyattn/reference/attention.py): z[i, j] = scale * q_i . k_j (+ mask),
+// and key j is dropped (z = -inf) when any of these rules it out:
+//   mask (boolean)   mask[i, j] == 0   (nonzero = attend: the SDPA convention, unlike
+//                                       scaled_masked_softmax's nonzero = masked out)
+//   window           j < i + diag_offset - window_left  (window_left >= 0)
+//                    j > i + diag_offset + window_right (window_right >= 0; causal is 0)
+//   key_lengths      j >= key_lengths[b]
+// An additive mask (the dtype of q) is added to z; values below about -2.3e38 act as -inf
+// (the kernels fold log2(e) into the scores).
+// lse[i] = log sum_j exp(z[i, j]) (natural log); out_i = sum_j exp(z[i, j] - lse[i]) v_j.
+// A row with no key left gives out = 0, lse = -inf and zero gradients.
+// Accumulation is fp32 (fp64 for fp64); f16/bf16 inputs are converted on load.
+#pragma once
+
+#include "pyattn/common.h"
+
+namespace pyattn {
+
+struct AttentionShape {
+  DType dtype;
+  int64_t batch, heads_q, heads_kv, lq, lk, d, dv;
+  double scale;
+  const void* mask;            // [batch, heads_q, lq, lk] (broadcast strides allowed) or nullptr
+  int64_t mask_stride[3];      // batch, head, query row; key stride is 1
+  MaskKind mask_kind;          // boolean: uint8, nonzero = attend; additive: dtype
+  const int64_t* key_lengths;  // [batch] or nullptr
+  int64_t diag_offset;         // 0: top-left aligned; lk - lq: bottom-right aligned
+  int64_t window_left;         // < 0: unbounded
+  int64_t window_right;        // < 0: unbounded; 0 for causal
+  int num_threads;             // threads the ParallelFor may use (sizes the work split)
+};
+
+struct AttentionFwdParams {
+  AttentionShape s;
+  const void* q; int64_t q_stride[3];
+  const void* k; int64_t k_stride[3];
+  const void* v; int64_t v_stride[3];
+  void* out; int64_t out_stride[3];  // overwritten; must not alias the inputs
+  void* lse;                         // [batch, heads_q, lq] contiguous; overwritten
+};
+
+struct AttentionBwdParams {
+  AttentionShape s;
+  const void* q; int64_t q_stride[3];
+  const void* k; int64_t k_stride[3];
+  const void* v; int64_t v_stride[3];
+  const void* out; int64_t out_stride[3];    // the forward's output
+  const void* dout; int64_t dout_stride[3];  // [batch, heads_q, lq, dv]
+  const void* lse;                           // the forward's lse, contiguous
+  const void* dlse;                          // nullptr, or dL/dlse, contiguous, lse's dtype: adds dlse_i * P_ij
+                                             // to dL/dz_ij (d lse_i / d z_ij = P_ij)
+  void* dq; int64_t dq_stride[3];            // all grads overwritten, no aliasing
+  void* dk; int64_t dk_stride[3];            // [batch, heads_kv, lk, d]
+  void* dv; int64_t dv_stride[3];            // [batch, heads_kv, lk, dv]
+  void* dmask;  // nullptr, or [batch, heads_q, lq, lk] contiguous, dtype, zero-filled by the
+                // caller: dL/dz at every attended (i, j) is written (additive-mask grad)
+};
+
+void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for);
+void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for);
+
+// CUDA (kernels/cuda/attention.cu, version 1: one thread per row, no tensor cores).
+// Envelope, checked by csrc/: head dims d, dv <= kAttentionCudaMaxHeadDim; batch and
+// heads <= 65535 (grid y and z). Launch on `stream`; the caller checks the launch.
+constexpr int kAttentionCudaMaxHeadDim = 128;
+void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream);
+void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream);
+
+}  // namespace pyattn

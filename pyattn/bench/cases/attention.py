@@ -1,0 +1,89 @@
+"""attention against F.scaled_dot_product_attention (what a user runs today).
+
+Work is FLOP: forward 4·B·H·Lq·Lk·D (half when causal), backward 2.5x the forward, so a
+fwd+bwd row counts 3.5x. Backward rows time forward and backward together, as training
+runs them, and return the output and the three input gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from pyattn.functional import scaled_dot_product_attention
+
+from . import Case, Target
+
+OP = "attention"
+MAIN = (4, 8, 1024, 64)   # B, H, L, D: the issue's target shape
+QUICK = (2, 4, 512, 64)   # a few seconds for --quick
+
+
+@dataclass
+class _Inputs:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    causal: bool
+    dout: Optional[torch.Tensor]
+
+
+def _make_inputs(device, dtype, shape, causal, backward) -> _Inputs:
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=gen, device=device).to(dtype).requires_grad_(backward) for _ in range(3))
+    dout = torch.randn(shape, generator=gen, device=device).to(dtype) if backward else None
+    return _Inputs(q, k, v, causal, dout)
+
+
+def _ours(inp: _Inputs) -> torch.Tensor:
+    return scaled_dot_product_attention(inp.q, inp.k, inp.v, is_causal=inp.causal)
+
+
+def _peer(inp: _Inputs) -> torch.Tensor:
+    return F.scaled_dot_product_attention(inp.q, inp.k, inp.v, is_causal=inp.causal)
+
+
+def _with_backward(forward):
+    def fwd_bwd(inp: _Inputs):
+        out = forward(inp)
+        grads = torch.autograd.grad(out, (inp.q, inp.k, inp.v), inp.dout)  # no .grad accumulation to time
+        return (out.detach(),) + tuple(grads)
+    return fwd_bwd
+
+
+def _case(device, dtype, shape, causal=False, backward=False, quick=True, target=None) -> Case:
+    b, h, l, d = shape
+    fwd_flop = 4 * b * h * l * l * d / (2 if causal else 1)
+    return Case(
+        op=OP,
+        name=f"{'fwd+bwd' if backward else 'fwd'} B{b} H{h} L{l} D{d}{' causal' if causal else ''}",
+        device=device,
+        dtype=dtype,
+        inputs=lambda: _make_inputs(device, dtype, shape, causal, backward),
+        ours=_with_backward(_ours) if backward else _ours,
+        peer=_with_backward(_peer) if backward else _peer,
+        peer_name="F.scaled_dot_product_attention" + (", autograd backward" if backward else ""),
+        work=fwd_flop * (3.5 if backward else 1.0),
+        unit="FLOP",
+        quick=quick,
+        target=target,
+    )
+
+
+def cases(device: str) -> list[Case]:
+    f32, bf16 = torch.float32, torch.bfloat16
+    # The target is for the CPU kernel; the CUDA kernel is a plain version 1 (no tensor cores).
+    goal = Target(1.3) if torch.device(device).type == "cpu" else None
+    return [
+        _case(device, f32, QUICK),
+        _case(device, f32, QUICK, backward=True),
+        _case(device, f32, QUICK, causal=True, backward=True),
+        _case(device, f32, MAIN, quick=False, target=goal),
+        _case(device, f32, MAIN, causal=True, quick=False, target=goal),
+        _case(device, f32, MAIN, backward=True, quick=False, target=goal),
+        _case(device, f32, MAIN, causal=True, backward=True, quick=False, target=goal),
+        _case(device, bf16, MAIN, quick=False),
+    ]

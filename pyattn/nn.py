@@ -1,0 +1,130 @@
+"""Drop-in torch modules backed by pyattn's fused kernels."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from pyattn.functional import attention
+
+__all__ = ["MultiheadAttention"]
+
+
+def _to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """torch's MHA convention (bool True = not allowed, float added) as an additive mask."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+class MultiheadAttention(torch.nn.MultiheadAttention):
+    """``torch.nn.MultiheadAttention`` with the attention itself computed by pyattn's fused
+    kernel (``pyattn.functional.attention``): same constructor, parameters, state_dict
+    (load either module's into the other) and ``forward`` signature and semantics.
+
+    * ``attn_mask`` (``(L, S)`` or ``(N*num_heads, L, S)``) and ``key_padding_mask``
+      (``(N, S)``) follow torch: bool True = not allowed, floating = added.
+      ``is_causal`` is, as in torch, a hint that ``attn_mask`` is causal; ``attn_mask``
+      must then be given.
+    * ``need_weights=True`` (torch's default) also returns the attention weights, which
+      need the full ``(L, S)`` matrix: they are computed with torch ops beside the fused
+      output, so pass ``need_weights=False`` for the fast path.
+    * A query whose keys are all masked gives 0 (torch gives NaN there).
+    * Attention dropout (``dropout > 0`` in training mode) is not implemented and raises
+      NotImplementedError.
+    """
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor] = None,
+        need_weights: bool = True,
+        attn_mask: Optional[torch.Tensor] = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ):
+        if self.dropout > 0.0 and self.training:
+            raise NotImplementedError(
+                f"pyattn.nn.MultiheadAttention: attention dropout ({self.dropout}) is not implemented; "
+                "construct it with dropout=0.0 or call .eval()"
+            )
+        if is_causal and attn_mask is None:
+            raise RuntimeError("pyattn.nn.MultiheadAttention: is_causal is a hint that attn_mask is causal; "
+                               "attn_mask must be given with it (as in torch)")
+        batched = query.dim() == 3
+        if not batched:  # (L, E): one sequence
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif self.batch_first:  # work seq-first, (L, N, E), as torch does
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+
+        lq, n, e = query.shape
+        h, hd = self.num_heads, self.head_dim
+        if self.in_proj_weight is not None:
+            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        else:
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q = b_k = b_v = None
+        if self.in_proj_bias is not None:
+            b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+        dtype = q.dtype
+        mask = None  # additive or bool-keep, broadcastable to (N, H, L, S)
+        extra = int(self.bias_k is not None) + int(self.add_zero_attn)
+        if self.bias_k is not None:
+            k = torch.cat([k, self.bias_k.expand(1, n, e)])
+            v = torch.cat([v, self.bias_v.expand(1, n, e)])
+        s = k.shape[0]
+        q = q.reshape(lq, n, h, hd).permute(1, 2, 0, 3)  # (N, H, L, hd)
+        k = k.reshape(s, n, h, hd).permute(1, 2, 0, 3)
+        v = v.reshape(s, n, h, hd).permute(1, 2, 0, 3)
+        if self.add_zero_attn:
+            k = torch.cat([k, k.new_zeros(n, h, 1, hd)], dim=2)
+            v = torch.cat([v, v.new_zeros(n, h, 1, hd)], dim=2)
+        s_in = k.shape[2] - extra  # keys the caller's masks describe
+
+        masks = []
+        if attn_mask is not None:
+            m = attn_mask
+            if m.dim() == 3:
+                m = m.reshape(n, h, lq, s_in)
+            masks.append(m)
+        if key_padding_mask is not None:
+            masks.append(key_padding_mask.reshape(n, 1, 1, s_in))
+        if masks:
+            if any(m.dtype != torch.bool for m in masks):
+                mask = sum(_to_additive(m, dtype) for m in masks)
+                if extra:
+                    mask = F.pad(mask, (0, extra))  # bias_k / zero-attn keys are always visible
+            else:
+                drop = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+                keep = ~drop
+                if extra:
+                    keep = F.pad(keep, (0, extra), value=True)
+                mask = keep
+
+        out = attention(q, k, v, mask=mask)  # (N, H, L, hd)
+        out = out.permute(2, 0, 1, 3).reshape(lq, n, e)
+        out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+
+        weights = None
+        if need_weights:
+            scores = (q * (1.0 / hd**0.5)) @ k.transpose(-1, -2)
+            if mask is not None:
+                scores = scores + mask if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)  # (N, H, L, S)
+            if average_attn_weights:
+                weights = weights.mean(dim=1)
+            if not batched:
+                weights = weights.squeeze(0)
+        if not batched:
+            out = out.squeeze(1)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
