@@ -16,6 +16,9 @@ struct VecF {
   VecF operator*(VecF b) const { return {v * b.v}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {a.v * b.v + c.v}; }
   static VecF max(VecF a, VecF b) { return {a.v > b.v ? a.v : b.v}; }
+  VecF operator/(VecF b) const { return {v / b.v}; }
+  // a < b ? x : y per lane (false where a or b is NaN).
+  static VecF select_lt(VecF a, VecF b, VecF x, VecF y) { return {a.v < b.v ? x.v : y.v}; }
   static VecF exp2(VecF a) { return {fast_exp2(a.v)}; }
   float hsum() const { return v; }
   float hmax() const { return v; }
