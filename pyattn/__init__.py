@@ -13,6 +13,7 @@ _C = _extension.load()
 
 from pyattn import _ops  # noqa: E402,F401  (fake implementations)
 from pyattn import functional  # noqa: E402
+from pyattn import nn  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,4 @@ def set_cpu_isa(name: str) -> None:
     _C.set_cpu_isa(name)
 
 
-__all__ = ["build_info", "set_cpu_isa", "functional", "__version__"]
+__all__ = ["build_info", "set_cpu_isa", "functional", "nn", "__version__"]
