@@ -67,7 +67,7 @@ def lstm_cell(
     hsz = w_ih.shape[0] // 4
     x = input if batched else input.unsqueeze(0)
     if hx is None:
-        h = c = x.new_zeros(x.shape[0], hsz)
+        h, c = x.new_zeros(x.shape[0], hsz), x.new_zeros(x.shape[0], hsz)  # distinct: dynamo wants them so
     else:
         h, c = hx
         want = 2 if batched else 1

@@ -6,8 +6,9 @@
 
 namespace lstmk {
 
-// ---- activations. fp32: exp2-based, with arguments <= 0 only (no overflow, and
-// exp2's clamp at -127 gives exact 0 / +-1 saturation). fp64: std functions.
+// ---- activations. fp32 SIMD: exp2-based, with arguments <= 0 only (no overflow, and
+// exp2's clamp at -127 gives exact 0 / +-1 saturation); SIMD tails take the same vector
+// code. The generic path (one lane, maybe no FMA) and fp64 use the std functions.
 
 constexpr float kTanhSmall = 0.625f;  // below: odd polynomial; above: exp formula
 // tanh(a) = a + a^3 * Q(a^2) on [0, 0.625]: least-squares fit in fp64, rounded to fp32;
@@ -17,28 +18,50 @@ constexpr float kTanhQ0 = -0.3333333134651184f, kTanhQ1 = 0.1333288848400116f, k
 
 inline VecF vabs(VecF z) { return VecF::max(z, VecF::set1(0.f) - z); }  // NaN stays NaN (second operand)
 
+// log2(e) split in two: kLog2e + kLog2eLo is log2(e) to ~2^-48.
+constexpr float kLog2eLo = 1.925962989e-08f;
+constexpr float kLn2 = 0.6931471805599453f;
+
 // sigmoid(z) = 1 / (1 + e) for z >= 0, e / (1 + e) for z < 0, with e = exp(-|z|).
-inline VecF sigmoid(VecF z) {
-  const VecF e = VecF::exp2(vabs(z) * VecF::set1(-kLog2e));
-  const VecF s = VecF::set1(1.f) / (VecF::set1(1.f) + e);
-  return VecF::select_lt(z, VecF::set1(0.f), e * s, s);
+// For z < 0 the result is about e itself, so e keeps its relative accuracy even for
+// large |z|: t = -|z|·log2e is computed as t_hi + t_lo (FMA), e = 2^t_hi · (1 + t_lo·ln2).
+// (A template so that the branch not taken is not compiled; VecF only: VecD has its own.)
+template <class V>
+inline V sigmoid(V z) {
+  if constexpr (V::W == 1) {
+    return {1.f / (1.f + std::exp(-z.v))};
+  } else {
+    const V zero = V::set1(0.f), one = V::set1(1.f);
+    const V na = zero - vabs(z);
+    const V t = na * V::set1(kLog2e);
+    const V t_lo = V::fmadd(na, V::set1(kLog2eLo), V::fmadd(na, V::set1(kLog2e), zero - t));
+    const V e_hi = V::exp2(t);
+    const V e = V::fmadd(e_hi, t_lo * V::set1(kLn2), e_hi);
+    const V s = one / (one + e);
+    return V::select_lt(z, zero, e * s, s);
+  }
 }
 
 // tanh(z) = sign(z) * r(|z|): r(a) = (1 - e) / (1 + e), e = exp(-2a), where that has no
 // cancellation (a >= 0.625), the polynomial below it.
-inline VecF tanh(VecF z) {
-  const VecF a = vabs(z), a2 = a * a;
-  VecF q = VecF::set1(kTanhQ4);
-  q = VecF::fmadd(q, a2, VecF::set1(kTanhQ3));
-  q = VecF::fmadd(q, a2, VecF::set1(kTanhQ2));
-  q = VecF::fmadd(q, a2, VecF::set1(kTanhQ1));
-  q = VecF::fmadd(q, a2, VecF::set1(kTanhQ0));
-  const VecF small = VecF::fmadd(a * a2, q, a);
-  const VecF e = VecF::exp2(a * VecF::set1(-2.f * kLog2e));
-  const VecF one = VecF::set1(1.f);
-  const VecF large = (one - e) / (one + e);
-  const VecF r = VecF::select_lt(a, VecF::set1(kTanhSmall), small, large);
-  return VecF::select_lt(z, VecF::set1(0.f), VecF::set1(0.f) - r, r);
+template <class V>
+inline V tanh(V z) {
+  if constexpr (V::W == 1) {
+    return {std::tanh(z.v)};
+  } else {
+    const V zero = V::set1(0.f), one = V::set1(1.f);
+    const V a = vabs(z), a2 = a * a;
+    V q = V::set1(kTanhQ4);
+    q = V::fmadd(q, a2, V::set1(kTanhQ3));
+    q = V::fmadd(q, a2, V::set1(kTanhQ2));
+    q = V::fmadd(q, a2, V::set1(kTanhQ1));
+    q = V::fmadd(q, a2, V::set1(kTanhQ0));
+    const V small = V::fmadd(a * a2, q, a);
+    const V e = V::exp2(a * V::set1(-2.f * kLog2e));
+    const V large = (one - e) / (one + e);
+    const V r = V::select_lt(a, V::set1(kTanhSmall), small, large);
+    return V::select_lt(z, zero, zero - r, r);
+  }
 }
 
 inline VecD sigmoid(VecD z) { return {1.0 / (1.0 + std::exp(-z.v))}; }

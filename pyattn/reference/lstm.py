@@ -179,7 +179,7 @@ def lstm_seq_bwd(dy, dh_n, dc_n, x, caches, w_ih, w_hh, w_hr=None, batch_sizes=N
     w_ih, w_hh, w_hr = map(_f64, (w_ih, w_hh, w_hr))
     flat = x.reshape(-1, x.shape[-1])
     steps = _steps(x, batch_sizes, reverse)
-    n0 = max(n for _, _, n in steps)
+    n0 = np.shape(dh_n)[0] if dh_n is not None else max((n for _, _, n in steps), default=x.shape[1] if x.ndim == 3 else 0)
     p_size, h_size = w_hh.shape[1], w_hh.shape[0] // 4
     dyf = np.zeros((flat.shape[0], p_size)) if dy is None else _f64(dy).reshape(-1, p_size)
     dh_state = np.zeros((n0, p_size)) if dh_n is None else _f64(dh_n).copy()
