@@ -1,5 +1,6 @@
 // CPU entry points of the lstm pointwise kernels: the body compiled per ISA, then dispatched.
 #include "pyattn/lstm.h"
+#include "pyattn/lstm_math.h"  // for the body: the scalar activations
 
 #define PYATTN_CPU_BODY "cpu/lstm_body.h"
 #include "cpu/isa_regions.h"

@@ -8,7 +8,8 @@ namespace lstmk {
 
 // ---- activations. fp32 SIMD: exp2-based, with arguments <= 0 only (no overflow, and
 // exp2's clamp at -127 gives exact 0 / +-1 saturation); SIMD tails take the same vector
-// code. The generic path (one lane, maybe no FMA) and fp64 use the std functions.
+// code. The generic path (one lane, maybe no FMA) and fp64 use pyattn/lstm_math.h, the
+// scalar forms the CUDA kernel runs.
 
 constexpr float kTanhSmall = 0.625f;  // below: odd polynomial; above: exp formula
 // tanh(a) = a + a^3 * Q(a^2) on [0, 0.625]: least-squares fit in fp64, rounded to fp32;
@@ -29,7 +30,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 template <class V>
 inline V sigmoid(V z) {
   if constexpr (V::W == 1) {
-    return {1.f / (1.f + std::exp(-z.v))};
+    return {lstm_math::sigmoid(z.v)};
   } else {
     const V zero = V::set1(0.f), one = V::set1(1.f);
     const V na = zero - vabs(z);
@@ -47,7 +48,7 @@ inline V sigmoid(V z) {
 template <class V>
 inline V tanh(V z) {
   if constexpr (V::W == 1) {
-    return {std::tanh(z.v)};
+    return {lstm_math::tanh_acc(z.v)};
   } else {
     const V zero = V::set1(0.f), one = V::set1(1.f);
     const V a = vabs(z), a2 = a * a;
@@ -64,8 +65,8 @@ inline V tanh(V z) {
   }
 }
 
-inline VecD sigmoid(VecD z) { return {1.0 / (1.0 + std::exp(-z.v))}; }
-inline VecD tanh(VecD z) { return {std::tanh(z.v)}; }
+inline VecD sigmoid(VecD z) { return {lstm_math::sigmoid(z.v)}; }
+inline VecD tanh(VecD z) { return {lstm_math::tanh_acc(z.v)}; }
 
 // Lanes [0, n) of a row (n <= W); the rest read as 0 / are not written.
 template <class V, class T>
