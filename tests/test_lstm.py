@@ -13,7 +13,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import pyattn
-from conftest import TOLERANCES, Tol, assert_close, assert_err_within_2x_torch, randn, to_np
+from conftest import CUDA_SKIP_REASON, HAS_CUDA, Tol, assert_close, assert_err_within_2x_torch, randn, to_np
 from pyattn.functional import lstm, lstm_cell
 from pyattn.reference import lstm as ref
 
@@ -46,11 +46,12 @@ def isa(request):
     pyattn.set_cpu_isa(before)
 
 
-def make_weights(c, h, p, dtype, gen, bias=True, proj=False, scale=0.5):
-    """(w_ih, w_hh, b_ih, b_hh, w_hr) as leaf tensors on CPU; None where absent."""
-    w = [randn((4 * h, c), dtype, gen=gen, std=scale), randn((4 * h, p if proj else h), dtype, gen=gen, std=scale)]
-    w += [randn((4 * h,), dtype, gen=gen), randn((4 * h,), dtype, gen=gen)] if bias else [None, None]
-    w += [randn((p, h), dtype, gen=gen, std=scale)] if proj else [None]
+def make_weights(c, h, p, dtype, gen, bias=True, proj=False, scale=0.5, device="cpu"):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) as leaf tensors; None where absent."""
+    d = device
+    w = [randn((4 * h, c), dtype, d, gen, std=scale), randn((4 * h, p if proj else h), dtype, d, gen, std=scale)]
+    w += [randn((4 * h,), dtype, d, gen), randn((4 * h,), dtype, d, gen)] if bias else [None, None]
+    w += [randn((p, h), dtype, d, gen, std=scale)] if proj else [None]
     return [None if t is None else t.requires_grad_() for t in w]
 
 
@@ -86,9 +87,21 @@ def test_activations_accurate_to_fp32(isa):
 @pytest.mark.parametrize("shape", [(1, 3, 1), (4, 7, 19), (3, 16, 32), (5, 9, 40)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
 def test_cell_matches_reference(isa, dtype, shape, gen):
+    check_cell(shape, dtype, "cpu", gen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+def test_cell_matches_reference_cuda(dtype, gen):
+    if not HAS_CUDA:
+        pytest.skip(f"CUDA tests: {CUDA_SKIP_REASON}")
+    check_cell((5, 9, 40), dtype, "cuda", gen)
+
+
+def check_cell(shape, dtype, device, gen):
     n, c, h = shape
-    x, h0, c0 = randn((n, c), dtype, gen=gen), randn((n, h), dtype, gen=gen), randn((n, h), dtype, gen=gen, std=2.0)
-    w_ih, w_hh, b_ih, b_hh, _ = make_weights(c, h, h, dtype, gen)
+    x, h0 = randn((n, c), dtype, device, gen), randn((n, h), dtype, device, gen)
+    c0 = randn((n, h), dtype, device, gen, std=2.0)
+    w_ih, w_hh, b_ih, b_hh, _ = make_weights(c, h, h, dtype, gen, device=device)
     for t in (x, h0, c0):
         t.requires_grad_()
     h1, c1 = lstm_cell(x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
@@ -96,7 +109,7 @@ def test_cell_matches_reference(isa, dtype, shape, gen):
     tol = SEQ_TOL[dtype]
     assert_close(h1, rh, tol=tol, msg="h'")
     assert_close(c1, rc, tol=tol, msg="c'")
-    dh, dc = randn((n, h), dtype, gen=gen), randn((n, h), dtype, gen=gen)
+    dh, dc = randn((n, h), dtype, device, gen), randn((n, h), dtype, device, gen)
     grads = torch.autograd.grad((h1, c1), (x, h0, c0, w_ih, w_hh, b_ih, b_hh), (dh, dc))
     rg = ref.lstm_cell_bwd(to_np(dh), to_np(dc), cache, to_np(w_ih), to_np(w_hh))
     for g, k in zip(grads, ["dx", "dh", "dc", "dw_ih", "dw_hh", "db", "db"]):
@@ -120,15 +133,15 @@ SEQ_CASES = {
 
 @pytest.mark.parametrize("case", list(SEQ_CASES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-def test_seq_matches_reference(dtype, case, gen):
+def test_seq_matches_reference(device, dtype, case, gen):
     T, N, C, H, P, bs, reverse = SEQ_CASES[case]
     proj = P > 0
     P = P or H
-    bs_t = torch.tensor(bs) if bs is not None else None
-    x = randn((sum(bs), C) if bs else (T, N, C), dtype, gen=gen).requires_grad_()
-    h0 = randn((N, P), dtype, gen=gen).requires_grad_()
-    c0 = randn((N, H), dtype, gen=gen).requires_grad_()
-    w_ih, w_hh, b_ih, b_hh, w_hr = make_weights(C, H, P, dtype, gen, proj=proj)
+    bs_t = torch.tensor(bs) if bs is not None else None  # on the CPU, as PackedSequence keeps it
+    x = randn((sum(bs), C) if bs else (T, N, C), dtype, device, gen).requires_grad_()
+    h0 = randn((N, P), dtype, device, gen).requires_grad_()
+    c0 = randn((N, H), dtype, device, gen).requires_grad_()
+    w_ih, w_hh, b_ih, b_hh, w_hr = make_weights(C, H, P, dtype, gen, proj=proj, device=device)
     y, h_n, c_n, *_ = pyattn._autograd_lstm.LstmSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse)
     ry, rh, rc, caches = ref.lstm_seq_fwd(
         *map(np_or_none, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)), batch_sizes=bs, reverse=reverse
@@ -137,7 +150,7 @@ def test_seq_matches_reference(dtype, case, gen):
     assert_close(y, ry, tol=tol, msg=f"{case} y")
     assert_close(h_n, rh, tol=tol, msg=f"{case} h_n")
     assert_close(c_n, rc, tol=tol, msg=f"{case} c_n")
-    dy, dh, dc = randn(y.shape, dtype, gen=gen), randn(h_n.shape, dtype, gen=gen), randn(c_n.shape, dtype, gen=gen)
+    dy, dh, dc = (randn(t.shape, dtype, device, gen) for t in (y, h_n, c_n))
     wrt = [t for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) if t is not None]
     grads = torch.autograd.grad((y, h_n, c_n), wrt, (dy, dh, dc))
     rg = ref.lstm_seq_bwd(to_np(dy), to_np(dh), to_np(dc), to_np(x), caches, to_np(w_ih), to_np(w_hh),
