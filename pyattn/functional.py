@@ -59,25 +59,24 @@ def lstm_cell(
         hx: ``(h, c)``, each ``[N, H]`` (``[H]`` unbatched), or None for zeros.
         w_ih: ``[4H, C]``; w_hh: ``[4H, H]``; b_ih, b_hh: ``[4H]`` or None.
     """
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"lstm_cell: input must be a torch.Tensor, got {type(input).__name__}")
-    if input.dim() not in (1, 2):
-        raise ValueError(f"lstm_cell: input has {input.dim()} dims, expected 1 (input_size) or 2 (batch, input_size)")
-    batched = input.dim() == 2
-    hsz = w_ih.shape[0] // 4
-    x = input if batched else input.unsqueeze(0)
+    dim = input.dim()
+    if dim == 2 and hx is not None:  # the loop's usual case first, with the least Python
+        h_new, c_new = LstmCell.apply(input, hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
+        return h_new, c_new
+    if dim not in (1, 2):
+        raise ValueError(f"lstm_cell: input has {dim} dims, expected 1 (input_size) or 2 (batch, input_size)")
+    x = input if dim == 2 else input.unsqueeze(0)
     if hx is None:
+        hsz = w_ih.shape[0] // 4
         h, c = x.new_zeros(x.shape[0], hsz), x.new_zeros(x.shape[0], hsz)  # distinct: dynamo wants them so
     else:
         h, c = hx
-        want = 2 if batched else 1
         for name, t in (("hx[0] (h)", h), ("hx[1] (c)", c)):
-            if t.dim() != want:
-                raise ValueError(f"lstm_cell: {name} has {t.dim()} dims, expected {want} like input (shape {tuple(input.shape)})")
-        if not batched:
-            h, c = h.unsqueeze(0), c.unsqueeze(0)
-    h_new, c_new, _ = LstmCell.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return (h_new, c_new) if batched else (h_new.squeeze(0), c_new.squeeze(0))
+            if t.dim() != 1:
+                raise ValueError(f"lstm_cell: {name} has {t.dim()} dims, expected 1 like input (shape {tuple(input.shape)})")
+        h, c = h.unsqueeze(0), c.unsqueeze(0)
+    h_new, c_new = LstmCell.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return (h_new, c_new) if dim == 2 else (h_new.squeeze(0), c_new.squeeze(0))
 
 
 LstmWeights = Sequence[tuple]  # per (layer, direction): (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent
@@ -136,7 +135,7 @@ def lstm(
         for d in range(ndir):
             k = layer * ndir + d
             w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
-            y, h_n, c_n, *_ = LstmSeq.apply(x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, d == 1)
+            y, h_n, c_n = LstmSeq.apply(x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, d == 1)
             outs.append(y)
             hs.append(h_n)
             cs.append(c_n)

@@ -142,7 +142,7 @@ def test_seq_matches_reference(device, dtype, case, gen):
     h0 = randn((N, P), dtype, device, gen).requires_grad_()
     c0 = randn((N, H), dtype, device, gen).requires_grad_()
     w_ih, w_hh, b_ih, b_hh, w_hr = make_weights(C, H, P, dtype, gen, proj=proj, device=device)
-    y, h_n, c_n, *_ = pyattn._autograd_lstm.LstmSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse)
+    y, h_n, c_n = pyattn._autograd_lstm.LstmSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse)
     ry, rh, rc, caches = ref.lstm_seq_fwd(
         *map(np_or_none, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)), batch_sizes=bs, reverse=reverse
     )
@@ -206,7 +206,7 @@ def test_gradcheck_seq(case, gen):
     ws = make_weights(C, H, P, F64, gen, proj=proj)
 
     def f(*a):
-        return pyattn._autograd_lstm.LstmSeq.apply(*a, bs_t, reverse)[:3]
+        return pyattn._autograd_lstm.LstmSeq.apply(*a, bs_t, reverse)
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, *ws))
 

@@ -57,10 +57,10 @@ class LSTMCell(nn.Module):
                 f"LSTMCell: input has {input.shape[-1]} features (input.size(-1)), expected input_size={self.input_size}"
             )
         if hx is not None:
-            want = tuple(input.shape[:-1]) + (self.hidden_size,)
-            for name, t in (("hx[0] (h)", hx[0]), ("hx[1] (c)", hx[1])):
-                if tuple(t.shape) != want:
-                    raise ValueError(f"LSTMCell: {name} has shape {tuple(t.shape)}, expected {want}")
+            want = (*input.shape[:-1], self.hidden_size)
+            if hx[0].shape != want or hx[1].shape != want:
+                name, t = ("hx[0] (h)", hx[0]) if hx[0].shape != want else ("hx[1] (c)", hx[1])
+                raise ValueError(f"LSTMCell: {name} has shape {tuple(t.shape)}, expected {want}")
         return F.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
