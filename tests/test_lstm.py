@@ -407,6 +407,8 @@ def test_state_dict_both_ways(gen):
     torch.manual_seed(12)
     ours = pyattn.nn.LSTM(5, 7, **kw)
     ours.load_state_dict(peer.state_dict())
+    ours.flatten_parameters()
+    assert [[w.shape for w in ws] for ws in ours.all_weights] == [[w.shape for w in ws] for ws in peer.all_weights]
     x = randn((4, 2, 5), F32, gen=gen)
     assert torch.allclose(ours(x)[0], peer(x)[0], atol=1e-6)
     peer2 = torch.nn.LSTM(5, 7, **kw)

@@ -6,6 +6,7 @@ same outputs and gradients (dropout aside: its random masks differ).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -104,6 +105,11 @@ class LSTM(nn.Module):
             raise ValueError(f"LSTM: proj_size must be >= 0, got {proj_size}")
         if proj_size >= hidden_size:
             raise ValueError(f"LSTM: proj_size {proj_size} must be smaller than hidden_size {hidden_size}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"LSTM: dropout={dropout} has no effect with num_layers=1: it is applied to the output of "
+                "every layer except the last"
+            )
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -157,6 +163,14 @@ class LSTM(nn.Module):
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
         return s
+
+    def flatten_parameters(self) -> None:
+        """A no-op, for code written for torch.nn.LSTM (whose cuDNN path wants one buffer)."""
+
+    @property
+    def all_weights(self) -> list[list[torch.Tensor]]:
+        """Per layer and direction, the parameters present, in torch's order."""
+        return [[getattr(self, n) for n in names if n is not None] for names in self._weight_names]
 
     def _weights(self) -> list[tuple]:
         return [tuple(None if n is None else getattr(self, n) for n in names) for names in self._weight_names]

@@ -11,8 +11,9 @@
 //             dc = dct·f
 //
 // Every tensor is a matrix of `n` rows (batch) with an element row stride and unit
-// column stride; H = hidden. Accumulation is fp32 (fp64 for fp64 tensors); the fp32
-// sigmoid/tanh are exp2-based (cpu/fast_exp.h), within ~2 ulp of the exact values.
+// column stride; H = hidden. Accumulation is fp32 (fp64 for fp64 tensors). The SIMD
+// fp32 sigmoid/tanh are exp2-based (cpu/fast_exp.h; relative error < 5·2^-24); the
+// generic CPU path and CUDA use the scalar forms of pyattn/lstm_math.h. Any n, H.
 // Semantics are pinned by pyattn/reference/lstm.py (lstm_pointwise_fwd/_bwd).
 #pragma once
 
