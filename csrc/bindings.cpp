@@ -29,6 +29,28 @@ TORCH_LIBRARY(pyattn, m) {
   m.def("attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, Tensor? mask, "
         "Tensor? key_lengths, float scale, bool causal, bool bottom_right, int window_left, int window_right, "
         "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // LSTM, torch's gate order (i, f, g, o). See csrc/lstm.cpp for shapes. One step:
+  // h', c' = cell(x, h, c); act holds the activated gates, saved for backward.
+  m.def("lstm_cell_fwd(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh)"
+        " -> (Tensor h_new, Tensor c_new, Tensor act)");
+  // Gradients of one step from dh' and dc' (None = 0); db is the gradient of b_ih and of
+  // b_hh alike (empty when has_bias is false).
+  m.def("lstm_cell_bwd(Tensor? dh, Tensor? dc, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor act,"
+        " Tensor c_new, bool has_bias) -> (Tensor dx, Tensor dh_prev, Tensor dc_prev, Tensor dw_ih, Tensor dw_hh,"
+        " Tensor db)");
+  // One layer, one direction, every step in one call. x: [T, N, C], or packed
+  // [sum(batch_sizes), C] with batch_sizes (int64, CPU). act, c_all, h_pre (o*tanh(c),
+  // only with w_hr; else empty) are saved for lstm_seq_bwd.
+  m.def("lstm_seq_fwd(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh,"
+        " Tensor? w_hr, Tensor? batch_sizes, bool reverse) -> (Tensor y, Tensor h_n, Tensor c_n, Tensor act,"
+        " Tensor c_all, Tensor h_pre)");
+  // Backward through time; dy, dh_n, dc_n may be None (= 0). db and dw_hr are empty when
+  // there is no bias / projection.
+  m.def("lstm_seq_bwd(Tensor? dy, Tensor? dh_n, Tensor? dc_n, Tensor x, Tensor h0, Tensor c0, Tensor w_ih,"
+        " Tensor w_hh, Tensor? w_hr, Tensor y, Tensor act, Tensor c_all, Tensor h_pre, Tensor? batch_sizes,"
+        " bool reverse, bool has_bias) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db,"
+        " Tensor dw_hr)");
 }
 
 namespace {
