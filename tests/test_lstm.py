@@ -222,7 +222,7 @@ def seq_cases(draw):
     )
 
 
-@hyp_settings(max_examples=40)
+@hyp_settings(max_examples=25)
 @given(case=seq_cases())
 def test_random_sequences(case):
     """Random sizes (hidden sizes off the vector width), packing, direction, bias and
