@@ -132,6 +132,23 @@ void apply_masks(const AttentionShape& s, const KeyRange& r, int64_t b, int64_t 
   }
 }
 
+// Runs task(t, work) for every t in [0, n) on up to `threads` workers that take tasks
+// from a shared counter, so that a worker slowed down (a busy machine, blocks of unequal
+// cost) does not leave the others idle as a fixed split would. make_work() builds one
+// worker's scratch.
+template <class MakeWork, class Task>
+void run_dynamic(int64_t n, int threads, ParallelFor parallel_for, MakeWork make_work, Task task) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  parallel_for(workers, 1, [&](int64_t w0, int64_t w1) {
+    if (w0 >= w1) return;
+    auto work = make_work();  // one worker per call; a call given several drains the counter alone
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n;
+         t = next.fetch_add(1, std::memory_order_relaxed))
+      task(t, work);
+  });
+}
+
 template <class V>
 struct FwdWork {
   using A = typename V::value_type;
@@ -261,13 +278,14 @@ template <class V, class T>
 void fwd_typed(const AttentionFwdParams& p, ParallelFor parallel_for) {
   const AttentionShape& s = p.s;
   const int64_t nqb = (s.lq + kBQ - 1) / kBQ;
-  parallel_for(s.batch * s.heads_q * nqb, 1, [&](int64_t t0, int64_t t1) {
-    FwdWork<V> w(s.d, round_up(s.dv, V::W));
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t qb = t % nqb, bh = t / nqb;
-      fwd_block<V, T>(p, bh / s.heads_q, bh % s.heads_q, qb * kBQ, w);
-    }
-  });
+  // Within a head, the last query blocks first: under causal masks they cost the most.
+  run_dynamic(
+      s.batch * s.heads_q * nqb, s.num_threads, parallel_for,
+      [&] { return FwdWork<V>(s.d, round_up(s.dv, V::W)); },
+      [&](int64_t t, FwdWork<V>& w) {
+        const int64_t qb = nqb - 1 - t % nqb, bh = t / nqb;
+        fwd_block<V, T>(p, bh / s.heads_q, bh % s.heads_q, qb * kBQ, w);
+      });
 }
 
 template <class V>
@@ -426,25 +444,24 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
   const int64_t part_rows = s.batch * s.heads_q * s.lq;  // one dq partial: [batch, heads_q, lq, dp]
   std::vector<A> dq_parts(nsplit > 1 ? size_t(nsplit * part_rows * dp) : 0);
 
-  parallel_for(heads * nsplit, 1, [&](int64_t t0, int64_t t1) {
-    BwdWork<V> w(s.lk, s.d, dp, s.dv, dvp);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t sp = t % nsplit, bh = t / nsplit, b = bh / s.heads_kv, hk = bh % s.heads_kv;
-      const int64_t klo = sp * split_keys, khi = std::min(s.lk, klo + split_keys);
-      std::fill(w.dk + klo * dp, w.dk + khi * dp, A(0));
-      std::fill(w.dv + klo * dvp, w.dv + khi * dvp, A(0));
-      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-        A* part = nsplit > 1 ? dq_parts.data() + (sp * part_rows + (b * s.heads_q + h) * s.lq) * dp : nullptr;
-        for (int64_t q0 = 0; q0 < s.lq; q0 += kBQ) bwd_block<V, T>(p, b, h, hk, q0, klo, khi, part, w);
-      }
-      T* dk = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1];
-      T* dv = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1];
-      for (int64_t j = klo; j < khi; ++j) {
-        store_scaled<V>(w.dk + j * dp, s.d, A(s.scale), dk + j * p.dk_stride[2]);
-        store_scaled<V>(w.dv + j * dvp, s.dv, A(1), dv + j * p.dv_stride[2]);
-      }
-    }
-  });
+  run_dynamic(
+      heads * nsplit, s.num_threads, parallel_for, [&] { return BwdWork<V>(s.lk, s.d, dp, s.dv, dvp); },
+      [&](int64_t t, BwdWork<V>& w) {
+        const int64_t sp = t % nsplit, bh = t / nsplit, b = bh / s.heads_kv, hk = bh % s.heads_kv;
+        const int64_t klo = sp * split_keys, khi = std::min(s.lk, klo + split_keys);
+        std::fill(w.dk + klo * dp, w.dk + khi * dp, A(0));
+        std::fill(w.dv + klo * dvp, w.dv + khi * dvp, A(0));
+        for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+          A* part = nsplit > 1 ? dq_parts.data() + (sp * part_rows + (b * s.heads_q + h) * s.lq) * dp : nullptr;
+          for (int64_t q0 = 0; q0 < s.lq; q0 += kBQ) bwd_block<V, T>(p, b, h, hk, q0, klo, khi, part, w);
+        }
+        T* dk = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1];
+        T* dv = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1];
+        for (int64_t j = klo; j < khi; ++j) {
+          store_scaled<V>(w.dk + j * dp, s.d, A(s.scale), dk + j * p.dk_stride[2]);
+          store_scaled<V>(w.dv + j * dvp, s.dv, A(1), dv + j * p.dv_stride[2]);
+        }
+      });
   if (nsplit == 1) return;
   // dq = scale * (sum of the partials), row by row.
   parallel_for(part_rows, 64, [&](int64_t r0, int64_t r1) {
