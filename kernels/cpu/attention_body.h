@@ -153,8 +153,8 @@ template <class V>
 struct FwdWork {
   using A = typename V::value_type;
   std::vector<A> buf;
-  A *qt, *kb, *vb, *st, *o, *m, *l, *shift, *alpha;
-  FwdWork(int64_t d, int64_t dvp) : buf(size_t(d * kBQ + kBK * d + kBK * dvp + kBK * kBQ + kBQ * dvp + 4 * kBQ)) {
+  A *qt, *kb, *vb, *st, *o, *m, *mold, *l, *shift, *alpha;
+  FwdWork(int64_t d, int64_t dvp) : buf(size_t(d * kBQ + kBK * d + kBK * dvp + kBK * kBQ + kBQ * dvp + 5 * kBQ)) {
     A* p = buf.data();
     qt = p; p += d * kBQ;
     kb = p; p += kBK * d;
@@ -162,6 +162,7 @@ struct FwdWork {
     st = p; p += kBK * kBQ;
     o = p; p += kBQ * dvp;
     m = p; p += kBQ;
+    mold = p; p += kBQ;
     l = p; p += kBQ;
     shift = p; p += kBQ;
     alpha = p;
@@ -228,11 +229,14 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
     for (int64_t ii = 0; ii < nqp; ++ii) {
       const A mnew = std::max(w.m[ii], w.shift[ii]);
       // A lane with nothing seen yet keeps max -inf; shift by 0 so that 2^(-inf - 0) = 0.
-      const A sh = mnew == kNegInf ? A(0) : mnew;
-      w.alpha[ii] = std::exp2(w.m[ii] - sh);
+      w.mold[ii] = w.m[ii];
       w.m[ii] = mnew;
-      w.shift[ii] = sh;
+      w.shift[ii] = mnew == kNegInf ? A(0) : mnew;
+      w.alpha[ii] = w.mold[ii] - w.shift[ii];
     }
+    for (int64_t iv = 0; iv < nqp; iv += W) V::exp2(V::load(w.alpha + iv)).store(w.alpha + iv);
+    for (int64_t ii = 0; ii < nqp; ++ii)  // exactly 1 where the max held (the fast 2^0 is 1 + 1 ulp)
+      if (w.mold[ii] == w.m[ii]) w.alpha[ii] = A(1);
     for (int64_t iv = 0; iv < nqp; iv += W) {
       const V sh = V::load(w.shift + iv);
       V sum0 = V::set1(A(0)), sum1 = sum0;
