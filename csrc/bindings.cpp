@@ -8,6 +8,7 @@
 #include <string>
 
 #include "pyattn/common.h"
+#include "pyattn/softmax_math.h"
 
 #ifdef PYATTN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -28,6 +29,28 @@ TORCH_LIBRARY(pyattn, m) {
   m.def("attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, Tensor? mask, "
         "Tensor? key_lengths, float scale, bool causal, bool bottom_right, int window_left, int window_right, "
         "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // LSTM, torch's gate order (i, f, g, o). See csrc/lstm.cpp for shapes. One step:
+  // h', c' = cell(x, h, c); act holds the activated gates, saved for backward.
+  m.def("lstm_cell_fwd(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh)"
+        " -> (Tensor h_new, Tensor c_new, Tensor act)");
+  // Gradients of one step from dh' and dc' (None = 0); db is the gradient of b_ih and of
+  // b_hh alike (empty when has_bias is false).
+  m.def("lstm_cell_bwd(Tensor? dh, Tensor? dc, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor act,"
+        " Tensor c_new, bool has_bias) -> (Tensor dx, Tensor dh_prev, Tensor dc_prev, Tensor dw_ih, Tensor dw_hh,"
+        " Tensor db)");
+  // One layer, one direction, every step in one call. x: [T, N, C], or packed
+  // [sum(batch_sizes), C] with batch_sizes (int64, CPU). act, c_all, h_pre (o*tanh(c),
+  // only with w_hr; else empty) are saved for lstm_seq_bwd.
+  m.def("lstm_seq_fwd(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh,"
+        " Tensor? w_hr, Tensor? batch_sizes, bool reverse) -> (Tensor y, Tensor h_n, Tensor c_n, Tensor act,"
+        " Tensor c_all, Tensor h_pre)");
+  // Backward through time; dy, dh_n, dc_n may be None (= 0). db and dw_hr are empty when
+  // there is no bias / projection.
+  m.def("lstm_seq_bwd(Tensor? dy, Tensor? dh_n, Tensor? dc_n, Tensor x, Tensor h0, Tensor c0, Tensor w_ih,"
+        " Tensor w_hh, Tensor? w_hr, Tensor y, Tensor act, Tensor c_all, Tensor h_pre, Tensor? batch_sizes,"
+        " bool reverse, bool has_bias) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db,"
+        " Tensor dw_hr)");
 }
 
 namespace {
@@ -62,6 +85,25 @@ pybind11::dict build_info() {
   return d;
 }
 
+// Test hook: the host/device online-softmax arithmetic (pyattn/softmax_math.h) that the
+// CUDA kernels use, run on the CPU so its rules are tested without a GPU. z is reduced
+// in chunks of `chunk` logits with add(), and the chunks are merged last to first.
+// Returns (max, sum of exp(z - max), inv_sum(sum)).
+template <class Acc>
+std::tuple<double, double, double> online_softmax_reduce(const std::vector<double>& z, int64_t chunk) {
+  using St = pyattn::softmax_math::OnlineSoftmax<Acc>;
+  if (chunk < 1) throw pybind11::value_error("online_softmax_reduce: chunk must be >= 1");
+  std::vector<St> parts;
+  for (size_t b = 0; b < z.size(); b += size_t(chunk)) {
+    St st = St::empty();
+    for (size_t j = b; j < std::min(z.size(), b + size_t(chunk)); ++j) st.add(Acc(z[j]));
+    parts.push_back(st);
+  }
+  St total = St::empty();
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) total.merge(*it);
+  return {double(total.m), double(total.s), double(pyattn::softmax_math::inv_sum(total.s))};
+}
+
 void set_cpu_isa(const std::string& name) {
   try {
     pyattn::set_cpu_isa(pyattn::parse_cpu_isa(name.c_str()));
@@ -77,4 +119,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this extension was built and which CPU code path runs");
   m.def("set_cpu_isa", &set_cpu_isa, pybind11::arg("name"),
         "Use a lower CPU instruction set: 'generic', 'avx2', 'avx512' or 'avx512_bf16'");
+  m.def("_online_softmax_reduce_f32", &online_softmax_reduce<float>, pybind11::arg("z"), pybind11::arg("chunk"));
+  m.def("_online_softmax_reduce_f64", &online_softmax_reduce<double>, pybind11::arg("z"), pybind11::arg("chunk"));
 }

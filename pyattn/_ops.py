@@ -39,3 +39,56 @@ def _attention_bwd_fake(dout, q, k, v, out, lse, dlse, mask, key_lengths, scale,
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2]) if mask_grad else (0,)
     return dq, dk, dv, q.new_empty(shape)
+# ---------------------------------------------------------------------------- lstm
+# Shapes only; the checks are in csrc/lstm.cpp. H = w_ih.size(0) // 4, P = w_hh.size(1).
+
+
+def _new(like, *shape):
+    return like.new_empty(shape)
+
+
+@torch.library.register_fake("pyattn::lstm_cell_fwd")
+def _lstm_cell_fwd_fake(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    n, hsz = x.shape[0], w_ih.shape[0] // 4
+    return _new(x, n, hsz), _new(x, n, hsz), _new(x, n, 4 * hsz)
+
+
+@torch.library.register_fake("pyattn::lstm_cell_bwd")
+def _lstm_cell_bwd_fake(dh, dc, x, h, c, w_ih, w_hh, act, c_new, has_bias):
+    n, hsz = x.shape[0], w_ih.shape[0] // 4
+    return (
+        _new(x, *x.shape),
+        _new(x, n, w_hh.shape[1]),
+        _new(x, n, hsz),
+        _new(x, *w_ih.shape),
+        _new(x, *w_hh.shape),
+        _new(x, 4 * hsz) if has_bias else _new(x, 0),
+    )
+
+
+@torch.library.register_fake("pyattn::lstm_seq_fwd")
+def _lstm_seq_fwd_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+    hsz, psz, n = w_ih.shape[0] // 4, w_hh.shape[1], h0.shape[0]
+    rows = x.shape[0] if batch_sizes is not None else x.shape[0] * x.shape[1]
+    return (
+        _new(x, *x.shape[:-1], psz),
+        _new(x, n, psz),
+        _new(x, n, hsz),
+        _new(x, rows, 4 * hsz),
+        _new(x, rows, hsz),
+        _new(x, rows, hsz) if w_hr is not None else _new(x, 0),
+    )
+
+
+@torch.library.register_fake("pyattn::lstm_seq_bwd")
+def _lstm_seq_bwd_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, y, act, c_all, h_pre, batch_sizes, reverse, has_bias):
+    hsz = w_ih.shape[0] // 4
+    return (
+        _new(x, *x.shape),
+        _new(x, *h0.shape),
+        _new(x, *c0.shape),
+        _new(x, *w_ih.shape),
+        _new(x, *w_hh.shape),
+        _new(x, 4 * hsz) if has_bias else _new(x, 0),
+        _new(x, *w_hr.shape) if w_hr is not None else _new(x, 0),
+    )

@@ -41,6 +41,11 @@ struct VecF {
   VecF operator*(VecF b) const { return {_mm256_mul_ps(v, b.v)}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF max(VecF a, VecF b) { return {_mm256_max_ps(a.v, b.v)}; }
+  VecF operator/(VecF b) const { return {_mm256_div_ps(v, b.v)}; }
+  // a < b ? x : y per lane (false where a or b is NaN).
+  static VecF select_lt(VecF a, VecF b, VecF x, VecF y) {
+    return {_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ))};
+  }
 
   // 2^t: same algorithm and constants as fast_exp2() in cpu/fast_exp.h.
   static VecF exp2(VecF a) {

@@ -38,6 +38,11 @@ struct VecF {
   VecF operator*(VecF b) const { return {_mm512_mul_ps(v, b.v)}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF max(VecF a, VecF b) { return {_mm512_max_ps(a.v, b.v)}; }
+  VecF operator/(VecF b) const { return {_mm512_div_ps(v, b.v)}; }
+  // a < b ? x : y per lane (false where a or b is NaN).
+  static VecF select_lt(VecF a, VecF b, VecF x, VecF y) {
+    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ), y.v, x.v)};
+  }
 
   // 2^t: same algorithm and constants as fast_exp2() in cpu/fast_exp.h.
   static VecF exp2(VecF a) {

@@ -31,6 +31,9 @@ struct VecScalar {
   VecScalar operator*(VecScalar b) const { return {v * b.v}; }
   static VecScalar fmadd(VecScalar a, VecScalar b, VecScalar c) { return {a.v * b.v + c.v}; }
   static VecScalar max(VecScalar a, VecScalar b) { return {a.v > b.v ? a.v : b.v}; }
+  VecScalar operator/(VecScalar b) const { return {v / b.v}; }
+  // a < b ? x : y per lane (false where a or b is NaN).
+  static VecScalar select_lt(VecScalar a, VecScalar b, VecScalar x, VecScalar y) { return {a.v < b.v ? x.v : y.v}; }
   static VecScalar exp2(VecScalar a) { return {scalar_exp2(a.v)}; }
   A hsum() const { return v; }
   A hmax() const { return v; }

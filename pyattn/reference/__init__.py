@@ -20,3 +20,22 @@ __all__ = [
     "scaled_masked_softmax_bwd",
     "scaled_masked_softmax_mask_grad",
 ]
+from .lstm import (
+    lstm_cell_bwd,
+    lstm_cell_fwd,
+    lstm_fwd,
+    lstm_pointwise_bwd,
+    lstm_pointwise_fwd,
+    lstm_seq_bwd,
+    lstm_seq_fwd,
+)
+
+__all__ += [
+    "lstm_cell_fwd",
+    "lstm_cell_bwd",
+    "lstm_pointwise_fwd",
+    "lstm_pointwise_bwd",
+    "lstm_seq_fwd",
+    "lstm_seq_bwd",
+    "lstm_fwd",
+]

@@ -1,4 +1,4 @@
-"""Drop-in torch modules backed by pyattn's fused kernels."""
+"""pyattn.nn.MultiheadAttention (where torch keeps it: torch.nn.modules.activation)."""
 
 from __future__ import annotations
 

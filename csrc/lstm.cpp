@@ -1,0 +1,409 @@
+// torch glue for the LSTM ops: argument checks, the GEMMs, the time loop, and the fused
+// pointwise kernels (kernels/cpu/lstm_body.h) for everything elementwise.
+//
+// First version of the GEMMs: they go through ATen (at::mm / addmm_, so MKL or oneDNN
+// on the CPU, cuBLAS on the GPU), arranged so that only the recurrent product is per
+// step: the input product of every step is one GEMM before the loop, and the weight
+// gradients are GEMMs over all steps after the backward loop. A packed GEMM micro-kernel
+// of our own (kernels/cpu, shared with attention) is the planned replacement.
+//
+// Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
+//   x [T, N, C] (total = T·N) or, with batch_sizes, packed [total, C] (PackedSequence.data)
+//   h0 [N, P], c0 [N, H], w_ih [4H, C], w_hh [4H, P], b_ih / b_hh [4H], w_hr [P, H]
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "dispatch.h"
+#include "pyattn/lstm.h"
+
+namespace pyattn {
+namespace {
+
+constexpr const char* kCell = "lstm_cell";
+constexpr const char* kSeq = "lstm_seq";
+
+// Last-dim stride 1 (what the kernels need); copies only otherwise.
+at::Tensor rows_unit(const at::Tensor& t) { return t.size(-1) > 1 && t.stride(-1) != 1 ? t.contiguous() : t; }
+
+void check_like(const char* op, const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), ", expected ",
+              ref_name, "'s dtype ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ",
+              ref.device());
+}
+
+void check_shape(const char* op, const at::Tensor& t, const char* name, at::IntArrayRef want, const char* what) {
+  TORCH_CHECK(t.sizes() == want, op, ": ", name, " has shape ", t.sizes(), ", expected ", want, " ", what);
+}
+
+// The weights' sizes, checked against each other: (H, P).
+struct Dims {
+  int64_t hidden, proj;
+};
+
+Dims check_weights(const char* op, const at::Tensor& x, int64_t in_features, const at::Tensor& w_ih,
+                   const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                   const std::optional<at::Tensor>& w_hr) {
+  to_dtype(x, op, "x");
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op, ": w_ih has shape ", w_ih.sizes(),
+              ", expected [4*hidden_size, input_size]");
+  const int64_t H = w_ih.size(0) / 4;
+  TORCH_CHECK(w_ih.size(1) == in_features, op, ": x has ", in_features, " features but w_ih has shape ", w_ih.sizes(),
+              ", expected [", 4 * H, ", ", in_features, "] (input_size mismatch)");
+  check_like(op, w_ih, "w_ih", x, "x");
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == 4 * H, op, ": w_hh has shape ", w_hh.sizes(), ", expected [", 4 * H,
+              ", hidden_size or proj_size]");
+  check_like(op, w_hh, "w_hh", x, "x");
+  const int64_t P = w_hh.size(1);
+  if (w_hr.has_value()) {
+    check_shape(op, *w_hr, "w_hr", {P, H}, "[proj_size, hidden_size]");
+    check_like(op, *w_hr, "w_hr", x, "x");
+    TORCH_CHECK(P < H, op, ": proj_size ", P, " must be smaller than hidden_size ", H);
+  } else {
+    TORCH_CHECK(P == H, op, ": w_hh has shape ", w_hh.sizes(), ", expected [", 4 * H, ", ", H,
+                "] (no w_hr, so h has hidden_size features)");
+  }
+  for (const auto* b : {&b_ih, &b_hh}) {
+    if (!b->has_value()) continue;
+    const char* name = b == &b_ih ? "b_ih" : "b_hh";
+    check_shape(op, **b, name, {4 * H}, "[4*hidden_size]");
+    check_like(op, **b, name, x, "x");
+  }
+  return {H, P};
+}
+
+const void* ptr_or_null(const std::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr() : nullptr; }
+
+// Runs the pointwise forward on `n` rows. act may be gates itself; c_out may be c.
+void pointwise_fwd(const char* op, const at::Tensor& gates, const at::Tensor& act, const at::Tensor& c,
+                   const at::Tensor& c_out, const at::Tensor& h_out, const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  LstmFwdParams p{};
+  p.gates = gates.data_ptr();
+  p.gates_stride = gates.stride(0);
+  p.bias[0] = b_ih.defined() ? b_ih.data_ptr() : nullptr;
+  p.bias[1] = b_hh.defined() ? b_hh.data_ptr() : nullptr;
+  p.act = act.data_ptr();
+  p.act_stride = act.stride(0);
+  p.c = c.data_ptr();
+  p.c_stride = c.stride(0);
+  p.c_out = c_out.data_ptr();
+  p.c_out_stride = c_out.stride(0);
+  p.h_out = h_out.data_ptr();
+  p.h_out_stride = h_out.stride(0);
+  p.dtype = to_dtype(gates, op, "gates");
+  p.n = gates.size(0);
+  p.hidden = c.size(1);
+  if (p.n == 0) return;
+  run_kernel(gates, op, p, &lstm_fwd_cpu, PYATTN_CUDA_LAUNCHER(lstm_fwd_cuda));
+}
+
+// Pointwise backward; dh2 and dc may be undefined; dc_out may be dc.
+void pointwise_bwd(const char* op, const at::Tensor& dh, const at::Tensor& dh2, const at::Tensor& dc,
+                   const at::Tensor& act, const at::Tensor& c, const at::Tensor& c_new, const at::Tensor& dgates,
+                   const at::Tensor& dc_out) {
+  LstmBwdParams p{};
+  p.dh = dh.data_ptr();
+  p.dh_stride = dh.stride(0);
+  p.dh2 = dh2.defined() ? dh2.data_ptr() : nullptr;
+  p.dh2_stride = dh2.defined() ? dh2.stride(0) : 0;
+  p.dc = dc.defined() ? dc.data_ptr() : nullptr;
+  p.dc_stride = dc.defined() ? dc.stride(0) : 0;
+  p.act = act.data_ptr();
+  p.act_stride = act.stride(0);
+  p.c = c.data_ptr();
+  p.c_stride = c.stride(0);
+  p.c_new = c_new.data_ptr();
+  p.c_new_stride = c_new.stride(0);
+  p.dgates = dgates.data_ptr();
+  p.dgates_stride = dgates.stride(0);
+  p.dc_out = dc_out.data_ptr();
+  p.dc_out_stride = dc_out.stride(0);
+  p.dtype = to_dtype(act, op, "act");
+  p.n = act.size(0);
+  p.hidden = c.size(1);
+  if (p.n == 0) return;
+  run_kernel(act, op, p, &lstm_bwd_cpu, PYATTN_CUDA_LAUNCHER(lstm_bwd_cuda));
+}
+
+at::Tensor opt_or_undef(const std::optional<at::Tensor>& t) { return t.has_value() ? rows_unit(*t) : at::Tensor(); }
+
+// ------------------------------------------------------------------------------ cell
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_fwd(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c_in,
+                                                        const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                        const std::optional<at::Tensor>& b_ih,
+                                                        const std::optional<at::Tensor>& b_hh) {
+  TORCH_CHECK(x.dim() == 2, kCell, ": x has ", x.dim(), " dims, expected 2 (batch, input_size)");
+  const Dims d = check_weights(kCell, x, x.size(1), w_ih, w_hh, b_ih, b_hh, std::nullopt);
+  const int64_t N = x.size(0);
+  check_shape(kCell, h, "h", {N, d.hidden}, "(batch, hidden_size)");
+  check_like(kCell, h, "h", x, "x");
+  check_shape(kCell, c_in, "c", {N, d.hidden}, "(batch, hidden_size)");
+  check_like(kCell, c_in, "c", x, "x");
+  at::Tensor gates = at::mm(x, w_ih.t());  // [N, 4H]; becomes the activations in place
+  gates.addmm_(h, w_hh.t());
+  at::Tensor c_new = at::empty({N, d.hidden}, x.options());
+  at::Tensor h_new = at::empty({N, d.hidden}, x.options());
+  pointwise_fwd(kCell, gates, gates, rows_unit(c_in), c_new, h_new, opt_or_undef(b_ih), opt_or_undef(b_hh));
+  return {h_new, c_new, gates};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cell_bwd(
+    const std::optional<at::Tensor>& dh_in, const std::optional<at::Tensor>& dc_in, const at::Tensor& x,
+    const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& act,
+    const at::Tensor& c_new, bool has_bias) {
+  constexpr const char* op = "lstm_cell backward";
+  TORCH_CHECK(x.dim() == 2, op, ": x has ", x.dim(), " dims, expected 2");
+  const Dims d = check_weights(op, x, x.size(1), w_ih, w_hh, std::nullopt, std::nullopt, std::nullopt);
+  const int64_t N = x.size(0), H = d.hidden;
+  check_shape(op, h, "h", {N, H}, "(batch, hidden_size)");
+  check_shape(op, c, "c", {N, H}, "(batch, hidden_size)");
+  check_shape(op, act, "act", {N, 4 * H}, "(batch, 4*hidden_size)");
+  check_shape(op, c_new, "c_new", {N, H}, "(batch, hidden_size)");
+  check_like(op, h, "h", x, "x");
+  check_like(op, c, "c", x, "x");
+  check_like(op, act, "act", x, "x");
+  check_like(op, c_new, "c_new", x, "x");
+  at::Tensor dh = dh_in.has_value() ? rows_unit(*dh_in) : at::zeros({N, H}, x.options());
+  check_shape(op, dh, "dh", {N, H}, "(batch, hidden_size)");
+  check_like(op, dh, "dh", x, "x");
+  at::Tensor dc;
+  if (dc_in.has_value()) {
+    dc = rows_unit(*dc_in);
+    check_shape(op, dc, "dc", {N, H}, "(batch, hidden_size)");
+    check_like(op, dc, "dc", x, "x");
+  }
+  at::Tensor dgates = at::empty({N, 4 * H}, x.options());
+  at::Tensor dc_prev = at::empty({N, H}, x.options());
+  pointwise_bwd(op, dh, at::Tensor(), dc, rows_unit(act), rows_unit(c), rows_unit(c_new), dgates, dc_prev);
+  at::Tensor db = has_bias ? dgates.sum(0) : at::empty({0}, x.options());
+  return {at::mm(dgates, w_ih), at::mm(dgates, w_hh), dc_prev, at::mm(dgates.t(), x), at::mm(dgates.t(), h), db};
+}
+
+// -------------------------------------------------------------------------- sequence
+
+struct Step {
+  int64_t off, rows;
+};
+
+// The steps in processing order (reverse: t = T-1 first). Checks batch_sizes.
+std::vector<Step> make_steps(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& batch_sizes,
+                             int64_t N, bool reverse) {
+  std::vector<Step> steps;
+  if (!batch_sizes.has_value()) {
+    for (int64_t t = 0; t < x.size(0); ++t) steps.push_back({t * N, N});
+  } else {
+    const at::Tensor& bs = *batch_sizes;
+    TORCH_CHECK(bs.dim() == 1 && bs.scalar_type() == at::kLong && bs.is_cpu(), op,
+                ": batch_sizes must be a 1-d int64 CPU tensor (PackedSequence.batch_sizes), got ", bs.scalar_type(),
+                " of shape ", bs.sizes(), " on ", bs.device());
+    const at::Tensor bsc = bs.contiguous();
+    const int64_t* b = bsc.data_ptr<int64_t>();
+    int64_t off = 0;
+    for (int64_t t = 0; t < bsc.numel(); ++t) {
+      TORCH_CHECK(b[t] > 0 && b[t] <= (t ? b[t - 1] : N), op, ": batch_sizes must be positive and non-increasing with ",
+                  "batch_sizes[0] == h0.size(0) == ", N, "; got ", bs);
+      steps.push_back({off, b[t]});
+      off += b[t];
+    }
+    TORCH_CHECK(off == x.size(0), op, ": batch_sizes sum to ", off, " but x has ", x.size(0), " rows");
+    TORCH_CHECK(bsc.numel() == 0 || b[0] == N, op, ": batch_sizes[0] is ", bsc.numel() ? b[0] : 0,
+                " but h0 has batch size ", N);
+  }
+  if (reverse) std::reverse(steps.begin(), steps.end());
+  return steps;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> seq_fwd(
+    const at::Tensor& x_in, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih_in, const std::optional<at::Tensor>& b_hh_in,
+    const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& batch_sizes, bool reverse) {
+  const bool packed = batch_sizes.has_value();
+  TORCH_CHECK(x_in.dim() == (packed ? 2 : 3), kSeq, ": x has ", x_in.dim(), " dims, expected ",
+              packed ? "2 (sum(batch_sizes), input_size) with batch_sizes" : "3 (seq_len, batch, input_size)");
+  const Dims d = check_weights(kSeq, x_in, x_in.size(-1), w_ih, w_hh, b_ih_in, b_hh_in, w_hr);
+  const int64_t H = d.hidden, P = d.proj;
+  TORCH_CHECK(h0_in.dim() == 2, kSeq, ": h0 has shape ", h0_in.sizes(), ", expected (batch, ", P, ")");
+  const int64_t N = h0_in.size(0);
+  if (!packed)
+    TORCH_CHECK(N == x_in.size(1), kSeq, ": h0 has batch size ", N, " but x has batch size ", x_in.size(1));
+  check_shape(kSeq, h0_in, "h0", {N, P}, "(batch, proj_size or hidden_size)");
+  check_like(kSeq, h0_in, "h0", x_in, "x");
+  check_shape(kSeq, c0_in, "c0", {N, H}, "(batch, hidden_size)");
+  check_like(kSeq, c0_in, "c0", x_in, "x");
+  const std::vector<Step> steps = make_steps(kSeq, x_in, batch_sizes, N, reverse);
+
+  const auto opts = x_in.options();
+  const int64_t total = packed ? x_in.size(0) : x_in.size(0) * N;
+  const at::Tensor x = x_in.reshape({total, x_in.size(-1)});
+  const at::Tensor h0 = rows_unit(h0_in), c0 = rows_unit(c0_in);
+  const at::Tensor b_ih = opt_or_undef(b_ih_in), b_hh = opt_or_undef(b_hh_in);
+  const bool proj = w_hr.has_value();
+
+  at::Tensor act = at::mm(x, w_ih.t());  // every step's input product; then, in place, the activations
+  at::Tensor c_all = at::empty({total, H}, opts);
+  at::Tensor y = at::empty({total, P}, opts);
+  at::Tensor h_pre = proj ? at::empty({total, H}, opts) : at::empty({0}, opts);
+  at::Tensor h_n = at::empty({N, P}, opts), c_n = at::empty({N, H}, opts);
+  at::Tensor hbuf, cbuf;  // previous state assembled from two sources (reverse, packed)
+  const at::Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr->t() : at::Tensor();
+
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const auto [off, n] = steps[s];
+    // The previous h and c of rows [0, n): the previous step's outputs for the rows it
+    // had, h0 / c0 for rows starting now.
+    at::Tensor h_prev, c_prev;
+    if (s == 0) {
+      h_prev = h0.narrow(0, 0, n);
+      c_prev = c0.narrow(0, 0, n);
+    } else if (n <= steps[s - 1].rows) {
+      h_prev = y.narrow(0, steps[s - 1].off, n);
+      c_prev = c_all.narrow(0, steps[s - 1].off, n);
+    } else {
+      const int64_t pn = steps[s - 1].rows, poff = steps[s - 1].off;
+      if (!hbuf.defined()) {
+        hbuf = at::empty({N, P}, opts);
+        cbuf = at::empty({N, H}, opts);
+      }
+      hbuf.narrow(0, 0, pn).copy_(y.narrow(0, poff, pn));
+      hbuf.narrow(0, pn, n - pn).copy_(h0.narrow(0, pn, n - pn));
+      cbuf.narrow(0, 0, pn).copy_(c_all.narrow(0, poff, pn));
+      cbuf.narrow(0, pn, n - pn).copy_(c0.narrow(0, pn, n - pn));
+      h_prev = hbuf.narrow(0, 0, n);
+      c_prev = cbuf.narrow(0, 0, n);
+    }
+    at::Tensor gates = act.narrow(0, off, n);
+    gates.addmm_(h_prev, w_hh_t);
+    at::Tensor y_s = y.narrow(0, off, n), c_s = c_all.narrow(0, off, n);
+    pointwise_fwd(kSeq, gates, gates, c_prev, c_s, proj ? h_pre.narrow(0, off, n) : y_s, b_ih, b_hh);
+    if (proj) at::mm_out(y_s, h_pre.narrow(0, off, n), w_hr_t);
+    // Rows [next n, n) end here: their final state.
+    const int64_t nn = s + 1 < steps.size() ? std::min(steps[s + 1].rows, n) : 0;
+    if (nn < n) {
+      h_n.narrow(0, nn, n - nn).copy_(y_s.narrow(0, nn, n - nn));
+      c_n.narrow(0, nn, n - nn).copy_(c_s.narrow(0, nn, n - nn));
+    }
+  }
+  if (steps.empty()) {  // no step: the state passes through
+    h_n.copy_(h0);
+    c_n.copy_(c0);
+  }
+  return {y.reshape(packed ? at::IntArrayRef{total, P} : at::IntArrayRef{x_in.size(0), N, P}), h_n, c_n, act, c_all,
+          h_pre};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> seq_bwd(
+    const std::optional<at::Tensor>& dy_in, const std::optional<at::Tensor>& dh_n_in,
+    const std::optional<at::Tensor>& dc_n_in, const at::Tensor& x_in, const at::Tensor& h0_in, const at::Tensor& c0_in,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr, const at::Tensor& y_in,
+    const at::Tensor& act_in, const at::Tensor& c_all_in, const at::Tensor& h_pre_in,
+    const std::optional<at::Tensor>& batch_sizes, bool reverse, bool has_bias) {
+  constexpr const char* op = "lstm_seq backward";
+  const bool packed = batch_sizes.has_value();
+  TORCH_CHECK(x_in.dim() == (packed ? 2 : 3), op, ": x has ", x_in.dim(), " dims, expected ", packed ? 2 : 3);
+  const Dims d = check_weights(op, x_in, x_in.size(-1), w_ih, w_hh, std::nullopt, std::nullopt, w_hr);
+  const int64_t H = d.hidden, P = d.proj, N = h0_in.size(0);
+  const int64_t total = packed ? x_in.size(0) : x_in.size(0) * N;
+  const bool proj = w_hr.has_value();
+  check_shape(op, h0_in, "h0", {N, P}, "(batch, proj_size or hidden_size)");
+  check_shape(op, c0_in, "c0", {N, H}, "(batch, hidden_size)");
+  TORCH_CHECK(y_in.numel() == total * P, op, ": y has shape ", y_in.sizes(), ", expected ", total, " rows of ", P);
+  check_shape(op, act_in, "act", {total, 4 * H}, "(rows, 4*hidden_size)");
+  check_shape(op, c_all_in, "c_all", {total, H}, "(rows, hidden_size)");
+  check_shape(op, h_pre_in, "h_pre", proj ? at::IntArrayRef{total, H} : at::IntArrayRef{0}, "(rows, hidden_size)");
+  check_like(op, h0_in, "h0", x_in, "x");
+  check_like(op, c0_in, "c0", x_in, "x");
+  check_like(op, y_in, "y", x_in, "x");
+  check_like(op, act_in, "act", x_in, "x");
+  check_like(op, c_all_in, "c_all", x_in, "x");
+  check_like(op, h_pre_in, "h_pre", x_in, "x");
+  const std::vector<Step> steps = make_steps(op, x_in, batch_sizes, N, reverse);
+
+  const auto opts = x_in.options();
+  const at::Tensor x = x_in.reshape({total, x_in.size(-1)});
+  const at::Tensor y = y_in.reshape({total, P}).contiguous(), act = act_in.contiguous(), c_all = c_all_in.contiguous();
+  const at::Tensor h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
+  at::Tensor dy;
+  if (dy_in.has_value()) {
+    TORCH_CHECK(dy_in->numel() == total * P, op, ": dy has shape ", dy_in->sizes(), ", expected y's ", y_in.sizes());
+    check_like(op, *dy_in, "dy", x_in, "x");
+    dy = dy_in->reshape({total, P}).contiguous();
+  }
+  // Running gradients of the state, [N, ·]: rows [0, n) feed the current step; the other
+  // rows hold dh_n / dc_n (rows not started yet, backwards) or finished dh0 / dc0.
+  at::Tensor dh_state = at::zeros({N, P}, opts), dc_state = at::zeros({N, H}, opts);
+  if (dh_n_in.has_value()) {
+    check_shape(op, *dh_n_in, "dh_n", {N, P}, "(batch, proj_size or hidden_size)");
+    check_like(op, *dh_n_in, "dh_n", x_in, "x");
+    dh_state.copy_(*dh_n_in);
+  }
+  if (dc_n_in.has_value()) {
+    check_shape(op, *dc_n_in, "dc_n", {N, H}, "(batch, hidden_size)");
+    check_like(op, *dc_n_in, "dc_n", x_in, "x");
+    dc_state.copy_(*dc_n_in);
+  }
+
+  // Row r of step s came after row prev[r] of cat(outputs, initial state): the previous
+  // step's row, or row total + b of the initial state for a row starting at s.
+  at::Tensor prev_idx = at::empty({total}, at::TensorOptions().dtype(at::kLong));
+  {
+    int64_t* pi = prev_idx.data_ptr<int64_t>();
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const auto [off, n] = steps[s];
+      const int64_t pn = s ? steps[s - 1].rows : 0, poff = s ? steps[s - 1].off : 0;
+      for (int64_t b = 0; b < n; ++b) pi[off + b] = b < pn ? poff + b : total + b;
+    }
+  }
+  prev_idx = prev_idx.to(x.device());
+  const at::Tensor h_prev_all = at::cat({y, h0}).index_select(0, prev_idx);     // [total, P]
+  const at::Tensor c_prev_all = at::cat({c_all, c0}).index_select(0, prev_idx); // [total, H]
+
+  at::Tensor dgates = at::empty({total, 4 * H}, opts);
+  at::Tensor dh_tot = proj ? at::empty({total, P}, opts) : at::Tensor();  // dy + recurrent dh, per step
+  for (size_t k = steps.size(); k-- > 0;) {
+    const auto [off, n] = steps[k];
+    at::Tensor dhs = dh_state.narrow(0, 0, n), dcs = dc_state.narrow(0, 0, n);
+    const at::Tensor dg = dgates.narrow(0, off, n);
+    const at::Tensor dy_s = dy.defined() ? dy.narrow(0, off, n) : at::Tensor();
+    if (proj) {
+      at::Tensor dt = dh_tot.narrow(0, off, n);
+      if (dy_s.defined()) at::add_out(dt, dy_s, dhs);
+      else dt.copy_(dhs);
+      pointwise_bwd(op, at::mm(dt, *w_hr), at::Tensor(), dcs, act.narrow(0, off, n), c_prev_all.narrow(0, off, n),
+                    c_all.narrow(0, off, n), dg, dcs);
+    } else {
+      pointwise_bwd(op, dhs, dy_s, dcs, act.narrow(0, off, n), c_prev_all.narrow(0, off, n), c_all.narrow(0, off, n),
+                    dg, dcs);
+    }
+    at::mm_out(dhs, dg, w_hh);  // the recurrent gradient for the previous step (or dh0)
+  }
+  at::Tensor dx = at::mm(dgates, w_ih).reshape(x_in.sizes());
+  at::Tensor dgt = dgates.t();
+  return {dx,
+          dh_state,
+          dc_state,
+          at::mm(dgt, x),
+          at::mm(dgt, h_prev_all),
+          has_bias ? dgates.sum(0) : at::empty({0}, opts),
+          proj ? at::mm(dh_tot.t(), h_pre_in) : at::empty({0}, opts)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
+  m.impl("lstm_cell_fwd", &cell_fwd);
+  m.impl("lstm_cell_bwd", &cell_bwd);
+  m.impl("lstm_seq_fwd", &seq_fwd);
+  m.impl("lstm_seq_bwd", &seq_bwd);
+}
+
+TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {
+  m.impl("lstm_cell_fwd", &cell_fwd);
+  m.impl("lstm_cell_bwd", &cell_bwd);
+  m.impl("lstm_seq_fwd", &seq_fwd);
+  m.impl("lstm_seq_bwd", &seq_bwd);
+}
+
+}  // namespace pyattn
