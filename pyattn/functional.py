@@ -102,6 +102,9 @@ def attention(
     Returns:
         out ``[..., hq, lq, dv]`` contiguous in q's dtype (and lse if asked). A query that
         can see no key gets 0 (and lse -inf), and passes zero gradient.
+
+    Envelope: CPU, any sizes. CUDA (a plain version-1 kernel, not yet run on a GPU by its
+    author): head dims ``d, dv <= 128``, batch and heads at most 65535.
     """
     for t, what in ((q, "q"), (k, "k"), (v, "v")):
         _check_tensor(t, what)

@@ -165,7 +165,9 @@ def check_against_reference(q, k, v, kw, ref, scale=None, msg=""):
 def test_matches_reference(device, dtype, shape, mask_kind, gen):
     q, k, v = qkv(shape, dtype, gen, device=device)
     kw, ref = make_case(shape, mask_kind, dtype, gen, device=device)
-    scale = 0.2 + float(torch.rand((), generator=gen))
+    # around the usual 1/sqrt(d): fp32 scores of size |z| carry rounding errors ~|z| eps,
+    # which exp turns into relative errors of the output; far larger scales test that only
+    scale = (0.5 + float(torch.rand((), generator=gen))) / math.sqrt(shape[5])
     check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{_shape_id(shape)} {mask_kind}")
 
 

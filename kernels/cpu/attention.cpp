@@ -1,4 +1,5 @@
 // CPU entry points of attention: the body compiled per ISA, then dispatched.
+#include <atomic>
 #include <type_traits>
 
 #include "pyattn/attention.h"

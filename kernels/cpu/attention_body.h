@@ -132,12 +132,29 @@ void apply_masks(const AttentionShape& s, const KeyRange& r, int64_t b, int64_t 
   }
 }
 
+// Runs task(t, work) for every t in [0, n) on up to `threads` workers that take tasks
+// from a shared counter, so that a worker slowed down (a busy machine, blocks of unequal
+// cost) does not leave the others idle as a fixed split would. make_work() builds one
+// worker's scratch.
+template <class MakeWork, class Task>
+void run_dynamic(int64_t n, int threads, ParallelFor parallel_for, MakeWork make_work, Task task) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  parallel_for(workers, 1, [&](int64_t w0, int64_t w1) {
+    if (w0 >= w1) return;
+    auto work = make_work();  // one worker per call; a call given several drains the counter alone
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n;
+         t = next.fetch_add(1, std::memory_order_relaxed))
+      task(t, work);
+  });
+}
+
 template <class V>
 struct FwdWork {
   using A = typename V::value_type;
   std::vector<A> buf;
-  A *qt, *kb, *vb, *st, *o, *m, *l, *shift, *alpha;
-  FwdWork(int64_t d, int64_t dvp) : buf(size_t(d * kBQ + kBK * d + kBK * dvp + kBK * kBQ + kBQ * dvp + 4 * kBQ)) {
+  A *qt, *kb, *vb, *st, *o, *m, *mold, *l, *shift, *alpha;
+  FwdWork(int64_t d, int64_t dvp) : buf(size_t(d * kBQ + kBK * d + kBK * dvp + kBK * kBQ + kBQ * dvp + 5 * kBQ)) {
     A* p = buf.data();
     qt = p; p += d * kBQ;
     kb = p; p += kBK * d;
@@ -145,6 +162,7 @@ struct FwdWork {
     st = p; p += kBK * kBQ;
     o = p; p += kBQ * dvp;
     m = p; p += kBQ;
+    mold = p; p += kBQ;
     l = p; p += kBQ;
     shift = p; p += kBQ;
     alpha = p;
@@ -211,11 +229,14 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
     for (int64_t ii = 0; ii < nqp; ++ii) {
       const A mnew = std::max(w.m[ii], w.shift[ii]);
       // A lane with nothing seen yet keeps max -inf; shift by 0 so that 2^(-inf - 0) = 0.
-      const A sh = mnew == kNegInf ? A(0) : mnew;
-      w.alpha[ii] = std::exp2(w.m[ii] - sh);
+      w.mold[ii] = w.m[ii];
       w.m[ii] = mnew;
-      w.shift[ii] = sh;
+      w.shift[ii] = mnew == kNegInf ? A(0) : mnew;
+      w.alpha[ii] = w.mold[ii] - w.shift[ii];
     }
+    for (int64_t iv = 0; iv < nqp; iv += W) V::exp2(V::load(w.alpha + iv)).store(w.alpha + iv);
+    for (int64_t ii = 0; ii < nqp; ++ii)  // exactly 1 where the max held (the fast 2^0 is 1 + 1 ulp)
+      if (w.mold[ii] == w.m[ii]) w.alpha[ii] = A(1);
     for (int64_t iv = 0; iv < nqp; iv += W) {
       const V sh = V::load(w.shift + iv);
       V sum0 = V::set1(A(0)), sum1 = sum0;
@@ -261,13 +282,14 @@ template <class V, class T>
 void fwd_typed(const AttentionFwdParams& p, ParallelFor parallel_for) {
   const AttentionShape& s = p.s;
   const int64_t nqb = (s.lq + kBQ - 1) / kBQ;
-  parallel_for(s.batch * s.heads_q * nqb, 1, [&](int64_t t0, int64_t t1) {
-    FwdWork<V> w(s.d, round_up(s.dv, V::W));
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t qb = t % nqb, bh = t / nqb;
-      fwd_block<V, T>(p, bh / s.heads_q, bh % s.heads_q, qb * kBQ, w);
-    }
-  });
+  // Within a head, the last query blocks first: under causal masks they cost the most.
+  run_dynamic(
+      s.batch * s.heads_q * nqb, s.num_threads, parallel_for,
+      [&] { return FwdWork<V>(s.d, round_up(s.dv, V::W)); },
+      [&](int64_t t, FwdWork<V>& w) {
+        const int64_t qb = nqb - 1 - t % nqb, bh = t / nqb;
+        fwd_block<V, T>(p, bh / s.heads_q, bh % s.heads_q, qb * kBQ, w);
+      });
 }
 
 template <class V>
@@ -305,10 +327,12 @@ inline void store_scaled(const typename V::value_type* acc, int64_t n, typename 
   if (nv < n) store_partial(V::load(acc + nv) * fv, dst + nv, int(n - nv));
 }
 
-// Query block [q0, q0 + kBQ) of head h: adds its share to w.dk, w.dv (over every key
-// block it sees) and writes its dq rows.
+// Query block [q0, q0 + kBQ) of head h against the keys in [klo, khi): adds its share
+// to w.dk, w.dv and writes its dq rows: to dq (scaled, as T) when dq_part is null, else
+// unscaled to dq_part ([lq, dp] rows of this head: a partial sum over this key range).
 template <class V, class T>
-void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, int64_t q0, BwdWork<V>& w) {
+void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, int64_t q0, int64_t klo, int64_t khi,
+               typename V::value_type* dq_part, BwdWork<V>& w) {
   using A = typename V::value_type;
   constexpr int W = V::W;
   constexpr A kNegInf = -std::numeric_limits<A>::infinity();
@@ -326,7 +350,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
   T* dq = static_cast<T*>(p.dq) + b * p.dq_stride[0] + h * p.dq_stride[1] + q0 * p.dq_stride[2];
   T* dmask = p.dmask ? static_cast<T*>(p.dmask) + ((b * s.heads_q + h) * s.lq + q0) * s.lk : nullptr;
   const KeyRange r = KeyRange::of(s, b);
-  const int64_t ks = r.lo(q0), ke = r.hi(q0 + nq - 1);
+  const int64_t ks = std::max(klo, r.lo(q0)), ke = std::min(khi, r.hi(q0 + nq - 1));
 
   std::fill(w.dq, w.dq + nq * dp, A(0));
   if (ks < ke) {
@@ -401,7 +425,10 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
       gemm<V, true>(nq, dp, nk, w.dst, 1, kBQ, ka, kld, w.dq, dp);                 // dQ += dS K
     }
   }
-  for (int64_t ii = 0; ii < nq; ++ii) store_scaled<V>(w.dq + ii * dp, d, A(s.scale), dq + ii * p.dq_stride[2]);
+  if (dq_part)
+    std::copy(w.dq, w.dq + nq * dp, dq_part + q0 * dp);
+  else
+    for (int64_t ii = 0; ii < nq; ++ii) store_scaled<V>(w.dq + ii * dp, d, A(s.scale), dq + ii * p.dq_stride[2]);
 }
 
 template <class V, class T>
@@ -410,22 +437,48 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
   const AttentionShape& s = p.s;
   const int64_t group = s.heads_q / s.heads_kv;
   const int64_t dp = round_up(s.d, V::W), dvp = round_up(s.dv, V::W);
-  // One task per key/value head: it owns that head's dk, dv (accumulated over every query
-  // head of its group and every query block), so no two tasks write the same memory.
-  parallel_for(s.batch * s.heads_kv, 1, [&](int64_t t0, int64_t t1) {
-    BwdWork<V> w(s.lk, s.d, dp, s.dv, dvp);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / s.heads_kv, hk = t % s.heads_kv;
-      std::fill(w.dk, w.dk + s.lk * dp, A(0));
-      std::fill(w.dv, w.dv + s.lk * dvp, A(0));
-      for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
-        for (int64_t q0 = 0; q0 < s.lq; q0 += kBQ) bwd_block<V, T>(p, b, h, hk, q0, w);
-      T* dk = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1];
-      T* dv = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1];
-      for (int64_t j = 0; j < s.lk; ++j) {
-        store_scaled<V>(w.dk + j * dp, s.d, A(s.scale), dk + j * p.dk_stride[2]);
-        store_scaled<V>(w.dv + j * dvp, s.dv, A(1), dv + j * p.dv_stride[2]);
+  // A task owns one key/value head's keys [klo, khi): their dk, dv accumulate over every
+  // query head of the group and every query block, so no two tasks write the same dk, dv.
+  // With fewer heads than about two per thread, each head's keys are split into `nsplit`
+  // ranges as well; dq then gets one partial sum per range (fp32 scratch, summed after).
+  const int64_t nkb = (s.lk + kBK - 1) / kBK, heads = s.batch * s.heads_kv;
+  const int64_t want = (2 * std::max(1, s.num_threads) + heads - 1) / heads;
+  const int64_t nsplit = std::max<int64_t>(1, std::min(want, nkb));
+  const int64_t split_keys = (nkb + nsplit - 1) / nsplit * kBK;
+  const int64_t part_rows = s.batch * s.heads_q * s.lq;  // one dq partial: [batch, heads_q, lq, dp]
+  std::vector<A> dq_parts(nsplit > 1 ? size_t(nsplit * part_rows * dp) : 0);
+
+  run_dynamic(
+      heads * nsplit, s.num_threads, parallel_for, [&] { return BwdWork<V>(s.lk, s.d, dp, s.dv, dvp); },
+      [&](int64_t t, BwdWork<V>& w) {
+        const int64_t sp = t % nsplit, bh = t / nsplit, b = bh / s.heads_kv, hk = bh % s.heads_kv;
+        const int64_t klo = sp * split_keys, khi = std::min(s.lk, klo + split_keys);
+        std::fill(w.dk + klo * dp, w.dk + khi * dp, A(0));
+        std::fill(w.dv + klo * dvp, w.dv + khi * dvp, A(0));
+        for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+          A* part = nsplit > 1 ? dq_parts.data() + (sp * part_rows + (b * s.heads_q + h) * s.lq) * dp : nullptr;
+          for (int64_t q0 = 0; q0 < s.lq; q0 += kBQ) bwd_block<V, T>(p, b, h, hk, q0, klo, khi, part, w);
+        }
+        T* dk = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1];
+        T* dv = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1];
+        for (int64_t j = klo; j < khi; ++j) {
+          store_scaled<V>(w.dk + j * dp, s.d, A(s.scale), dk + j * p.dk_stride[2]);
+          store_scaled<V>(w.dv + j * dvp, s.dv, A(1), dv + j * p.dv_stride[2]);
+        }
+      });
+  if (nsplit == 1) return;
+  // dq = scale * (sum of the partials), row by row.
+  parallel_for(part_rows, 64, [&](int64_t r0, int64_t r1) {
+    std::vector<A> row(static_cast<size_t>(dp));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r % s.lq, bh = r / s.lq, h = bh % s.heads_q, b = bh / s.heads_q;
+      std::copy(dq_parts.data() + r * dp, dq_parts.data() + (r + 1) * dp, row.begin());
+      for (int64_t sp = 1; sp < nsplit; ++sp) {
+        const A* src = dq_parts.data() + (sp * part_rows + r) * dp;
+        for (int64_t dd = 0; dd < dp; dd += V::W) (V::load(row.data() + dd) + V::load(src + dd)).store(row.data() + dd);
       }
+      T* dq = static_cast<T*>(p.dq) + b * p.dq_stride[0] + h * p.dq_stride[1] + i * p.dq_stride[2];
+      store_scaled<V>(row.data(), s.d, A(s.scale), dq);
     }
   });
 }
