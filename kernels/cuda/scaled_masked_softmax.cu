@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/storage.cuh"
 #include "pyattn/scaled_masked_softmax.h"
 #include "pyattn/softmax_math.h"
 
@@ -39,25 +40,6 @@ constexpr int kBlockMaxThreads = 1024;
 // gives without an opt-in, leaving room for the kernel's static reduction slots.
 constexpr int64_t kCacheBytes = 44 * 1024;
 constexpr int64_t kMaxBlocks = int64_t(1) << 24;  // past this the grid-stride loop takes over
-
-// ---- storage types <-> accumulation type -------------------------------------------
-
-template <typename T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-template <typename T> using acc_t = typename AccOf<T>::type;
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_acc(acc_t<T> v);
-template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
-template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
-template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // V consecutive elements moved as one load/store (16 bytes at the widest). The host
 // guarantees V*sizeof(T) alignment before choosing V > 1.

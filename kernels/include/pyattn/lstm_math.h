@@ -5,37 +5,19 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define PYATTN_LSTM_HD __host__ __device__ __forceinline__
-#else
-#define PYATTN_LSTM_HD inline
-#endif
+#include "pyattn/hd_math.h"
 
 namespace pyattn {
 namespace lstm_math {
 
-PYATTN_LSTM_HD float exp_acc(float v) {
-#if defined(__CUDA_ARCH__)
-  return expf(v);
-#else
-  return std::exp(v);
-#endif
-}
-PYATTN_LSTM_HD double exp_acc(double v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return std::exp(v);
-#endif
-}
-PYATTN_LSTM_HD float tanh_acc(float v) {
+PYATTN_HD float tanh_acc(float v) {
 #if defined(__CUDA_ARCH__)
   return tanhf(v);
 #else
   return std::tanh(v);
 #endif
 }
-PYATTN_LSTM_HD double tanh_acc(double v) {
+PYATTN_HD double tanh_acc(double v) {
 #if defined(__CUDA_ARCH__)
   return ::tanh(v);
 #else
@@ -45,7 +27,7 @@ PYATTN_LSTM_HD double tanh_acc(double v) {
 
 // exp(-z) overflows to inf for z < ~-88 (fp32), giving exactly 0: no NaN.
 template <typename A>
-PYATTN_LSTM_HD A sigmoid(A z) {
+PYATTN_HD A sigmoid(A z) {
   return A(1) / (A(1) + exp_acc(-z));
 }
 

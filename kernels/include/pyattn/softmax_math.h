@@ -7,32 +7,10 @@
 // inv_sum(NaN) is NaN.
 #pragma once
 
-#include <cmath>
-
-#if defined(__CUDACC__)
-#define PYATTN_HD __host__ __device__ __forceinline__
-#else
-#define PYATTN_HD inline
-#endif
+#include "pyattn/hd_math.h"
 
 namespace pyattn {
 namespace softmax_math {
-
-PYATTN_HD float exp_acc(float v) {
-#if defined(__CUDA_ARCH__)
-  return expf(v);
-#else
-  return std::exp(v);
-#endif
-}
-
-PYATTN_HD double exp_acc(double v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return std::exp(v);
-#endif
-}
 
 template <typename Acc>
 PYATTN_HD Acc neg_inf() {
