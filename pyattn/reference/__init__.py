@@ -5,6 +5,7 @@ Each ``<op>.py`` here is the slow, obvious implementation that pins the op's sem
 against these. Plain NumPy only: nothing here imports torch.
 """
 
+from .negative_sampling import cbow_update, sgns_loss, sgns_loss_grad, sgns_update
 from .scaled_masked_softmax import (
     scaled_masked_softmax_bwd,
     scaled_masked_softmax_fwd,
@@ -15,4 +16,8 @@ __all__ = [
     "scaled_masked_softmax_fwd",
     "scaled_masked_softmax_bwd",
     "scaled_masked_softmax_mask_grad",
+    "sgns_update",
+    "cbow_update",
+    "sgns_loss",
+    "sgns_loss_grad",
 ]
