@@ -22,7 +22,8 @@ TORCH_LIBRARY(pyattn, m) {
 
   // word2vec negative sampling: one batch of SGD updates, in place on both tables.
   // centers [n], contexts [n, window_slots] (-1 = empty); negatives explicit (skip-gram
-  // [n, window_slots, k], CBOW [n, k]) or drawn from `table` with `seed`. Returns the
+  // [n, window_slots, k], CBOW [n, k]) or drawn with `seed` from `table`: token ids
+  // [slots] drawn uniformly, or an alias table [vocab, 2] int64. Returns the
   // summed loss (float64 scalar on the CPU; 0 unless compute_loss).
   m.def("sgns_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
         "Tensor? table, int k, float lr, int seed, bool compute_loss=True) -> Tensor");

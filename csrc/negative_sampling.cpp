@@ -57,10 +57,15 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
                 ", expected ", at::IntArrayRef(want), cbow ? " (n, k)" : " (n, window_slots, k)");
   } else if (k > 0) {
     TORCH_CHECK(table_in.has_value(), op, ": k = ", k, " negatives need a table to draw from (or explicit negatives)");
-    TORCH_CHECK(table_in->dim() == 1 && table_in->numel() > 0, op, ": table has shape ", table_in->sizes(),
-                ", expected a non-empty 1-d tensor of token ids");
-    TORCH_CHECK(table_in->scalar_type() == at::kLong || table_in->scalar_type() == at::kInt, op, ": table has dtype ",
-                table_in->scalar_type(), ", expected int32 or int64");
+    const bool alias = table_in->dim() == 2;
+    TORCH_CHECK((table_in->dim() == 1 || (alias && table_in->size(1) == 2)) && table_in->size(0) > 0, op,
+                ": table has shape ", table_in->sizes(),
+                ", expected (slots,) token ids or an alias table (vocab, 2) of (threshold, alias id) rows");
+    TORCH_CHECK(table_in->size(0) < (int64_t(1) << 32), op, ": table has ", table_in->size(0),
+                " rows, expected fewer than 2^32");
+    TORCH_CHECK(table_in->scalar_type() == at::kLong || (!alias && table_in->scalar_type() == at::kInt), op,
+                ": table has dtype ", table_in->scalar_type(), alias ? ", expected int64 for an alias table"
+                                                                      : ", expected int32 or int64");
     TORCH_CHECK(table_in->device() == w_in.device(), op, ": table is on ", table_in->device(), " but w_in is on ",
                 w_in.device());
     table = table_in->contiguous();
@@ -83,8 +88,10 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
   p.window_slots = slots;
   p.negatives = negatives.defined() ? negatives.data_ptr<int64_t>() : nullptr;
   p.table = table.defined() ? table.data_ptr() : nullptr;
-  p.table_int64 = table.defined() && table.scalar_type() == at::kLong;
-  p.table_size = table.defined() ? table.numel() : 0;
+  p.table_kind = !table.defined() || table.dim() == 1
+                     ? (table.defined() && table.scalar_type() == at::kLong ? TableKind::slots_int64 : TableKind::slots_int32)
+                     : TableKind::alias;
+  p.table_size = table.defined() ? table.size(0) : 0;
   p.k = k;
   p.seed = uint64_t(seed);
   p.lr = lr;

@@ -134,6 +134,50 @@ def test_drawn_negatives_are_deterministic_and_from_table(rng):
     assert {7, 9} <= set(changed)
 
 
+def _drawn_counts(table, vocab, draws_per_center=5, centers=20000):
+    """How often each id was drawn as a negative, read off a linearised update: D = 1,
+    w_in = 1, w_out = 0 and a tiny lr make each draw of t add -lr/2 to w_out[t]."""
+    lr = 1e-9
+    w_in = torch.ones(vocab + 1, 1, dtype=torch.float64)
+    w_out = torch.zeros(vocab + 1, 1, dtype=torch.float64)
+    c = torch.full((centers,), vocab)                 # id `vocab` is never in the table
+    ctx = torch.full((centers, 1), vocab)
+    torch.ops.pyattn.sgns_update_(w_in, w_out, c, ctx, None, table, draws_per_center, lr, 7, False)
+    return (-2 * w_out[:vocab, 0] / lr).round().numpy()
+
+
+@pytest.mark.parametrize("kind", ["alias", "slots32", "slots64"])
+def test_drawn_negatives_follow_the_noise_distribution(kind, rng):
+    from pyattn.word2vec.model import alias_table
+
+    vocab = 50
+    weights = rng.random(vocab) ** 3 + 0.01
+    weights[3] = 0.0                                   # never drawn
+    if kind == "alias":
+        table = alias_table(weights)
+    else:
+        slots = np.rint(weights / weights.sum() * 100000).astype(np.int64)
+        table = torch.from_numpy(np.repeat(np.arange(vocab), slots)).to(torch.int32 if kind == "slots32" else torch.int64)
+        weights = slots.astype(np.float64)
+    counts = _drawn_counts(table, vocab)
+    n = counts.sum()
+    assert n == 100000
+    expected = weights / weights.sum() * n
+    assert counts[3] == 0
+    # chi-square with 48 degrees of freedom: mean 48, sd ~10; 120 is far in the tail
+    keep = expected > 0
+    chi2 = float((((counts - expected) ** 2)[keep] / expected[keep]).sum())
+    assert chi2 < 120, chi2
+
+
+def test_alias_table_bad_weights():
+    from pyattn.word2vec.model import alias_table
+
+    for bad in ([], [0.0, 0.0], [1.0, -1.0], [np.nan]):
+        with pytest.raises(ValueError, match="weights"):
+            alias_table(np.array(bad))
+
+
 @pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
 def test_update_bad_inputs(cbow):
     op = OPS.cbow_update_ if cbow else OPS.sgns_update_
@@ -157,6 +201,10 @@ def test_update_bad_inputs(cbow):
         op(w.clone(), w.clone(), torch.tensor([12, 1, 2]), ctx, None, tab, 2, 0.1, 0)
     with pytest.raises(USER_ERRORS, match="negatives has shape"):
         op(w.clone(), w.clone(), c, ctx, torch.zeros(3, 1, dtype=torch.long), None, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="table has shape"):
+        op(w.clone(), w.clone(), c, ctx, None, torch.zeros(3, 3, dtype=torch.long), 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="token id 11 is out of range"):
+        op(w.clone(), w.clone(), c, ctx, None, torch.tensor([[0, 11]]), 2, 0.1, 0)
     with pytest.raises(USER_ERRORS, match="lr is"):
         op(w.clone(), w.clone(), c, ctx, None, tab, 2, float("nan"), 0)
 

@@ -59,6 +59,7 @@ struct Updater {
   std::atomic<int64_t>& bad;
   A* h;  // [dim] scratch: the example's input vector (CBOW mean) in the accumulation type
   A* e;  // [dim] scratch: accumulated gradient for the input side
+  int64_t* targets;  // [k + 1] scratch: the positive, then the negatives kept
 
   T* in_row(int64_t i) const { return static_cast<T*>(p.w_in) + i * p.w_in_stride; }
   T* out_row(int64_t i) const { return static_cast<T*>(p.w_out) + i * p.w_out_stride; }
@@ -70,24 +71,44 @@ struct Updater {
   int64_t negative(int64_t example, int64_t j) const {
     if (p.negatives) return p.negatives[example * p.k + j];
     const uint64_t r = mix64(p.seed * 0x9e3779b97f4a7c15ULL + uint64_t(example * p.k + j) + 1);
-    const uint64_t slot = r % uint64_t(p.table_size);
-    return p.table_int64 ? static_cast<const int64_t*>(p.table)[slot] : int64_t(static_cast<const int32_t*>(p.table)[slot]);
+    const uint64_t slot = ((r >> 32) * uint64_t(p.table_size)) >> 32;  // uniform in [0, table_size)
+    switch (p.table_kind) {
+      case TableKind::alias: {
+        const int64_t* row = static_cast<const int64_t*>(p.table) + 2 * slot;
+        return (r & 0xffffffffULL) < uint64_t(row[0]) ? int64_t(slot) : row[1];
+      }
+      case TableKind::slots_int64: return static_cast<const int64_t*>(p.table)[slot];
+      default: return int64_t(static_cast<const int32_t*>(p.table)[slot]);
+    }
   }
 
-  // Targets of one example with h already in place: updates w_out rows, fills e, returns the loss.
+  void prefetch_row(const T* row) const {
+    const char* b = reinterpret_cast<const char*>(row);
+    for (int64_t o = 0; o < p.dim * int64_t(sizeof(T)); o += 64) __builtin_prefetch(b + o, 1);
+  }
+
+  // Targets of one example with h already in place: updates w_out rows, fills e, returns
+  // the loss. The negatives are drawn first and their rows prefetched, so the k cache
+  // misses on random w_out rows overlap instead of queueing behind each dot product.
   A run_targets(int64_t pos, int64_t example) const {
     const int64_t d = p.dim;
     const A lr = A(p.lr);
+    int64_t nt = 0;
+    targets[nt++] = pos;
+    for (int64_t j = 0; j < p.k; ++j) {
+      const int64_t t = negative(example, j);
+      if (t == pos || !valid(t)) continue;
+      targets[nt++] = t;
+      prefetch_row(out_row(t));
+    }
     std::fill(e, e + d, A(0));
     A loss = A(0);
-    for (int64_t j = -1; j < p.k; ++j) {
-      const int64_t t = j < 0 ? pos : negative(example, j);
-      if (j >= 0 && (t == pos || !valid(t))) continue;
-      T* u = out_row(t);
+    for (int64_t j = 0; j < nt; ++j) {
+      T* u = out_row(targets[j]);
       const A x = dot<V>(h, u, d);
-      const A label = j < 0 ? A(1) : A(0);
+      const A label = j == 0 ? A(1) : A(0);
       const A g = lr * (label - sigmoid(x));
-      if (p.compute_loss) loss += neg_log_sigmoid(j < 0 ? x : -x);
+      if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
       axpy<V>(g, u, e, d);
       axpy<V>(g, h, u, d);
     }
@@ -103,6 +124,7 @@ struct Updater {
     for (int64_t s = 0; s < p.window_slots; ++s) {
       const int64_t o = p.contexts[n * p.window_slots + s];
       if (o < 0 || !valid(o)) continue;
+      prefetch_row(out_row(o));
       for (int64_t j = 0; j < d; ++j) h[j] = widen(hin[j]);
       loss += run_targets(o, n * p.window_slots + s);
       axpy<V>(A(1), e, hin, d);
@@ -115,6 +137,9 @@ struct Updater {
     if (!valid(c)) return A(0);
     const int64_t d = p.dim;
     const int64_t* ctx = p.contexts + n * p.window_slots;
+    for (int64_t s = 0; s < p.window_slots; ++s)
+      if (ctx[s] >= 0 && ctx[s] < p.vocab) prefetch_row(in_row(ctx[s]));
+    prefetch_row(out_row(c));
     std::fill(h, h + d, A(0));
     int64_t count = 0;
     for (int64_t s = 0; s < p.window_slots; ++s) {
@@ -141,7 +166,8 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   // Small grains: examples differ in cost (window sizes), and threads must interleave.
   parallel_for(p.n, 16, [&](int64_t n0, int64_t n1) {
     std::vector<A> scratch(size_t(2 * p.dim));
-    const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim};
+    std::vector<int64_t> targets(size_t(p.k + 1));
+    const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim, targets.data()};
     double local = 0.0;
     for (int64_t n = n0; n < n1; ++n) local += double(p.cbow ? u.cbow(n) : u.skipgram(n));
     const std::lock_guard<std::mutex> lock(mu);

@@ -17,9 +17,17 @@ namespace pyattn {
 //              targets: the context (label 1) and k negatives (label 0).
 //   CBOW:      each center with >= 1 valid context; h = mean of w_in[contexts[n, :]],
 //              targets: the center (label 1) and k negatives.
-// Negatives come from `negatives` when given, else are drawn inside the kernel:
-// table[hash(seed, example, k) % table_size], a counter-based draw, so results do not
-// depend on the thread count. A negative equal to the positive target is skipped.
+// Negatives come from `negatives` when given, else are drawn inside the kernel from a
+// 64-bit hash r of (seed, example, k), a counter-based draw, so results do not depend on
+// the thread count:
+//   slots table [T] (word2vec.c's unigram table): table[(r >> 32) * T >> 32];
+//   alias table [V, 2] int64 (Walker): i = (r >> 32) * V >> 32, then i if
+//     (r mod 2^32) < table[i, 0] (a threshold in [0, 2^32]) else table[i, 1].
+// The alias table is V rows (cache resident) where a slots table needs ~1e7-1e8 slots
+// to resolve rare words, and a random read of that costs a cache miss per negative.
+// A negative equal to the positive target is skipped.
+enum class TableKind : int32_t { slots_int32 = 0, slots_int64 = 1, alias = 2 };
+
 struct NegSamplingUpdateParams {
   void* w_in;                // [vocab, dim], dtype; updated in place
   int64_t w_in_stride;
@@ -31,9 +39,9 @@ struct NegSamplingUpdateParams {
   const int64_t* contexts;   // [n, window_slots], contiguous; -1 = empty slot
   int64_t n, window_slots;
   const int64_t* negatives;  // explicit: skip-gram [n, window_slots, k], CBOW [n, k]; or nullptr
-  const void* table;         // nullptr or [table_size] int32 / int64 token ids to draw from
-  bool table_int64;
-  int64_t table_size;
+  const void* table;         // nullptr, slots [table_size] int32 / int64, or alias [table_size, 2] int64
+  TableKind table_kind;
+  int64_t table_size;        // < 2^32
   int64_t k;                 // negatives per example
   uint64_t seed;
   double lr;
