@@ -1,5 +1,5 @@
 // torch glue for the negative-sampling ops: argument checks, index conversion, CPU
-// registration (CUDA: not yet; a CUDA tensor gets a clear error from run_kernel).
+// and CUDA registration of the update ops (sgns_loss: CPU only so far).
 #include <torch/library.h>
 
 #include "dispatch.h"
@@ -70,8 +70,8 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
                 w_in.device());
     table = table_in->contiguous();
   }
-  at::Tensor loss = at::zeros({}, w_in.options().dtype(at::kDouble).device(at::kCPU));
-  at::Tensor bad = at::empty({1}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor loss = at::zeros({}, w_in.options().dtype(at::kDouble));
+  at::Tensor bad = at::empty({1}, w_in.options().dtype(at::kLong));
   if (n == 0 || w_in.size(1) == 0) return loss;
 
   NegSamplingUpdateParams p{};
@@ -99,9 +99,11 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
   p.compute_loss = compute_loss;
   p.loss = loss.data_ptr<double>();
   p.bad_index = bad.data_ptr<int64_t>();
-  TORCH_CHECK(w_in.is_cpu(), op, ": only CPU tensors are supported so far (got ", w_in.device(), ")");
-  negative_sampling_update_cpu(p, &torch_parallel_for);
-  raise_bad_index(p.bad_index[0], p.vocab, op);
+  if (w_in.is_cuda())
+    TORCH_CHECK(p.dim * int64_t(w_in.element_size()) <= kNegSamplingCudaMaxRowBytes, op, ": w_in has dim ", p.dim,
+                ", the CUDA kernel supports dim * element size <= ", kNegSamplingCudaMaxRowBytes, " bytes");
+  run_kernel(w_in, op, p, &negative_sampling_update_cpu, PYATTN_CUDA_LAUNCHER(negative_sampling_update_cuda));
+  raise_bad_index(bad.item<int64_t>(), p.vocab, op);  // on CUDA: waits for the kernel
   return loss;
 }
 
@@ -200,6 +202,11 @@ TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
   m.impl("cbow_update_", &cbow_update);
   m.impl("sgns_loss_fwd", &loss_fwd);
   m.impl("sgns_loss_bwd", &loss_bwd);
+}
+
+TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {
+  m.impl("sgns_update_", &sgns_update);
+  m.impl("cbow_update_", &cbow_update);
 }
 
 }  // namespace pyattn

@@ -19,7 +19,7 @@ def _scaled_masked_softmax_bwd_fake(y, dy, scale):
 
 
 def _update_fake(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss=True):
-    return torch.empty((), dtype=torch.float64)
+    return torch.empty((), dtype=torch.float64, device=w_in.device)
 
 
 torch.library.register_fake("pyattn::sgns_update_")(_update_fake)

@@ -47,8 +47,8 @@ struct NegSamplingUpdateParams {
   double lr;
   bool cbow;
   bool compute_loss;
-  double* loss;              // [1]: overwritten with the summed loss (0 unless compute_loss)
-  int64_t* bad_index;        // [1]: overwritten with an out-of-range id met, or -1 (that example was skipped)
+  double* loss;              // [1]: overwritten with the summed loss (0 unless compute_loss); device memory on CUDA
+  int64_t* bad_index;        // [1]: overwritten with an out-of-range id met, or -1 (that example was skipped); device memory on CUDA
 };
 
 // loss[b] = -log s(w_out[ctx_b] . h_b) - sum_k log s(-w_out[neg_bk] . h_b), h_b = w_in[center_b].
@@ -70,7 +70,13 @@ struct SgnsLossParams {
   int64_t* bad_index;        // [1]: an out-of-range id met, or -1
 };
 
+// CUDA envelope: dim * sizeof(element) <= this (dim <= 1536 fp32, 768 fp64), since each
+// warp keeps h and e for its example in shared memory.
+constexpr int64_t kNegSamplingCudaMaxRowBytes = 6144;
+
 void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor parallel_for);
+// Launch on `stream` (one warp per example); the caller checks the launch afterwards.
+void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream);
 void sgns_loss_fwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
 void sgns_loss_bwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
 
