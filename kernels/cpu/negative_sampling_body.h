@@ -30,6 +30,25 @@ inline void axpy(typename V::value_type alpha, const X* x, Y* y, int64_t d) {
   for (; j < d; ++j) y[j] = narrow<Y>(widen(y[j]) + alpha * widen(x[j]));
 }
 
+// e += g * u and u += g * h in one pass over u (the target row is read once).
+template <class V, class T>
+inline void update_target(typename V::value_type g, typename V::value_type* e, const typename V::value_type* h, T* u,
+                          int64_t d) {
+  constexpr int W = V::W;
+  const V gv = V::set1(g);
+  int64_t j = 0;
+  for (; j + W <= d; j += W) {
+    const V uv = V::load(u + j);
+    V::fmadd(gv, uv, V::load(e + j)).store(e + j);
+    V::fmadd(gv, V::load(h + j), uv).store(u + j);
+  }
+  for (; j < d; ++j) {
+    const auto uj = widen(u[j]);
+    e[j] += g * uj;
+    u[j] = narrow<T>(uj + g * h[j]);
+  }
+}
+
 // Exact logistic function through the shared exp2 (fp32: the polynomial of fast_exp.h;
 // fp64: std::exp2); the exponent is clamped to +-126 where 2^t is still finite.
 template <class A>
@@ -109,8 +128,7 @@ struct Updater {
       const A label = j == 0 ? A(1) : A(0);
       const A g = lr * (label - sigmoid(x));
       if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
-      axpy<V>(g, u, e, d);
-      axpy<V>(g, h, u, d);
+      update_target<V>(g, e, h, u, d);
     }
     return loss;
   }

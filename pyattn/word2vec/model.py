@@ -61,17 +61,20 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
 def context_windows(ids: np.ndarray, sentence: np.ndarray, start: int, stop: int, window: int,
                     radius: np.ndarray) -> np.ndarray:
     """[stop - start, 2 * window] int64 context ids of centers ids[start:stop] (-1 = none):
-    offset d is used when |d| <= radius of the center and ids[i + d] is in its sentence."""
+    offset d is used when |d| <= radius of the center and ids[i + d] is in its sentence.
+    Works on shifted slices of the block padded by `window` sentinels on each side (no gathers)."""
     n = stop - start
-    pos = np.arange(start, stop)
-    out = np.full((n, 2 * window), -1, dtype=np.int64)
+    lo, hi = max(0, start - window), min(len(ids), stop + window)
+    pad_l, pad_r = np.full(window - (start - lo), -1), np.full(window - (hi - stop), -1)
+    tok = np.concatenate([pad_l, ids[lo:hi], pad_r])
+    sen = np.concatenate([pad_l, sentence[lo:hi], pad_r])     # -1: no sentence
+    own = sen[window : window + n]
+    r = radius[start:stop]
+    out = np.empty((n, 2 * window), dtype=np.int64)
     offsets = [d for d in range(-window, window + 1) if d]
     for slot, d in enumerate(offsets):
-        j = pos + d
-        ok = (j >= 0) & (j < len(ids)) & (abs(d) <= radius[start:stop])
-        jj = np.where(ok, j, 0)
-        ok &= sentence[jj] == sentence[start:stop]
-        out[ok, slot] = ids[jj[ok]]
+        nb = slice(window + d, window + d + n)
+        out[:, slot] = np.where((sen[nb] == own) & (r >= abs(d)), tok[nb], -1)
     return out
 
 
