@@ -181,13 +181,22 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   std::atomic<int64_t> bad{-1};
   std::mutex mu;
   double total = 0.0;
-  // Small grains: examples differ in cost (window sizes), and threads must interleave.
-  parallel_for(p.n, 16, [&](int64_t n0, int64_t n1) {
+  // Examples are handed out in small chunks from a shared counter rather than as one
+  // fixed range per thread: examples differ in cost (window sizes), and on a busy
+  // machine a thread that is descheduled would otherwise hold up the whole call.
+  // With one thread the chunks run in order, so the result is the sequential one.
+  // Chunks stay long (1/16 of the call): threads working on neighbouring text write the
+  // same rows of frequent words, and their cache lines then bounce between cores
+  // (chunks of 32 examples cost ~25% more CPU time than two halves).
+  const int64_t kChunk = std::max<int64_t>(32, p.n / 16);
+  std::atomic<int64_t> next{0};
+  parallel_for((p.n + kChunk - 1) / kChunk, 1, [&](int64_t, int64_t) {
     std::vector<A> scratch(size_t(2 * p.dim));
     std::vector<int64_t> targets(size_t(p.k + 1));
     const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim, targets.data()};
     double local = 0.0;
-    for (int64_t n = n0; n < n1; ++n) local += double(p.cbow ? u.cbow(n) : u.skipgram(n));
+    for (int64_t n0 = next.fetch_add(kChunk); n0 < p.n; n0 = next.fetch_add(kChunk))
+      for (int64_t n = n0; n < std::min(p.n, n0 + kChunk); ++n) local += double(p.cbow ? u.cbow(n) : u.skipgram(n));
     const std::lock_guard<std::mutex> lock(mu);
     total += local;
   });

@@ -171,41 +171,33 @@ class Word2Vec:
         bar = _progress(total_raw, self.progress)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.workers)
-        loss_sum, loss_n, done_raw, kernel_s = 0.0, 0, 0.0, 0.0
+        loss_sum, loss_n, done_raw = 0.0, 0, 0.0
         t0 = time.perf_counter()
-        block = max(1, self.batch_words)
         try:
-            for epoch in range(epochs):
-                keep = rng.random(len(c.ids)) < keep_p[c.ids]
-                ids = c.ids[keep].astype(np.int64)
-                sent = sentence[keep]
-                radius = self.window - rng.integers(0, self.window, len(ids))
-                n_blocks = (len(ids) + block - 1) // block
-                for b in range(n_blocks):
-                    s, e = b * block, min(len(ids), (b + 1) * block)
-                    ctx = context_windows(ids, sent, s, e, self.window, radius)
-                    progress = done_raw / total_raw
-                    lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
-                    want_loss = self.compute_loss and b % 8 == 0
-                    seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b
-                    loss = op(w_in, w_out, torch.from_numpy(ids[s:e]), torch.from_numpy(ctx), None, table,
-                              self.negative, lr, seed, want_loss)
-                    if want_loss:
-                        examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
-                        loss_sum += float(loss)
-                        loss_n += examples
-                    step_raw = (e - s) / len(ids) * c.raw_words
-                    done_raw += step_raw
-                    if bar is not None:
-                        bar.update(step_raw)
-                        if b % 16 == 0:
-                            el = time.perf_counter() - t0
-                            bar.set_postfix(epoch=epoch + 1, lr=f"{lr:.5f}",
-                                            words_s=f"{done_raw / el / 1e6:.2f}M" if el > 0 else "-",
-                                            loss=f"{loss_sum / loss_n:.4f}" if loss_n else "-")
-                if loss_n:
+            for epoch, b, n_ids, centers, ctx in self._blocks(epochs, rng, keep_p, sentence):
+                if b == 0 and epoch > 0 and loss_n:
                     self.running_loss = loss_sum / loss_n
                     loss_sum, loss_n = 0.0, 0
+                progress = done_raw / total_raw
+                lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
+                want_loss = self.compute_loss and b % 8 == 0
+                seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b
+                loss = op(w_in, w_out, centers, ctx, None, table, self.negative, lr, seed, want_loss)
+                if want_loss:
+                    examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
+                    loss_sum += float(loss)
+                    loss_n += examples
+                step_raw = len(centers) / n_ids * c.raw_words
+                done_raw += step_raw
+                if bar is not None:
+                    bar.update(step_raw)
+                    if b % 16 == 0:
+                        el = time.perf_counter() - t0
+                        bar.set_postfix(epoch=epoch + 1, lr=f"{lr:.5f}",
+                                        words_s=f"{done_raw / el / 1e6:.2f}M" if el > 0 else "-",
+                                        loss=f"{loss_sum / loss_n:.4f}" if loss_n else "-")
+            if loss_n:
+                self.running_loss = loss_sum / loss_n
         finally:
             torch.set_num_threads(threads)
             if bar is not None:
@@ -214,6 +206,21 @@ class Word2Vec:
         self.words_per_second = c.raw_words * epochs / self.train_seconds
         self.wv.fill_norms()
         return self
+
+
+    def _blocks(self, epochs, rng, keep_p, sentence):
+        """Per epoch: subsample, shrink windows, then yield (epoch, block index, kept
+        tokens this epoch, centers [n] int64 tensor, contexts [n, 2 * window] int64 tensor)."""
+        c, block = self.corpus, max(1, self.batch_words)
+        for epoch in range(epochs):
+            keep = rng.random(len(c.ids)) < keep_p[c.ids]
+            ids = c.ids[keep].astype(np.int64)
+            sent = sentence[keep]
+            radius = self.window - rng.integers(0, self.window, len(ids))
+            for b, s in enumerate(range(0, len(ids), block)):
+                e = min(len(ids), s + block)
+                yield (epoch, b, len(ids), torch.from_numpy(ids[s:e]),
+                       torch.from_numpy(context_windows(ids, sent, s, e, self.window, radius)))
 
 
 def _progress(total: float, enabled: bool):
