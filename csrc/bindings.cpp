@@ -51,6 +51,22 @@ TORCH_LIBRARY(pyattn, m) {
         " Tensor w_hh, Tensor? w_hr, Tensor y, Tensor act, Tensor c_all, Tensor h_pre, Tensor? batch_sizes,"
         " bool reverse, bool has_bias) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db,"
         " Tensor dw_hr)");
+
+  // word2vec negative sampling: one batch of SGD updates, in place on both tables.
+  // centers [n], contexts [n, window_slots] (-1 = empty); negatives explicit (skip-gram
+  // [n, window_slots, k], CBOW [n, k]) or drawn with `seed` from `table`: token ids
+  // [slots] drawn uniformly, or an alias table [vocab, 2] int64. Returns the
+  // summed loss (float64 scalar on the CPU; 0 unless compute_loss).
+  m.def("sgns_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
+        "Tensor? table, int k, float lr, int seed, bool compute_loss=True) -> Tensor");
+  m.def("cbow_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
+        "Tensor? table, int k, float lr, int seed, bool compute_loss=True) -> Tensor");
+  // loss[b] = -log s(w_out[contexts[b]] . w_in[centers[b]]) - sum_k log s(-w_out[negatives[b, k]] . w_in[centers[b]])
+  m.def("sgns_loss_fwd(Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) -> Tensor");
+  // (d_h [b, dim], d_u [b, 1 + k, dim]): gradients for the rows w_in[centers[b]] and
+  // w_out[contexts[b]], w_out[negatives[b, :]] (scatter-added by the caller).
+  m.def("sgns_loss_bwd(Tensor dloss, Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) "
+        "-> (Tensor, Tensor)");
 }
 
 namespace {

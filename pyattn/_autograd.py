@@ -61,3 +61,24 @@ def _attention_backward(ctx, dout, dlse):
 
 
 torch.library.register_autograd("pyattn::attention_fwd", _attention_backward, setup_context=_attention_setup_context)
+def _sgns_loss_setup_context(ctx, inputs, output):
+    w_in, w_out, centers, contexts, negatives = inputs
+    ctx.save_for_backward(w_in, w_out, centers, contexts, negatives)
+
+
+def _sgns_loss_backward(ctx, dloss):
+    """Row gradients from the kernel, scatter-added into dense table gradients."""
+    w_in, w_out, centers, contexts, negatives = ctx.saved_tensors
+    d_h, d_u = _ops.sgns_loss_bwd(dloss.contiguous(), w_in, w_out, centers, contexts, negatives)
+    d_in = d_out = None
+    if ctx.needs_input_grad[0]:
+        d_in = torch.zeros_like(w_in).index_add_(0, centers.long(), d_h)
+    if ctx.needs_input_grad[1]:
+        rows = torch.cat([contexts.long().unsqueeze(1), negatives.long()], dim=1).reshape(-1)
+        d_out = torch.zeros_like(w_out).index_add_(0, rows, d_u.reshape(-1, d_u.shape[-1]))
+    return d_in, d_out, None, None, None
+
+
+torch.library.register_autograd(
+    "pyattn::sgns_loss_fwd", _sgns_loss_backward, setup_context=_sgns_loss_setup_context
+)

@@ -92,3 +92,21 @@ def _lstm_seq_bwd_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, y, act, c_al
         _new(x, 4 * hsz) if has_bias else _new(x, 0),
         _new(x, *w_hr.shape) if w_hr is not None else _new(x, 0),
     )
+def _update_fake(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss=True):
+    return torch.empty((), dtype=torch.float64, device=w_in.device)
+
+
+torch.library.register_fake("pyattn::sgns_update_")(_update_fake)
+torch.library.register_fake("pyattn::cbow_update_")(_update_fake)
+
+
+@torch.library.register_fake("pyattn::sgns_loss_fwd")
+def _sgns_loss_fwd_fake(w_in, w_out, centers, contexts, negatives):
+    torch._check(centers.dim() == 1, lambda: f"sgns_loss: centers has {centers.dim()} dims, expected 1")
+    return w_in.new_empty(centers.shape)
+
+
+@torch.library.register_fake("pyattn::sgns_loss_bwd")
+def _sgns_loss_bwd_fake(dloss, w_in, w_out, centers, contexts, negatives):
+    b, k = negatives.shape
+    return w_in.new_empty((b, w_in.shape[1])), w_in.new_empty((b, k + 1, w_in.shape[1]))

@@ -6,6 +6,16 @@ against these. Plain NumPy only: nothing here imports torch.
 """
 
 from .attention import attention_bwd, attention_fwd, attention_keep
+from .lstm import (
+    lstm_cell_bwd,
+    lstm_cell_fwd,
+    lstm_fwd,
+    lstm_pointwise_bwd,
+    lstm_pointwise_fwd,
+    lstm_seq_bwd,
+    lstm_seq_fwd,
+)
+from .negative_sampling import cbow_update, sgns_loss, sgns_loss_grad, sgns_update
 from .scaled_masked_softmax import (
     scaled_masked_softmax_bwd,
     scaled_masked_softmax_fwd,
@@ -16,21 +26,6 @@ __all__ = [
     "attention_fwd",
     "attention_bwd",
     "attention_keep",
-    "scaled_masked_softmax_fwd",
-    "scaled_masked_softmax_bwd",
-    "scaled_masked_softmax_mask_grad",
-]
-from .lstm import (
-    lstm_cell_bwd,
-    lstm_cell_fwd,
-    lstm_fwd,
-    lstm_pointwise_bwd,
-    lstm_pointwise_fwd,
-    lstm_seq_bwd,
-    lstm_seq_fwd,
-)
-
-__all__ += [
     "lstm_cell_fwd",
     "lstm_cell_bwd",
     "lstm_pointwise_fwd",
@@ -38,4 +33,11 @@ __all__ += [
     "lstm_seq_fwd",
     "lstm_seq_bwd",
     "lstm_fwd",
+    "sgns_update",
+    "cbow_update",
+    "sgns_loss",
+    "sgns_loss_grad",
+    "scaled_masked_softmax_fwd",
+    "scaled_masked_softmax_bwd",
+    "scaled_masked_softmax_mask_grad",
 ]

@@ -1,0 +1,94 @@
+"""Word2Vec: pyattn against gensim on one corpus, side by side in one run.
+
+    python bench/word2vec_vs_gensim.py CORPUS [--sg 1] [--sg 0] [--workers 2] [--epochs 5]
+        [--wordsim PATH] [--analogies PATH] [--out results.md]
+
+Both train with gensim's defaults (vector_size 100, window 5, negative 5, sample 1e-3,
+min_count 5, alpha 0.025 for skip-gram / 0.05 for CBOW, 5 epochs) and the same worker
+count; words/s counts raw corpus words x epochs over the training time only (the
+vocabulary scan is timed separately). Quality: WordSim353 Spearman and questions-words
+accuracy with gensim's evaluators on each model's vectors (the files default to the
+copies gensim ships in gensim/test/test_data). gensim must be importable (an optional
+dependency: use a venv with --system-site-packages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+
+def _evaluate(kv, wordsim, analogies):
+    _, spearman, oov = kv.evaluate_word_pairs(wordsim)
+    acc, sections = kv.evaluate_word_analogies(analogies)
+    n = len(sections[-1]["correct"]) + len(sections[-1]["incorrect"])
+    return float(spearman[0]), oov, acc, n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("corpus")
+    ap.add_argument("--sg", type=int, action="append", choices=(0, 1))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--wordsim")
+    ap.add_argument("--analogies")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    import gensim
+    from gensim.models import Word2Vec as GW2V
+    from gensim.test.utils import datapath
+
+    import pyattn
+    import torch
+    from pyattn.word2vec import KeyedVectors, Word2Vec
+
+    wordsim = args.wordsim or datapath("wordsim353.tsv")
+    analogies = args.analogies or datapath("questions-words.txt")
+    lines = [f"# word2vec: pyattn vs gensim {gensim.__version__}", "",
+             f"corpus: `{args.corpus}` ({os.path.getsize(args.corpus) / 1e6:.1f} MB); workers {args.workers}; "
+             f"epochs {args.epochs}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+             f"torch {torch.__version__}; pyattn cpu_isa {pyattn.build_info()['cpu_isa']}", "",
+             "| model | impl | vocab | train s | words/s | speedup | WS353 Spearman | WS353 OOV % | analogy acc | analogies answered |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for sg in args.sg or [1, 0]:
+        kw = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
+                  workers=args.workers, sg=sg, alpha=0.025 if sg else 0.05, seed=1)
+        ours = Word2Vec(progress=False, **kw)
+        t = time.perf_counter()
+        ours.build_vocab(corpus_file=args.corpus)
+        vocab_s = time.perf_counter() - t
+        ours.train()
+        ours_wps = ours.words_per_second
+        theirs = GW2V(**kw)
+        t = time.perf_counter()
+        theirs.build_vocab(corpus_file=args.corpus)
+        g_vocab_s = time.perf_counter() - t
+        t = time.perf_counter()
+        theirs.train(corpus_file=args.corpus, total_examples=theirs.corpus_count, total_words=theirs.corpus_total_words,
+                     epochs=args.epochs)
+        g_train = time.perf_counter() - t
+        g_wps = theirs.corpus_total_words * args.epochs / g_train
+        name = "skip-gram" if sg else "CBOW"
+        e_ours = _evaluate(ours.wv, wordsim, analogies)
+        gkv = KeyedVectors(list(theirs.wv.index_to_key), theirs.wv.vectors)
+        e_theirs = _evaluate(gkv, wordsim, analogies)
+        lines.append(f"| {name} | pyattn | {len(ours.wv)} | {ours.train_seconds:.1f} (+{vocab_s:.1f} vocab) | "
+                     f"{ours_wps / 1e6:.3f} M | {ours_wps / g_wps:.2f}x | {e_ours[0]:.4f} | {e_ours[1]:.1f} | "
+                     f"{e_ours[2]:.4f} | {e_ours[3]} |")
+        lines.append(f"| {name} | gensim | {len(theirs.wv)} | {g_train:.1f} (+{g_vocab_s:.1f} vocab) | "
+                     f"{g_wps / 1e6:.3f} M | 1.00x | {e_theirs[0]:.4f} | {e_theirs[1]:.1f} | {e_theirs[2]:.4f} | "
+                     f"{e_theirs[3]} |")
+        print("\n".join(lines[-2:]), flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

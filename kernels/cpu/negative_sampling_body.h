@@ -1,0 +1,308 @@
+// Negative sampling on the CPU, compiled once per ISA by cpu/isa_regions.h (no guard,
+// no #includes). Rows are short (dim ~100-300): dot and axpy run full vectors, then a
+// scalar tail, so no stack round trip per row.
+
+namespace negsamp {
+
+template <class V, class T>
+inline typename V::value_type dot(const T* a, const T* b, int64_t d) {
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  V s0 = V::set1(A(0)), s1 = s0;
+  int64_t j = 0;
+  for (; j + 2 * W <= d; j += 2 * W) {
+    s0 = V::fmadd(V::load(a + j), V::load(b + j), s0);
+    s1 = V::fmadd(V::load(a + j + W), V::load(b + j + W), s1);
+  }
+  for (; j + W <= d; j += W) s0 = V::fmadd(V::load(a + j), V::load(b + j), s0);
+  A s = (s0 + s1).hsum();
+  for (; j < d; ++j) s += widen(a[j]) * widen(b[j]);
+  return s;
+}
+
+// y += alpha * x (x in the accumulation type or storage type; y in its own type).
+template <class V, class X, class Y>
+inline void axpy(typename V::value_type alpha, const X* x, Y* y, int64_t d) {
+  constexpr int W = V::W;
+  const V a = V::set1(alpha);
+  int64_t j = 0;
+  for (; j + W <= d; j += W) V::fmadd(a, V::load(x + j), V::load(y + j)).store(y + j);
+  for (; j < d; ++j) y[j] = narrow<Y>(widen(y[j]) + alpha * widen(x[j]));
+}
+
+// e += g * u and u += g * h in one pass over u (the target row is read once).
+template <class V, class T>
+inline void update_target(typename V::value_type g, typename V::value_type* e, const typename V::value_type* h, T* u,
+                          int64_t d) {
+  constexpr int W = V::W;
+  const V gv = V::set1(g);
+  int64_t j = 0;
+  for (; j + W <= d; j += W) {
+    const V uv = V::load(u + j);
+    V::fmadd(gv, uv, V::load(e + j)).store(e + j);
+    V::fmadd(gv, V::load(h + j), uv).store(u + j);
+  }
+  for (; j < d; ++j) {
+    const auto uj = widen(u[j]);
+    e[j] += g * uj;
+    u[j] = narrow<T>(uj + g * h[j]);
+  }
+}
+
+// Exact logistic function through the shared exp2 (fp32: the polynomial of fast_exp.h;
+// fp64: std::exp2); the exponent is clamped to +-126 where 2^t is still finite.
+template <class A>
+inline A sigmoid(A x) {
+  A t = -x * A(1.44269504088896340735992468100189214);
+  t = t < A(-126) ? A(-126) : (t > A(126) ? A(126) : t);
+  return A(1) / (A(1) + scalar_exp2(t));
+}
+
+// -log sigmoid(x) = softplus(-x), stable for either sign.
+template <class A>
+inline A neg_log_sigmoid(A x) {
+  return (x < A(0) ? -x : A(0)) + std::log1p(std::exp(-std::fabs(x)));
+}
+
+// 64-bit mix of a counter (splitmix64's finaliser): the k-th negative of example e.
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+template <class V, class T>
+struct Updater {
+  using A = typename V::value_type;
+  const NegSamplingUpdateParams& p;
+  std::atomic<int64_t>& bad;
+  A* h;  // [dim] scratch: the example's input vector (CBOW mean) in the accumulation type
+  A* e;  // [dim] scratch: accumulated gradient for the input side
+  int64_t* targets;  // [k + 1] scratch: the positive, then the negatives kept
+
+  T* in_row(int64_t i) const { return static_cast<T*>(p.w_in) + i * p.w_in_stride; }
+  T* out_row(int64_t i) const { return static_cast<T*>(p.w_out) + i * p.w_out_stride; }
+  bool valid(int64_t i) const {
+    if (i >= 0 && i < p.vocab) return true;
+    bad.store(i, std::memory_order_relaxed);
+    return false;
+  }
+  int64_t negative(int64_t example, int64_t j) const {
+    if (p.negatives) return p.negatives[example * p.k + j];
+    const uint64_t r = mix64(p.seed * 0x9e3779b97f4a7c15ULL + uint64_t(example * p.k + j) + 1);
+    const uint64_t slot = ((r >> 32) * uint64_t(p.table_size)) >> 32;  // uniform in [0, table_size)
+    switch (p.table_kind) {
+      case TableKind::alias: {
+        const int64_t* row = static_cast<const int64_t*>(p.table) + 2 * slot;
+        return (r & 0xffffffffULL) < uint64_t(row[0]) ? int64_t(slot) : row[1];
+      }
+      case TableKind::slots_int64: return static_cast<const int64_t*>(p.table)[slot];
+      default: return int64_t(static_cast<const int32_t*>(p.table)[slot]);
+    }
+  }
+
+  void prefetch_row(const T* row) const {
+    const char* b = reinterpret_cast<const char*>(row);
+    for (int64_t o = 0; o < p.dim * int64_t(sizeof(T)); o += 64) __builtin_prefetch(b + o, 1);
+  }
+
+  // Targets of one example with h already in place: updates w_out rows, fills e, returns
+  // the loss. The negatives are drawn first and their rows prefetched, so the k cache
+  // misses on random w_out rows overlap instead of queueing behind each dot product.
+  A run_targets(int64_t pos, int64_t example) const {
+    const int64_t d = p.dim;
+    const A lr = A(p.lr);
+    int64_t nt = 0;
+    targets[nt++] = pos;
+    for (int64_t j = 0; j < p.k; ++j) {
+      const int64_t t = negative(example, j);
+      if (t == pos || !valid(t)) continue;
+      targets[nt++] = t;
+      prefetch_row(out_row(t));
+    }
+    std::fill(e, e + d, A(0));
+    A loss = A(0);
+    for (int64_t j = 0; j < nt; ++j) {
+      T* u = out_row(targets[j]);
+      const A x = dot<V>(h, u, d);
+      const A label = j == 0 ? A(1) : A(0);
+      const A g = lr * (label - sigmoid(x));
+      if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
+      update_target<V>(g, e, h, u, d);
+    }
+    return loss;
+  }
+
+  A skipgram(int64_t n) const {
+    const int64_t c = p.centers[n];
+    if (!valid(c)) return A(0);
+    A loss = A(0);
+    const int64_t d = p.dim;
+    T* hin = in_row(c);
+    for (int64_t s = 0; s < p.window_slots; ++s) {
+      const int64_t o = p.contexts[n * p.window_slots + s];
+      if (o < 0 || !valid(o)) continue;
+      prefetch_row(out_row(o));
+      for (int64_t j = 0; j < d; ++j) h[j] = widen(hin[j]);
+      loss += run_targets(o, n * p.window_slots + s);
+      axpy<V>(A(1), e, hin, d);
+    }
+    return loss;
+  }
+
+  A cbow(int64_t n) const {
+    const int64_t c = p.centers[n];
+    if (!valid(c)) return A(0);
+    const int64_t d = p.dim;
+    const int64_t* ctx = p.contexts + n * p.window_slots;
+    for (int64_t s = 0; s < p.window_slots; ++s)
+      if (ctx[s] >= 0 && ctx[s] < p.vocab) prefetch_row(in_row(ctx[s]));
+    prefetch_row(out_row(c));
+    std::fill(h, h + d, A(0));
+    int64_t count = 0;
+    for (int64_t s = 0; s < p.window_slots; ++s) {
+      if (ctx[s] < 0 || !valid(ctx[s])) continue;
+      axpy<V>(A(1), in_row(ctx[s]), h, d);
+      ++count;
+    }
+    if (count == 0) return A(0);
+    const A inv = A(1) / A(count);
+    for (int64_t j = 0; j < d; ++j) h[j] *= inv;
+    const A loss = run_targets(c, n);
+    for (int64_t s = 0; s < p.window_slots; ++s)
+      if (ctx[s] >= 0 && ctx[s] < p.vocab) axpy<V>(inv, e, in_row(ctx[s]), d);
+    return loss;
+  }
+};
+
+template <class V, class T>
+void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
+  using A = typename V::value_type;
+  std::atomic<int64_t> bad{-1};
+  std::mutex mu;
+  double total = 0.0;
+  // Examples are handed out in small chunks from a shared counter rather than as one
+  // fixed range per thread: examples differ in cost (window sizes), and on a busy
+  // machine a thread that is descheduled would otherwise hold up the whole call.
+  // With one thread the chunks run in order, so the result is the sequential one.
+  // Chunks stay long (1/16 of the call): threads working on neighbouring text write the
+  // same rows of frequent words, and their cache lines then bounce between cores
+  // (chunks of 32 examples cost ~25% more CPU time than two halves).
+  const int64_t kChunk = std::max<int64_t>(32, p.n / 16);
+  std::atomic<int64_t> next{0};
+  parallel_for((p.n + kChunk - 1) / kChunk, 1, [&](int64_t, int64_t) {
+    std::vector<A> scratch(size_t(2 * p.dim));
+    std::vector<int64_t> targets(size_t(p.k + 1));
+    const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim, targets.data()};
+    double local = 0.0;
+    for (int64_t n0 = next.fetch_add(kChunk); n0 < p.n; n0 = next.fetch_add(kChunk))
+      for (int64_t n = n0; n < std::min(p.n, n0 + kChunk); ++n) local += double(p.cbow ? u.cbow(n) : u.skipgram(n));
+    const std::lock_guard<std::mutex> lock(mu);
+    total += local;
+  });
+  *p.loss = total;
+  *p.bad_index = bad.load();
+}
+
+// Per pair: h, the 1 + k output rows and their logits x (positive first).
+template <class V, class T>
+struct LossPair {
+  using A = typename V::value_type;
+  const SgnsLossParams& p;
+  std::atomic<int64_t>& bad;
+
+  bool rows(int64_t b, const T** h, const T** u) const {
+    const int64_t c = p.centers[b];
+    if (c < 0 || c >= p.vocab) return bad.store(c), false;
+    *h = static_cast<const T*>(p.w_in) + c * p.w_in_stride;
+    for (int64_t j = 0; j <= p.k; ++j) {
+      const int64_t t = j == 0 ? p.contexts[b] : p.negatives[b * p.k + j - 1];
+      if (t < 0 || t >= p.vocab) return bad.store(t), false;
+      u[j] = static_cast<const T*>(p.w_out) + t * p.w_out_stride;
+    }
+    return true;
+  }
+};
+
+template <class V, class T>
+void loss_fwd(const SgnsLossParams& p, ParallelFor parallel_for) {
+  using A = typename V::value_type;
+  std::atomic<int64_t> bad{-1};
+  parallel_for(p.b, 64, [&](int64_t b0, int64_t b1) {
+    const LossPair<V, T> lp{p, bad};
+    std::vector<const T*> u(size_t(p.k + 1));
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* h;
+      A l = A(0);
+      if (lp.rows(b, &h, u.data()))
+        for (int64_t j = 0; j <= p.k; ++j) {
+          const A x = dot<V>(h, u[size_t(j)], p.dim);
+          l += neg_log_sigmoid(j == 0 ? x : -x);
+        }
+      static_cast<T*>(p.loss)[b] = narrow<T>(l);
+    }
+  });
+  *p.bad_index = bad.load();
+}
+
+template <class V, class T>
+void loss_bwd(const SgnsLossParams& p, ParallelFor parallel_for) {
+  using A = typename V::value_type;
+  std::atomic<int64_t> bad{-1};
+  const int64_t d = p.dim;
+  parallel_for(p.b, 64, [&](int64_t b0, int64_t b1) {
+    const LossPair<V, T> lp{p, bad};
+    std::vector<const T*> u(size_t(p.k + 1));
+    for (int64_t b = b0; b < b1; ++b) {
+      T* dh = static_cast<T*>(p.d_h) + b * d;
+      T* du = static_cast<T*>(p.d_u) + b * (p.k + 1) * d;
+      std::fill(dh, dh + d, T(0));
+      const T* h;
+      if (!lp.rows(b, &h, u.data())) {
+        std::fill(du, du + (p.k + 1) * d, T(0));
+        continue;
+      }
+      const A dl = widen(static_cast<const T*>(p.dloss)[b]);
+      for (int64_t j = 0; j <= p.k; ++j) {
+        const A x = dot<V>(h, u[size_t(j)], d);
+        // d loss / d x: -sigmoid(-x) for the positive, sigmoid(x) for a negative
+        const A g = dl * (j == 0 ? -sigmoid(-x) : sigmoid(x));
+        axpy<V>(g, u[size_t(j)], dh, d);
+        T* duj = du + j * d;
+        std::fill(duj, duj + d, T(0));
+        axpy<V>(g, h, duj, d);
+      }
+    }
+  });
+  *p.bad_index = bad.load();
+}
+
+// fp32 and fp64 tables (the update and the loss are fp32- or fp64-accumulated).
+template <class F>
+void dispatch_f32_f64(DType dtype, F&& f) {
+  if (dtype == DType::f64) return f(Types<VecD, double>{});
+  return f(Types<VecF, float>{});
+}
+
+}  // namespace negsamp
+
+inline void negative_sampling_update(const NegSamplingUpdateParams& p, ParallelFor pf) {
+  negsamp::dispatch_f32_f64(p.dtype, [&](auto t) {
+    using Ty = decltype(t);
+    negsamp::update<typename Ty::Vec, typename Ty::Storage>(p, pf);
+  });
+}
+
+inline void sgns_loss_fwd(const SgnsLossParams& p, ParallelFor pf) {
+  negsamp::dispatch_f32_f64(p.dtype, [&](auto t) {
+    using Ty = decltype(t);
+    negsamp::loss_fwd<typename Ty::Vec, typename Ty::Storage>(p, pf);
+  });
+}
+
+inline void sgns_loss_bwd(const SgnsLossParams& p, ParallelFor pf) {
+  negsamp::dispatch_f32_f64(p.dtype, [&](auto t) {
+    using Ty = decltype(t);
+    negsamp::loss_bwd<typename Ty::Vec, typename Ty::Storage>(p, pf);
+  });
+}

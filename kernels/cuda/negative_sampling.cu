@@ -1,0 +1,172 @@
+// CUDA negative-sampling updates (semantics in pyattn/negative_sampling.h): one warp per
+// example (a skip-gram pair or a CBOW center), lanes striding over dim. The example's
+// input vector h and its gradient e live in shared memory (a slice per warp); each
+// target's logit is a warp-shuffle reduction, then every lane updates its columns of e
+// and of the output row. Examples run without locks (Hogwild) as on the CPU; with one
+// example per warp and thousands of warps in flight, rows of frequent words are updated
+// concurrently and may lose updates, which SGD tolerates. Negatives are drawn with the
+// same counter-based hash and tables as the CPU kernel, so both see the same draws.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
+#include "pyattn/negative_sampling.h"
+
+namespace pyattn {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kWarpsPerBlock = 4;
+static_assert(kWarpsPerBlock * 2 * kNegSamplingCudaMaxRowBytes <= 48 * 1024, "h and e slices must fit the default shared memory");
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+__device__ __forceinline__ float exp_acc(float x) { return expf(x); }
+__device__ __forceinline__ double exp_acc(double x) { return exp(x); }
+__device__ __forceinline__ float log1p_acc(float x) { return log1pf(x); }
+__device__ __forceinline__ double log1p_acc(double x) { return log1p(x); }
+
+template <class A>
+__device__ __forceinline__ A sigmoid(A x) {
+  x = x < A(-80) ? A(-80) : (x > A(80) ? A(80) : x);
+  return A(1) / (A(1) + exp_acc(-x));
+}
+
+template <class A>
+__device__ __forceinline__ A neg_log_sigmoid(A x) {
+  return (x < A(0) ? -x : A(0)) + log1p_acc(exp_acc(x < A(0) ? x : -x));
+}
+
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+struct Draw {
+  const NegSamplingUpdateParams& p;
+  __device__ int64_t operator()(int64_t example, int64_t j) const {
+    if (p.negatives) return p.negatives[example * p.k + j];
+    const uint64_t r = mix64(p.seed * 0x9e3779b97f4a7c15ULL + uint64_t(example * p.k + j) + 1);
+    const uint64_t slot = ((r >> 32) * uint64_t(p.table_size)) >> 32;
+    switch (p.table_kind) {
+      case TableKind::alias: {
+        const int64_t* row = static_cast<const int64_t*>(p.table) + 2 * slot;
+        return (r & 0xffffffffULL) < uint64_t(row[0]) ? int64_t(slot) : row[1];
+      }
+      case TableKind::slots_int64: return static_cast<const int64_t*>(p.table)[slot];
+      default: return int64_t(static_cast<const int32_t*>(p.table)[slot]);
+    }
+  }
+};
+
+__device__ __forceinline__ bool valid(const NegSamplingUpdateParams& p, int64_t i) {
+  if (i >= 0 && i < p.vocab) return true;
+  atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
+  return false;
+}
+
+// Targets of one example with h in shared memory: updates w_out rows, accumulates e,
+// returns the loss (the same value on every lane).
+template <class T>
+__device__ T run_targets(const NegSamplingUpdateParams& p, const T* h, T* e, int64_t pos, int64_t example, int lane) {
+  const int64_t d = p.dim;
+  const T lr = T(p.lr);
+  const Draw draw{p};
+  for (int64_t c = lane; c < d; c += kWarp) e[c] = T(0);
+  T loss = T(0);
+  for (int64_t j = -1; j < p.k; ++j) {
+    const int64_t t = j < 0 ? pos : draw(example, j);
+    if (j >= 0 && (t == pos || !valid(p, t))) continue;
+    T* u = static_cast<T*>(p.w_out) + t * p.w_out_stride;
+    T part = T(0);
+    for (int64_t c = lane; c < d; c += kWarp) part += h[c] * u[c];
+    const T x = warp_sum(part);
+    const T g = lr * ((j < 0 ? T(1) : T(0)) - sigmoid(x));
+    if (p.compute_loss) loss += neg_log_sigmoid(j < 0 ? x : -x);
+    for (int64_t c = lane; c < d; c += kWarp) {
+      const T uc = u[c];
+      e[c] += g * uc;
+      u[c] = uc + g * h[c];
+    }
+    __syncwarp();
+  }
+  return loss;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const NegSamplingUpdateParams p) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  T* h = reinterpret_cast<T*>(smem_raw) + size_t(warp) * 2 * p.dim;
+  T* e = h + p.dim;
+  const int64_t d = p.dim;
+  const int64_t examples = p.cbow ? p.n : p.n * p.window_slots;
+  const int64_t stride = int64_t(gridDim.x) * kWarpsPerBlock;
+  T loss = T(0);
+  for (int64_t ex = int64_t(blockIdx.x) * kWarpsPerBlock + warp; ex < examples; ex += stride) {
+    const int64_t n = p.cbow ? ex : ex / p.window_slots;
+    const int64_t center = p.centers[n];
+    if (!valid(p, center)) continue;
+    T* w_in = static_cast<T*>(p.w_in);
+    if (!p.cbow) {
+      const int64_t o = p.contexts[ex];
+      if (o < 0 || !valid(p, o)) continue;
+      T* hin = w_in + center * p.w_in_stride;
+      for (int64_t c = lane; c < d; c += kWarp) h[c] = hin[c];
+      __syncwarp();
+      loss += run_targets(p, h, e, o, ex, lane);
+      for (int64_t c = lane; c < d; c += kWarp) hin[c] += e[c];
+    } else {
+      const int64_t* ctx = p.contexts + n * p.window_slots;
+      int64_t count = 0;
+      for (int64_t c = lane; c < d; c += kWarp) h[c] = T(0);
+      for (int64_t s = 0; s < p.window_slots; ++s) {
+        if (ctx[s] < 0 || !valid(p, ctx[s])) continue;
+        const T* row = w_in + ctx[s] * p.w_in_stride;
+        for (int64_t c = lane; c < d; c += kWarp) h[c] += row[c];
+        ++count;
+      }
+      if (count == 0) continue;
+      const T inv = T(1) / T(count);
+      for (int64_t c = lane; c < d; c += kWarp) h[c] *= inv;
+      __syncwarp();
+      loss += run_targets(p, h, e, center, n, lane);
+      for (int64_t s = 0; s < p.window_slots; ++s) {
+        if (ctx[s] < 0 || ctx[s] >= p.vocab) continue;
+        T* row = w_in + ctx[s] * p.w_in_stride;
+        for (int64_t c = lane; c < d; c += kWarp) row[c] += inv * e[c];
+      }
+    }
+    __syncwarp();
+  }
+  if (p.compute_loss && lane == 0 && loss != T(0)) atomicAdd(p.loss, double(loss));
+}
+
+template <class T>
+void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
+  const size_t smem = size_t(kWarpsPerBlock) * 2 * size_t(p.dim) * sizeof(T);
+  const int64_t examples = p.cbow ? p.n : p.n * p.window_slots;
+  const int64_t blocks = std::min<int64_t>((examples + kWarpsPerBlock - 1) / kWarpsPerBlock, int64_t(1) << 16);
+  negsamp_update<T><<<unsigned(std::max<int64_t>(blocks, 1)), kWarp * kWarpsPerBlock, smem, stream>>>(p);
+}
+
+}  // namespace
+
+void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream) {
+  const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  // loss and bad_index are device scalars here: zero the sum, -1 the bad id (all bits set).
+  cudaMemsetAsync(p.loss, 0, sizeof(double), s);
+  cudaMemsetAsync(p.bad_index, 0xff, sizeof(int64_t), s);
+  if (p.dtype == DType::f64) return launch<double>(p, s);
+  launch<float>(p, s);
+}
+
+}  // namespace pyattn

@@ -1,0 +1,83 @@
+// Word2vec negative sampling: in-place SGD updates (skip-gram and CBOW) and the
+// differentiable skip-gram loss. Semantics are pinned by
+// pyattn/reference/negative_sampling.py.
+//
+// Tables are [vocab, dim] with a row stride and unit column stride: w_in (input
+// vectors, word2vec.c's syn0) and w_out (output vectors, syn1neg). Token ids are int64.
+#pragma once
+
+#include "pyattn/common.h"
+
+namespace pyattn {
+
+// One batch of updates. Examples run in parallel without locks (Hogwild, as
+// word2vec.c): rows shared by two threads may lose an update, which SGD tolerates.
+// With one thread the result equals the sequential reference.
+//   skip-gram: each (centers[n], contexts[n, c] >= 0) is one pair; h = w_in[center],
+//              targets: the context (label 1) and k negatives (label 0).
+//   CBOW:      each center with >= 1 valid context; h = mean of w_in[contexts[n, :]],
+//              targets: the center (label 1) and k negatives.
+// Negatives come from `negatives` when given, else are drawn inside the kernel from a
+// 64-bit hash r of (seed, example, k), a counter-based draw, so results do not depend on
+// the thread count:
+//   slots table [T] (word2vec.c's unigram table): table[(r >> 32) * T >> 32];
+//   alias table [V, 2] int64 (Walker): i = (r >> 32) * V >> 32, then i if
+//     (r mod 2^32) < table[i, 0] (a threshold in [0, 2^32]) else table[i, 1].
+// The alias table is V rows (cache resident) where a slots table needs ~1e7-1e8 slots
+// to resolve rare words, and a random read of that costs a cache miss per negative.
+// A negative equal to the positive target is skipped.
+enum class TableKind : int32_t { slots_int32 = 0, slots_int64 = 1, alias = 2 };
+
+struct NegSamplingUpdateParams {
+  void* w_in;                // [vocab, dim], dtype; updated in place
+  int64_t w_in_stride;
+  void* w_out;               // [vocab, dim], dtype; updated in place
+  int64_t w_out_stride;
+  DType dtype;               // f32 or f64
+  int64_t vocab, dim;
+  const int64_t* centers;    // [n]
+  const int64_t* contexts;   // [n, window_slots], contiguous; -1 = empty slot
+  int64_t n, window_slots;
+  const int64_t* negatives;  // explicit: skip-gram [n, window_slots, k], CBOW [n, k]; or nullptr
+  const void* table;         // nullptr, slots [table_size] int32 / int64, or alias [table_size, 2] int64
+  TableKind table_kind;
+  int64_t table_size;        // < 2^32
+  int64_t k;                 // negatives per example
+  uint64_t seed;
+  double lr;
+  bool cbow;
+  bool compute_loss;
+  double* loss;              // [1]: overwritten with the summed loss (0 unless compute_loss); device memory on CUDA
+  int64_t* bad_index;        // [1]: overwritten with an out-of-range id met, or -1 (that example was skipped); device memory on CUDA
+};
+
+// loss[b] = -log s(w_out[ctx_b] . h_b) - sum_k log s(-w_out[neg_bk] . h_b), h_b = w_in[center_b].
+struct SgnsLossParams {
+  const void* w_in;          // [vocab, dim], dtype
+  int64_t w_in_stride;
+  const void* w_out;         // [vocab, dim], dtype
+  int64_t w_out_stride;
+  DType dtype;               // f32 or f64
+  int64_t vocab, dim;
+  const int64_t* centers;    // [b]
+  const int64_t* contexts;   // [b]
+  const int64_t* negatives;  // [b, k] contiguous
+  int64_t b, k;
+  void* loss;                // fwd: [b], dtype, overwritten
+  const void* dloss;         // bwd: [b], dtype
+  void* d_h;                 // bwd: [b, dim] gradient for w_in[centers[b]], overwritten
+  void* d_u;                 // bwd: [b, 1 + k, dim] for w_out[contexts[b]], w_out[negatives[b, :]], overwritten
+  int64_t* bad_index;        // [1]: an out-of-range id met, or -1
+};
+
+// CUDA envelope: dim * sizeof(element) <= this (dim <= 1536 fp32, 768 fp64), since each
+// warp keeps h and e for its example in shared memory.
+constexpr int64_t kNegSamplingCudaMaxRowBytes = 6144;
+
+void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor parallel_for);
+// Launch on `stream` (one warp per example); the caller checks the launch afterwards.
+void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream);
+void sgns_loss_fwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
+void sgns_loss_bwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
+
+}  // namespace pyattn

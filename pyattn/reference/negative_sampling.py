@@ -1,0 +1,127 @@
+"""Negative-sampling word2vec in NumPy float64: one batch of sequential SGD updates
+(skip-gram and CBOW) and the differentiable skip-gram loss with its gradients.
+
+Tables: ``w_in`` [V, D] (input / "syn0" vectors), ``w_out`` [V, D] (output / "syn1neg").
+A batch is ``centers`` [N] and ``contexts`` [N, C] (token ids; -1 = empty slot, so one
+array holds windows of different sizes).
+
+Skip-gram: every (center n, context slot c) with contexts[n, c] >= 0 is one pair, taken
+in row-major order. Its input vector is h = w_in[center]; its targets are the context
+word (label 1) and the negatives negatives[n, c, :] (label 0). CBOW: one example per
+center n with at least one context; h = mean of w_in over the valid contexts; targets
+are the center (label 1) and negatives[n, :] (label 0).
+
+Per example (word2vec.c semantics), for each target t in order with label y:
+    x = w_out[t] . h;  g = lr * (y - sigmoid(x));  e += g * w_out[t];  w_out[t] += g * h
+and after all targets w_in[center] += e (skip-gram) or, for CBOW, every valid context
+word gets w_in[ctx] += e / count (the gradient of the mean, as gensim's cbow_mean=1).
+h is read once per example, before its targets are processed. A negative equal to the
+positive target is skipped (as word2vec.c and gensim do). The example's loss is
+    -log sigmoid(x_pos) - sum over used negatives of log sigmoid(-x_neg)
+with each x taken when its target is processed. Returns the summed loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _log_sigmoid(x: float) -> float:
+    return -float(np.logaddexp(0.0, -x))
+
+
+def _sigmoid(x: float) -> float:
+    return float(0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def _apply_targets(w_out, h, targets, labels, lr):
+    """Updates w_out in place; returns (e, loss) for one example."""
+    e = np.zeros_like(h)
+    loss = 0.0
+    for t, y in zip(targets, labels):
+        x = float(w_out[t] @ h)
+        g = lr * (y - _sigmoid(x))
+        loss -= _log_sigmoid(x) if y else _log_sigmoid(-x)
+        e += g * w_out[t]
+        w_out[t] += g * h
+    return e, loss
+
+
+def _targets(pos: int, negs) -> tuple[list[int], list[int]]:
+    ts, ys = [int(pos)], [1]
+    for j in negs:
+        if int(j) != int(pos):
+            ts.append(int(j))
+            ys.append(0)
+    return ts, ys
+
+
+def sgns_update(w_in, w_out, centers, contexts, negatives, lr):
+    """Skip-gram batch update. negatives: [N, C, K]. Returns (new w_in, new w_out, loss)."""
+    w_in = np.array(w_in, dtype=np.float64)
+    w_out = np.array(w_out, dtype=np.float64)
+    contexts = np.asarray(contexts).reshape(len(centers), -1)
+    negatives = np.asarray(negatives).reshape(contexts.shape + (-1,))
+    loss = 0.0
+    for n, c in enumerate(centers):
+        for s, o in enumerate(contexts[n]):
+            if o < 0:
+                continue
+            h = w_in[c].copy()
+            ts, ys = _targets(o, negatives[n, s])
+            e, l = _apply_targets(w_out, h, ts, ys, lr)
+            w_in[c] += e
+            loss += l
+    return w_in, w_out, loss
+
+
+def cbow_update(w_in, w_out, centers, contexts, negatives, lr):
+    """CBOW batch update. negatives: [N, K]. Returns (new w_in, new w_out, loss)."""
+    w_in = np.array(w_in, dtype=np.float64)
+    w_out = np.array(w_out, dtype=np.float64)
+    contexts = np.asarray(contexts).reshape(len(centers), -1)
+    negatives = np.asarray(negatives).reshape(len(centers), -1)
+    loss = 0.0
+    for n, c in enumerate(centers):
+        ctx = [int(o) for o in contexts[n] if o >= 0]
+        if not ctx:
+            continue
+        h = w_in[ctx].mean(axis=0)
+        ts, ys = _targets(c, negatives[n])
+        e, l = _apply_targets(w_out, h, ts, ys, lr)
+        for o in ctx:
+            w_in[o] += e / len(ctx)
+        loss += l
+    return w_in, w_out, loss
+
+
+def sgns_loss(w_in, w_out, centers, contexts, negatives):
+    """Per-pair skip-gram loss, no updates: centers [B], contexts [B], negatives [B, K].
+
+    loss[b] = -log sigmoid(w_out[o] . w_in[c]) - sum_k log sigmoid(-w_out[n_k] . w_in[c])
+    (every negative counts, even one equal to the context). Returns loss [B].
+    """
+    h = np.asarray(w_in, dtype=np.float64)[centers]                    # [B, D]
+    u = np.asarray(w_out, dtype=np.float64)
+    xp = np.einsum("bd,bd->b", u[contexts], h)
+    xn = np.einsum("bkd,bd->bk", u[negatives], h)
+    return np.logaddexp(0.0, -xp) + np.logaddexp(0.0, xn).sum(axis=1)
+
+
+def sgns_loss_grad(w_in, w_out, centers, contexts, negatives, dloss):
+    """Gradients of sum(dloss * sgns_loss(...)) with respect to w_in and w_out (dense)."""
+    w_in = np.asarray(w_in, dtype=np.float64)
+    w_out = np.asarray(w_out, dtype=np.float64)
+    centers, contexts, negatives = np.asarray(centers), np.asarray(contexts), np.asarray(negatives)
+    h = w_in[centers]
+    up, un = w_out[contexts], w_out[negatives]
+    xp = np.einsum("bd,bd->b", up, h)
+    xn = np.einsum("bkd,bd->bk", un, h)
+    gp = -(1.0 / (1.0 + np.exp(xp))) * dloss                   # d loss / d xp = -sigmoid(-xp)
+    gn = (1.0 / (1.0 + np.exp(-xn))) * np.asarray(dloss)[:, None]   # d loss / d xn = sigmoid(xn)
+    d_in = np.zeros_like(w_in)
+    d_out = np.zeros_like(w_out)
+    np.add.at(d_in, centers, gp[:, None] * up + np.einsum("bk,bkd->bd", gn, un))
+    np.add.at(d_out, contexts, gp[:, None] * h)
+    np.add.at(d_out, negatives.reshape(-1), (gn[:, :, None] * h[:, None, :]).reshape(-1, h.shape[1]))
+    return d_in, d_out

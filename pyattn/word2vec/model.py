@@ -1,0 +1,233 @@
+"""Word2Vec trainer with gensim's parameters, on pyattn's negative-sampling update ops.
+
+Per epoch, vectorised over blocks of tokens (no per-token Python):
+  1. subsampling: token kept with probability min(1, (sqrt(f/t) + 1) * t/f), t = sample * words;
+  2. window shrinking: each kept token gets radius window - (r mod window), r random;
+  3. context windows: [centers, 2 * window] ids of the neighbours within the radius and
+     the same sentence (after subsampling), -1 elsewhere;
+  4. one torch.ops.pyattn.{sgns,cbow}_update_ call per block, which draws the negatives
+     from a unigram^ns_exponent alias table inside the kernel and runs Hogwild over
+     torch.get_num_threads() threads. The learning rate decays linearly with the raw
+     words processed, from alpha to min_alpha over all epochs, as in gensim.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable, Optional, Union
+
+import numpy as np
+import torch
+
+from .corpus import EncodedCorpus, encode, line_sentences
+from .keyedvectors import KeyedVectors
+
+
+
+def alias_table(weights: np.ndarray) -> torch.Tensor:
+    """Walker alias table [V, 2] int64 for drawing i with probability weights[i] / sum:
+    pick a row i uniformly, keep i if a uniform u32 < row[0] (threshold scaled by 2^32),
+    else take row[1]. Built by Vose's method (exact up to the 2^-32 threshold rounding)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) == 0 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("alias_table: weights must be a non-empty 1-d array of finite values >= 0, not all 0")
+    n = len(w)
+    p = (w * (n / w.sum())).tolist()
+    thresh = [1.0] * n
+    alias = list(range(n))
+    small = [i for i, x in enumerate(p) if x < 1.0]
+    large = [i for i, x in enumerate(p) if x >= 1.0]
+    while small and large:
+        s, l = small.pop(), large.pop()
+        thresh[s], alias[s] = p[s], l
+        p[l] += p[s] - 1.0
+        (small if p[l] < 1.0 else large).append(l)
+    out = np.empty((n, 2), dtype=np.int64)
+    out[:, 0] = np.clip(np.rint(np.asarray(thresh) * 2.0**32), 0, 2**32).astype(np.int64)
+    out[:, 1] = alias
+    return torch.from_numpy(out)
+
+
+def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
+    """gensim's subsampling: P(keep w) = (sqrt(c_w / t) + 1) * t / c_w, capped at 1, t = sample * total."""
+    if not sample:
+        return np.ones(len(counts))
+    t = sample * counts.sum()
+    c = counts.astype(np.float64)
+    return np.minimum(1.0, (np.sqrt(c / t) + 1.0) * t / c)
+
+
+def context_windows(ids: np.ndarray, sentence: np.ndarray, start: int, stop: int, window: int,
+                    radius: np.ndarray) -> np.ndarray:
+    """[stop - start, 2 * window] int64 context ids of centers ids[start:stop] (-1 = none):
+    offset d is used when |d| <= radius of the center and ids[i + d] is in its sentence.
+    Works on shifted slices of the block padded by `window` sentinels on each side (no gathers)."""
+    n = stop - start
+    lo, hi = max(0, start - window), min(len(ids), stop + window)
+    pad_l, pad_r = np.full(window - (start - lo), -1), np.full(window - (hi - stop), -1)
+    tok = np.concatenate([pad_l, ids[lo:hi], pad_r])
+    sen = np.concatenate([pad_l, sentence[lo:hi], pad_r])     # -1: no sentence
+    own = sen[window : window + n]
+    r = radius[start:stop]
+    out = np.empty((n, 2 * window), dtype=np.int64)
+    offsets = [d for d in range(-window, window + 1) if d]
+    for slot, d in enumerate(offsets):
+        nb = slice(window + d, window + d + n)
+        out[:, slot] = np.where((sen[nb] == own) & (r >= abs(d)), tok[nb], -1)
+    return out
+
+
+class Word2Vec:
+    """Skip-gram (``sg=1``) or CBOW (``sg=0``) with negative sampling, familiar to gensim users::
+
+        model = Word2Vec(corpus_file="text.txt", vector_size=100, window=5, min_count=5, sg=1, workers=2)
+        model.wv.most_similar("king")
+        model.wv.save_word2vec_format("vectors.bin", binary=True)
+
+    ``sentences``: a restartable iterable of token lists; ``corpus_file``: a UTF-8 text
+    file, one sentence per line (long lines are cut every 10000 tokens). Training runs at
+    construction when either is given. ``workers`` sets torch's CPU threads while
+    training. ``compute_loss``: measure the loss on one block in eight (shown by the
+    progress bar, kept in ``running_loss``; the others skip the log1p per target).
+    """
+
+    def __init__(self, sentences: Optional[Iterable] = None, corpus_file: Optional[Union[str, os.PathLike]] = None,
+                 vector_size: int = 100, alpha: float = 0.025, window: int = 5, min_count: int = 5,
+                 max_vocab_size: Optional[int] = None, sample: float = 1e-3, seed: int = 1, workers: int = 3,
+                 min_alpha: float = 0.0001, sg: int = 0, negative: int = 5, ns_exponent: float = 0.75,
+                 cbow_mean: int = 1, epochs: int = 5, batch_words: int = 10000, device: str = "cpu",
+                 progress: bool = True, compute_loss: bool = True):
+        self._check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
+                         epochs, batch_words, cbow_mean)
+        dev = torch.device(device)
+        if dev.type != "cpu":
+            raise ValueError(f"Word2Vec: device={device!r} is not supported yet: only the CPU update kernels "
+                             f"exist so far (the CUDA kernel is not written)")
+        self.vector_size, self.alpha, self.min_alpha, self.window = vector_size, alpha, min_alpha, window
+        self.min_count, self.max_vocab_size, self.sample, self.seed = min_count, max_vocab_size, sample, seed
+        self.workers, self.sg, self.negative, self.ns_exponent = workers, int(bool(sg)), negative, ns_exponent
+        self.epochs, self.batch_words, self.device = epochs, batch_words, dev
+        self.progress, self.compute_loss = progress, compute_loss
+        self.corpus: Optional[EncodedCorpus] = None
+        self.wv: Optional[KeyedVectors] = None
+        self.syn1neg: Optional[torch.Tensor] = None
+        self.running_loss = float("nan")
+        self.train_seconds = 0.0
+        self.words_per_second = 0.0
+        if sentences is not None and corpus_file is not None:
+            raise ValueError("Word2Vec: give sentences or corpus_file, not both")
+        if sentences is not None or corpus_file is not None:
+            self.build_vocab(sentences=sentences, corpus_file=corpus_file)
+            self.train()
+
+    @staticmethod
+    def _check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
+                    epochs, batch_words, cbow_mean):
+        def need(ok, what):
+            if not ok:
+                raise ValueError(f"Word2Vec: {what}")
+        need(isinstance(vector_size, int) and vector_size > 0, f"vector_size must be a positive int, got {vector_size!r}")
+        need(alpha > 0 and min_alpha >= 0, f"alpha must be > 0 and min_alpha >= 0, got {alpha!r}, {min_alpha!r}")
+        need(isinstance(window, int) and window > 0, f"window must be a positive int, got {window!r}")
+        need(isinstance(min_count, int) and min_count >= 1, f"min_count must be an int >= 1, got {min_count!r}")
+        need(max_vocab_size is None or max_vocab_size > 0, f"max_vocab_size must be None or > 0, got {max_vocab_size!r}")
+        need(sample >= 0, f"sample must be >= 0, got {sample!r}")
+        need(isinstance(workers, int) and workers >= 1, f"workers must be an int >= 1, got {workers!r}")
+        need(isinstance(negative, int) and negative >= 1, f"negative must be an int >= 1 (only negative sampling "
+             f"is implemented, no hierarchical softmax), got {negative!r}")
+        need(isinstance(epochs, int) and epochs >= 1, f"epochs must be an int >= 1, got {epochs!r}")
+        need(batch_words >= 1, f"batch_words must be >= 1, got {batch_words!r}")
+        need(cbow_mean == 1, "only cbow_mean=1 (mean of the context vectors) is implemented")
+
+    # ---------------------------------------------------------------- vocabulary
+    def build_vocab(self, sentences: Optional[Iterable] = None, corpus_file=None) -> "Word2Vec":
+        if corpus_file is not None:
+            sentences = line_sentences(corpus_file)
+        if sentences is None:
+            raise ValueError("Word2Vec.build_vocab: give sentences or corpus_file")
+        self.corpus = encode(sentences, self.min_count, self.max_vocab_size)
+        vocab = len(self.corpus.index_to_key)
+        gen = torch.Generator().manual_seed(self.seed)
+        w_in = (torch.rand(vocab, self.vector_size, generator=gen) - 0.5) / self.vector_size
+        self.wv = KeyedVectors(self.corpus.index_to_key, w_in.numpy())
+        self.syn1neg = torch.zeros(vocab, self.vector_size)
+        return self
+
+    # ------------------------------------------------------------------ training
+    def train(self, epochs: Optional[int] = None) -> "Word2Vec":
+        if self.corpus is None:
+            raise RuntimeError("Word2Vec.train: build_vocab first (or pass sentences / corpus_file)")
+        epochs = self.epochs if epochs is None else epochs
+        c = self.corpus
+        w_in = torch.from_numpy(self.wv.vectors)      # shares memory: wv sees the updates
+        w_out = self.syn1neg
+        table = alias_table(c.counts.astype(np.float64) ** self.ns_exponent)
+        keep_p = keep_probabilities(c.counts, self.sample)
+        sentence = np.repeat(np.arange(len(c.sentence_ends)), np.diff(np.concatenate([[0], c.sentence_ends])))
+        rng = np.random.default_rng(self.seed)
+        op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
+        total_raw = c.raw_words * epochs
+        bar = _progress(total_raw, self.progress)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.workers)
+        loss_sum, loss_n, done_raw = 0.0, 0, 0.0
+        t0 = time.perf_counter()
+        try:
+            for epoch, b, n_ids, centers, ctx in self._blocks(epochs, rng, keep_p, sentence):
+                if b == 0 and epoch > 0 and loss_n:
+                    self.running_loss = loss_sum / loss_n
+                    loss_sum, loss_n = 0.0, 0
+                progress = done_raw / total_raw
+                lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
+                want_loss = self.compute_loss and b % 8 == 0
+                seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b
+                loss = op(w_in, w_out, centers, ctx, None, table, self.negative, lr, seed, want_loss)
+                if want_loss:
+                    examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
+                    loss_sum += float(loss)
+                    loss_n += examples
+                step_raw = len(centers) / n_ids * c.raw_words
+                done_raw += step_raw
+                if bar is not None:
+                    bar.update(step_raw)
+                    if b % 16 == 0:
+                        el = time.perf_counter() - t0
+                        bar.set_postfix(epoch=epoch + 1, lr=f"{lr:.5f}",
+                                        words_s=f"{done_raw / el / 1e6:.2f}M" if el > 0 else "-",
+                                        loss=f"{loss_sum / loss_n:.4f}" if loss_n else "-")
+            if loss_n:
+                self.running_loss = loss_sum / loss_n
+        finally:
+            torch.set_num_threads(threads)
+            if bar is not None:
+                bar.close()
+        self.train_seconds = time.perf_counter() - t0
+        self.words_per_second = c.raw_words * epochs / self.train_seconds
+        self.wv.fill_norms()
+        return self
+
+
+    def _blocks(self, epochs, rng, keep_p, sentence):
+        """Per epoch: subsample, shrink windows, then yield (epoch, block index, kept
+        tokens this epoch, centers [n] int64 tensor, contexts [n, 2 * window] int64 tensor)."""
+        c, block = self.corpus, max(1, self.batch_words)
+        for epoch in range(epochs):
+            keep = rng.random(len(c.ids)) < keep_p[c.ids]
+            ids = c.ids[keep].astype(np.int64)
+            sent = sentence[keep]
+            radius = self.window - rng.integers(0, self.window, len(ids))
+            for b, s in enumerate(range(0, len(ids), block)):
+                e = min(len(ids), s + block)
+                yield (epoch, b, len(ids), torch.from_numpy(ids[s:e]),
+                       torch.from_numpy(context_windows(ids, sent, s, e, self.window, radius)))
+
+
+def _progress(total: float, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="w", unit_scale=True, desc="word2vec", smoothing=0.1)

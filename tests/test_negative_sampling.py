@@ -1,0 +1,322 @@
+"""Negative sampling: the in-place update ops (skip-gram, CBOW) and the sgns_loss op.
+
+Checked against pyattn/reference/negative_sampling.py (NumPy float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyattn  # noqa: F401
+from conftest import assert_close, Tol, to_np
+from pyattn.functional import sgns_loss
+from pyattn.reference import negative_sampling as ref
+
+OPS = torch.ops.pyattn
+USER_ERRORS = (RuntimeError, ValueError, TypeError)
+
+
+def _tables(rng, vocab, dim, dtype):
+    w_in = torch.tensor(rng.normal(0, 0.5, (vocab, dim)), dtype=dtype)
+    w_out = torch.tensor(rng.normal(0, 0.5, (vocab, dim)), dtype=dtype)
+    return w_in, w_out
+
+
+def _distinct_batch(rng, vocab, n, slots, k, cbow):
+    """Every id in the batch distinct, so the update order cannot matter."""
+    per = 1 + slots + (k if cbow else slots * k)
+    ids = rng.permutation(vocab)[: n * per].reshape(n, per)
+    centers = ids[:, 0]
+    contexts = ids[:, 1 : 1 + slots].copy()
+    contexts[rng.random(contexts.shape) < 0.2] = -1   # some empty window slots
+    contexts[:, 0] = ids[:, 1]                         # at least one context per center
+    negs = ids[:, 1 + slots :].reshape((n, k) if cbow else (n, slots, k))
+    return centers, contexts, negs
+
+
+def _run(cbow, w_in, w_out, centers, contexts, negs, lr):
+    op = OPS.cbow_update_ if cbow else OPS.sgns_update_
+    return op(w_in, w_out, torch.tensor(centers), torch.tensor(contexts), torch.tensor(negs), None,
+              negs.shape[-1], lr, 0, True)
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("dim", [1, 7, 100, 131])
+def test_update_distinct_matches_reference(cbow, dtype, dim, rng):
+    vocab, n, slots, k = 4000, 12, 4, 5
+    w_in, w_out = _tables(rng, vocab, dim, dtype)
+    centers, contexts, negs = _distinct_batch(rng, vocab, n, slots, k, cbow)
+    fn = ref.cbow_update if cbow else ref.sgns_update
+    e_in, e_out, e_loss = fn(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.05)
+    loss = _run(cbow, w_in, w_out, centers, contexts, negs, 0.05)
+    tol = Tol(1e-12, 1e-10) if dtype == torch.float64 else Tol(2e-6, 2e-5)
+    assert_close(w_in, e_in, tol=tol, msg="w_in")
+    assert_close(w_out, e_out, tol=tol, msg="w_out")
+    assert abs(loss.item() - e_loss) <= (1e-10 if dtype == torch.float64 else 1e-5) * abs(e_loss)
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+def test_update_repeated_indices_single_thread_is_sequential(cbow, rng):
+    """Repeated ids: with one thread the kernel is exactly the sequential reference."""
+    vocab, dim, n, slots, k = 30, 16, 40, 4, 3
+    w_in, w_out = _tables(rng, vocab, dim, torch.float64)
+    centers = rng.integers(0, vocab, n)
+    contexts = rng.integers(0, vocab, (n, slots))
+    contexts[:, 1][rng.random(n) < 0.3] = -1
+    negs = rng.integers(0, vocab, (n, k) if cbow else (n, slots, k))
+    fn = ref.cbow_update if cbow else ref.sgns_update
+    e_in, e_out, e_loss = fn(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss = _run(cbow, w_in, w_out, centers, contexts, negs, 0.1)
+    finally:
+        torch.set_num_threads(threads)
+    assert_close(w_in, e_in, tol=Tol(1e-11, 1e-9), msg="w_in")
+    assert_close(w_out, e_out, tol=Tol(1e-11, 1e-9), msg="w_out")
+    assert abs(loss.item() - e_loss) <= 1e-9 * abs(e_loss)
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+def test_update_hogwild_loose_and_loss_falls(cbow, rng):
+    """Many threads, repeated ids, drawn negatives: close to the sequential result, loss falls."""
+    vocab, dim, n, slots, k = 50, 24, 3000, 4, 5
+    w_in, w_out = _tables(rng, vocab, dim, torch.float32)
+    w_in *= 0.1
+    w_out *= 0.1
+    # planted structure: center c's context is (c + 1) % vocab or (c + 2) % vocab
+    centers = torch.tensor(rng.integers(0, vocab, n))
+    contexts = torch.stack([(centers + 1) % vocab, (centers + 2) % vocab, centers * 0 - 1, (centers + 1) % vocab], 1)
+    table = torch.arange(vocab, dtype=torch.int32).repeat(10)
+    op = OPS.cbow_update_ if cbow else OPS.sgns_update_
+    losses = [op(w_in, w_out, centers, contexts, None, table, k, 0.05, epoch, True).item() for epoch in range(6)]
+    assert all(np.isfinite(losses)), losses
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+def test_update_hogwild_close_to_sequential(cbow, rng):
+    """Two threads on a small vocabulary (rows collide): the update stays near the sequential one."""
+    vocab, dim, n, slots, k = 40, 32, 400, 4, 5
+    w_in, w_out = _tables(rng, vocab, dim, torch.float32)
+    centers = rng.integers(0, vocab, n)
+    contexts = rng.integers(0, vocab, (n, slots))
+    negs = rng.integers(0, vocab, (n, k) if cbow else (n, slots, k))
+    fn = ref.cbow_update if cbow else ref.sgns_update
+    e_in, e_out, _ = fn(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.005)
+    start_in, start_out = to_np(w_in), to_np(w_out)
+    _run(cbow, w_in, w_out, centers, contexts, negs, 0.005)
+    for got, want, start in ((w_in, e_in, start_in), (w_out, e_out, start_out)):
+        step = np.linalg.norm(want - start)
+        assert np.linalg.norm(to_np(got) - want) <= 0.1 * step
+
+
+def test_drawn_negatives_are_deterministic_and_from_table(rng):
+    vocab, dim = 100, 8
+    w_in, w_out = _tables(rng, vocab, dim, torch.float32)
+    centers = torch.arange(20)
+    contexts = (centers + 1).unsqueeze(1)
+    table = torch.tensor([7, 9], dtype=torch.int64)
+    a_in, a_out = w_in.clone(), w_out.clone()
+    OPS.sgns_update_(a_in, a_out, centers, contexts, None, table, 5, 0.1, 42, True)
+    b_in, b_out = w_in.clone(), w_out.clone()
+    torch.set_num_threads(1)
+    try:
+        OPS.sgns_update_(b_in, b_out, centers, contexts, None, table, 5, 0.1, 42, True)
+    finally:
+        torch.set_num_threads(2)
+    assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out)
+    changed = (a_out != w_out).any(1).nonzero().flatten().tolist()
+    assert set(changed) <= {7, 9} | set(range(1, 21))
+    assert {7, 9} <= set(changed)
+
+
+def _drawn_counts(table, vocab, draws_per_center=5, centers=20000):
+    """How often each id was drawn as a negative, read off a linearised update: D = 1,
+    w_in = 1, w_out = 0 and a tiny lr make each draw of t add -lr/2 to w_out[t]."""
+    lr = 1e-9
+    w_in = torch.ones(vocab + 1, 1, dtype=torch.float64)
+    w_out = torch.zeros(vocab + 1, 1, dtype=torch.float64)
+    c = torch.full((centers,), vocab)                 # id `vocab` is never in the table
+    ctx = torch.full((centers, 1), vocab)
+    torch.ops.pyattn.sgns_update_(w_in, w_out, c, ctx, None, table, draws_per_center, lr, 7, False)
+    return (-2 * w_out[:vocab, 0] / lr).round().numpy()
+
+
+@pytest.mark.parametrize("kind", ["alias", "slots32", "slots64"])
+def test_drawn_negatives_follow_the_noise_distribution(kind, rng):
+    from pyattn.word2vec.model import alias_table
+
+    vocab = 50
+    weights = rng.random(vocab) ** 3 + 0.01
+    weights[3] = 0.0                                   # never drawn
+    if kind == "alias":
+        table = alias_table(weights)
+    else:
+        slots = np.rint(weights / weights.sum() * 100000).astype(np.int64)
+        table = torch.from_numpy(np.repeat(np.arange(vocab), slots)).to(torch.int32 if kind == "slots32" else torch.int64)
+        weights = slots.astype(np.float64)
+    counts = _drawn_counts(table, vocab)
+    n = counts.sum()
+    assert n == 100000
+    expected = weights / weights.sum() * n
+    assert counts[3] == 0
+    # chi-square with 48 degrees of freedom: mean 48, sd ~10; 120 is far in the tail
+    keep = expected > 0
+    chi2 = float((((counts - expected) ** 2)[keep] / expected[keep]).sum())
+    assert chi2 < 120, chi2
+
+
+def test_alias_table_bad_weights():
+    from pyattn.word2vec.model import alias_table
+
+    for bad in ([], [0.0, 0.0], [1.0, -1.0], [np.nan]):
+        with pytest.raises(ValueError, match="weights"):
+            alias_table(np.array(bad))
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+def test_update_bad_inputs(cbow):
+    op = OPS.cbow_update_ if cbow else OPS.sgns_update_
+    w = torch.zeros(10, 4)
+    c = torch.arange(3)
+    ctx = torch.zeros(3, 2, dtype=torch.long)
+    tab = torch.arange(10)
+    with pytest.raises(USER_ERRORS, match="w_in has 1 dims"):
+        op(torch.zeros(10), w, c, ctx, None, tab, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="w_in has dtype"):
+        op(w.half(), w.clone(), c, ctx, None, tab, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="contexts has shape"):
+        op(w.clone(), w.clone(), c, ctx[:2], None, tab, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="centers has dtype"):
+        op(w.clone(), w.clone(), c.float(), ctx, None, tab, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="need a table"):
+        op(w.clone(), w.clone(), c, ctx, None, None, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="token id 10 is out of range"):
+        op(w.clone(), w.clone(), c, ctx, None, torch.tensor([10]), 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="token id 12 is out of range"):
+        op(w.clone(), w.clone(), torch.tensor([12, 1, 2]), ctx, None, tab, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="negatives has shape"):
+        op(w.clone(), w.clone(), c, ctx, torch.zeros(3, 1, dtype=torch.long), None, 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="table has shape"):
+        op(w.clone(), w.clone(), c, ctx, None, torch.zeros(3, 3, dtype=torch.long), 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="token id 11 is out of range"):
+        op(w.clone(), w.clone(), c, ctx, None, torch.tensor([[0, 11]]), 2, 0.1, 0)
+    with pytest.raises(USER_ERRORS, match="lr is"):
+        op(w.clone(), w.clone(), c, ctx, None, tab, 2, float("nan"), 0)
+
+
+# ------------------------------------------------------------------------ sgns_loss
+
+
+def _loss_inputs(rng, vocab, dim, b, k, dtype):
+    w_in, w_out = _tables(rng, vocab, dim, dtype)
+    centers = torch.tensor(rng.integers(0, vocab, b))
+    contexts = torch.tensor(rng.integers(0, vocab, b))
+    negatives = torch.tensor(rng.integers(0, vocab, (b, k)))
+    return w_in, w_out, centers, contexts, negatives
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("dim", [3, 64, 100])
+def test_sgns_loss_matches_reference(dtype, dim, rng):
+    w_in, w_out, c, o, n = _loss_inputs(rng, 20, dim, 33, 4, dtype)
+    w_in.requires_grad_(True)
+    w_out.requires_grad_(True)
+    loss = sgns_loss(w_in, w_out, c, o, n, reduction="none")
+    expected = ref.sgns_loss(to_np(w_in), to_np(w_out), c.numpy(), o.numpy(), n.numpy())
+    assert_close(loss, expected, msg="loss")
+    dloss = rng.normal(size=33)
+    loss.backward(torch.tensor(dloss, dtype=dtype))
+    e_in, e_out = ref.sgns_loss_grad(to_np(w_in), to_np(w_out), c.numpy(), o.numpy(), n.numpy(), dloss)
+    assert_close(w_in.grad, e_in, msg="d input_vectors")
+    assert_close(w_out.grad, e_out, msg="d output_vectors")
+
+
+def test_sgns_loss_equals_autograd_of_formula(rng):
+    w_in, w_out, c, o, n = _loss_inputs(rng, 15, 10, 20, 3, torch.float64)
+    a = [t.clone().requires_grad_(True) for t in (w_in, w_out)]
+    b = [t.clone().requires_grad_(True) for t in (w_in, w_out)]
+    ours = sgns_loss(a[0], a[1], c, o, n)
+    h = b[0][c]
+    formula = (-torch.nn.functional.logsigmoid((b[1][o] * h).sum(-1))
+               - torch.nn.functional.logsigmoid(-(b[1][n] @ h.unsqueeze(-1)).squeeze(-1)).sum(-1)).mean()
+    ours.backward()
+    formula.backward()
+    torch.testing.assert_close(ours, formula)
+    torch.testing.assert_close(a[0].grad, b[0].grad)
+    torch.testing.assert_close(a[1].grad, b[1].grad)
+
+
+def test_sgns_loss_gradcheck(rng):
+    w_in, w_out, c, o, n = _loss_inputs(rng, 8, 5, 6, 3, torch.float64)
+    w_in.requires_grad_(True)
+    w_out.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: sgns_loss(a, b, c, o, n, reduction="none"), (w_in, w_out))
+
+
+def test_sgns_loss_opcheck(rng):
+    w_in, w_out, c, o, n = _loss_inputs(rng, 8, 5, 6, 3, torch.float64)
+    w_in.requires_grad_(True)
+    w_out.requires_grad_(True)
+    torch.library.opcheck(OPS.sgns_loss_fwd, (w_in, w_out, c, o, n))
+
+
+def test_update_opcheck(rng):
+    w_in, w_out, c, o, _ = _loss_inputs(rng, 8, 5, 6, 3, torch.float32)
+    torch.library.opcheck(OPS.sgns_update_, (w_in, w_out, c, o.unsqueeze(1), None, torch.arange(8), 3, 0.1, 1, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_sgns_loss_sparse_embedding(rng):
+    """nn.Embedding(sparse=True) modules: sparse gradients equal to the dense ones; SGD steps work."""
+    vocab, dim = 30, 8
+    emb_in = torch.nn.Embedding(vocab, dim, sparse=True)
+    emb_out = torch.nn.Embedding(vocab, dim, sparse=True)
+    _, _, c, o, n = _loss_inputs(rng, vocab, dim, 16, 4, torch.float32)
+    loss = sgns_loss(emb_in, emb_out, c, o, n)
+    loss.backward()
+    assert emb_in.weight.grad.is_sparse and emb_out.weight.grad.is_sparse
+    dense = [emb_in.weight.detach().clone().requires_grad_(True), emb_out.weight.detach().clone().requires_grad_(True)]
+    sgns_loss(dense[0], dense[1], c, o, n).backward()
+    torch.testing.assert_close(emb_in.weight.grad.to_dense(), dense[0].grad)
+    torch.testing.assert_close(emb_out.weight.grad.to_dense(), dense[1].grad)
+    opt = torch.optim.SGD(list(emb_in.parameters()) + list(emb_out.parameters()), lr=0.5)
+    first = loss.item()
+    for _ in range(20):
+        opt.zero_grad()
+        loss = sgns_loss(emb_in, emb_out, c, o, n)
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+
+
+def test_sgns_loss_compile(rng):
+    w_in, w_out, c, o, n = _loss_inputs(rng, 12, 6, 10, 2, torch.float32)
+    w_in.requires_grad_(True)
+    fn = torch.compile(lambda a, b: sgns_loss(a, b, c, o, n), fullgraph=True, backend="aot_eager")
+    out = fn(w_in, w_out)
+    torch.testing.assert_close(out, sgns_loss(w_in, w_out, c, o, n))
+    out.backward()
+    assert w_in.grad is not None
+
+
+def test_sgns_loss_bad_inputs():
+    w = torch.zeros(10, 4)
+    c = torch.arange(3)
+    n = torch.zeros(3, 2, dtype=torch.long)
+    with pytest.raises(USER_ERRORS, match="output_vectors has dim"):
+        sgns_loss(w, torch.zeros(10, 5), c, c, n)
+    with pytest.raises(USER_ERRORS, match="negatives has shape"):
+        sgns_loss(w, w, c, c, n[:2])
+    with pytest.raises(USER_ERRORS, match="contexts has shape"):
+        sgns_loss(w, w, c, c[:2], n)
+    with pytest.raises(USER_ERRORS, match="token id 10 is out of range"):
+        sgns_loss(w, w, c, torch.tensor([0, 10, 1]), n)
+    with pytest.raises(USER_ERRORS, match="reduction"):
+        sgns_loss(w, w, c, c, n, reduction="avg")
+    with pytest.raises(TypeError, match="input_vectors"):
+        sgns_loss([1.0], w, c, c, n)

@@ -1,0 +1,304 @@
+"""pyattn.word2vec: corpus encoding, pair generation, the trainer on a corpus with
+planted structure, KeyedVectors queries, gensim's evaluators and the word2vec file
+formats (round trips through gensim when it is importable), the CLI and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pyattn.word2vec import KeyedVectors, Word2Vec
+from pyattn.word2vec.__main__ import main as cli
+from pyattn.word2vec.corpus import encode
+from pyattn.word2vec.model import context_windows, keep_probabilities
+
+GROUPS = 4
+PER_GROUP = 8
+
+
+def planted_corpus(seed=0, sentences=1500, length=10):
+    """Sentences draw words from one group only: g<k>w<i> co-occur with g<k>w<j>, never with other groups."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(sentences):
+        g = rng.integers(GROUPS)
+        out.append([f"g{g}w{i}" for i in rng.integers(0, PER_GROUP, length)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return planted_corpus()
+
+
+@pytest.fixture(scope="module", params=[1, 0], ids=["sg", "cbow"])
+def model(request, corpus):
+    return Word2Vec(corpus, vector_size=32, window=3, min_count=1, sg=request.param, negative=5, epochs=5,
+                    workers=2, seed=3, sample=0, alpha=0.025 if request.param else 0.05, progress=False)
+
+
+# ----------------------------------------------------------------------- corpus
+
+
+def test_encode_vocab_order_counts_and_sentences():
+    sents = [["b", "a", "b", "c"], ["c", "b", "x"], [], ["a", "c", "b"]]
+    enc = encode(sents, min_count=2)
+    assert enc.index_to_key == ["b", "c", "a"]            # by count, ties by first appearance
+    assert enc.counts.tolist() == [4, 3, 2]
+    assert enc.raw_words == 10
+    assert enc.ids.tolist() == [0, 2, 0, 1, 1, 0, 2, 1, 0]   # "x" (count 1) dropped
+    assert enc.sentence_ends.tolist() == [4, 6, 6, 9]
+
+
+def test_encode_max_vocab_size_prunes_rare_words():
+    sents = [["common"] * 5 + [f"rare{i}"] for i in range(50)]
+    enc = encode(sents, min_count=1, max_vocab_size=10, block_tokens=6)
+    assert "common" in enc.index_to_key and len(enc.index_to_key) <= 10
+
+
+def test_context_windows_matches_loops(rng):
+    ids = rng.integers(0, 100, 60)
+    sentence = np.repeat(np.arange(6), 10)
+    window = 3
+    radius = window - rng.integers(0, window, 60)
+    got = context_windows(ids, sentence, 5, 50, window, radius)
+    for row, i in enumerate(range(5, 50)):
+        want = [ids[i + d] if 0 <= i + d < 60 and abs(d) <= radius[i] and sentence[i + d] == sentence[i] else -1
+                for d in (-3, -2, -1, 1, 2, 3)]
+        assert got[row].tolist() == want
+
+
+def test_keep_probabilities_gensim_formula():
+    counts = np.array([1000, 10, 1])
+    p = keep_probabilities(counts, 1e-2)
+    t = 1e-2 * counts.sum()
+    assert p[0] == pytest.approx((np.sqrt(1000 / t) + 1) * t / 1000)
+    assert p[1] == 1.0 and p[2] == 1.0
+    assert (keep_probabilities(counts, 0) == 1).all()
+
+
+# ---------------------------------------------------------------------- trainer
+
+
+def test_planted_structure(model):
+    wv = model.wv
+    assert len(wv) == GROUPS * PER_GROUP
+    same = [wv.similarity(f"g{g}w{i}", f"g{g}w{j}") for g in range(GROUPS) for i in range(4) for j in range(4, 8)]
+    cross = [wv.similarity(f"g{g}w{i}", f"g{(g + 1) % GROUPS}w{i}") for g in range(GROUPS) for i in range(8)]
+    assert np.mean(same) > np.mean(cross) + 0.3, (np.mean(same), np.mean(cross))
+    top = [k for k, _ in wv.most_similar("g1w0", topn=PER_GROUP - 1)]
+    assert all(k.startswith("g1") for k in top), top
+    assert np.isfinite(model.running_loss) and model.words_per_second > 0
+
+
+def test_training_reduces_loss(corpus):
+    kw = dict(vector_size=16, window=2, min_count=1, sg=1, epochs=1, workers=1, seed=1, sample=0, progress=False)
+    short = Word2Vec(corpus[:300], **kw)
+    longer = Word2Vec(corpus[:300], **{**kw, "epochs": 6})
+    assert longer.running_loss < short.running_loss
+
+
+def test_same_seed_one_worker_is_reproducible(corpus):
+    kw = dict(vector_size=8, window=2, min_count=1, epochs=1, workers=1, seed=5, progress=False)
+    a, b = Word2Vec(corpus[:200], **kw), Word2Vec(corpus[:200], **kw)
+    np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
+
+
+def test_corpus_file_and_iterable_agree(tmp_path, corpus):
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(" ".join(s) for s in corpus[:200]) + "\n")
+    kw = dict(vector_size=8, window=2, min_count=1, epochs=1, workers=1, seed=5, progress=False)
+    a, b = Word2Vec(corpus_file=str(path), **kw), Word2Vec(corpus[:200], **kw)
+    assert a.wv.index_to_key == b.wv.index_to_key
+    np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
+
+
+def test_trainer_bad_inputs(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="corpus is empty"):
+        Word2Vec(corpus_file=str(empty), progress=False)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello world\n\xff\xfe broken\n")
+    with pytest.raises(ValueError, match="not valid UTF-8 at byte 12"):
+        Word2Vec(corpus_file=str(bad), progress=False)
+    nul = tmp_path / "nul.bin"
+    nul.write_bytes(b"\x1f\x8b\x08\x00\x00binary")
+    with pytest.raises(ValueError, match="NUL bytes"):
+        Word2Vec(corpus_file=str(nul), progress=False)
+    with pytest.raises(OSError, match="cannot read corpus file"):
+        Word2Vec(corpus_file=str(tmp_path / "missing.txt"), progress=False)
+    with pytest.raises(OSError, match="(?i)is a directory"):
+        Word2Vec(corpus_file=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="min_count=5"):
+        Word2Vec([["a", "b"]], progress=False)
+    with pytest.raises(TypeError, match="sentence 0 is a str"):
+        Word2Vec(["a b c"], min_count=1, progress=False)
+    with pytest.raises(ValueError, match="negative must be"):
+        Word2Vec(negative=0)
+    with pytest.raises(ValueError, match="window must be"):
+        Word2Vec(window=0)
+    with pytest.raises(ValueError, match="device='cuda'"):
+        Word2Vec(device="cuda")
+    with pytest.raises(RuntimeError, match="build_vocab first"):
+        Word2Vec().train()
+
+
+# ------------------------------------------------------------------ keyedvectors
+
+
+@pytest.fixture
+def kv():
+    rng = np.random.default_rng(0)
+    keys = ["the", "King", "queen", "man", "woman", "Paris", "france", "king"]
+    return KeyedVectors(keys, rng.normal(size=(len(keys), 6)).astype(np.float32))
+
+
+def test_lookup_and_similarity(kv):
+    assert "queen" in kv and "nope" not in kv and len(kv) == 8
+    np.testing.assert_array_equal(kv["queen"], kv.vectors[2])
+    assert kv[["man", "the"]].shape == (2, 6)
+    a, b = kv.vectors[1], kv.vectors[2]
+    assert kv.similarity("King", "queen") == pytest.approx(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), rel=1e-5)
+    with pytest.raises(KeyError, match="'nope' not present"):
+        kv["nope"]
+
+
+def test_most_similar_brute_force(kv):
+    u = kv.vectors / np.linalg.norm(kv.vectors, axis=1, keepdims=True)
+    q = u[2] + u[3] - u[1]
+    q /= np.linalg.norm(q)
+    order = [i for i in np.argsort(-(u @ q)) if i not in (1, 2, 3)]
+    got = kv.most_similar(positive=["queen", "man"], negative=["King"], topn=3)
+    assert [k for k, _ in got] == [kv.index_to_key[i] for i in order[:3]]
+    assert got[0][1] == pytest.approx(float(u[order[0]] @ q), rel=1e-5)
+    assert len(kv.most_similar("the", topn=100)) == 7
+    assert all(i < 4 for i in (kv.key_to_index[k] for k, _ in kv.most_similar("the", restrict_vocab=4)))
+
+
+def test_evaluate_word_pairs_rules(kv, tmp_path):
+    from scipy import stats
+
+    f = tmp_path / "pairs.tsv"
+    f.write_text("# comment\nking\tqueen\t9.0\nman\twoman\t8.5\nthe\tparis\t1.0\nmissing\tking\t3\nbad line\n"
+                 "woman\tfrance\t2.0\n")
+    pearson, spearman, oov = kv.evaluate_word_pairs(str(f))
+    # case folding: "king" maps to "King" (more frequent spelling, index 1), "paris" to "Paris"
+    model = [kv.similarity("King", "queen"), kv.similarity("man", "woman"), kv.similarity("the", "Paris"),
+             kv.similarity("woman", "france")]
+    gold = [9.0, 8.5, 1.0, 2.0]
+    assert spearman[0] == pytest.approx(stats.spearmanr(gold, model)[0])
+    assert pearson[0] == pytest.approx(stats.pearsonr(gold, model)[0])
+    assert oov == pytest.approx(100 / 5)
+    _, _, oov_cs = kv.evaluate_word_pairs(str(f), case_insensitive=False)
+    assert oov_cs == pytest.approx(200 / 5)            # "king"->ok (index 7), "paris" missing, "missing"
+    _, _, oov_r = kv.evaluate_word_pairs(str(f), restrict_vocab=5)
+    assert oov_r == pytest.approx(300 / 5)             # Paris, france and "missing" outside the top 5
+
+
+def test_evaluate_word_analogies(tmp_path):
+    keys = ["a", "b", "c", "d", "e"]
+    vecs = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float32)
+    kv = KeyedVectors(keys, vecs)
+    f = tmp_path / "q.txt"
+    f.write_text(": sec1\nA B C D\nA B C E\nA B C Z\n: sec2\nB A D C\n")
+    acc, sections = kv.evaluate_word_analogies(str(f))
+    names = [s["section"] for s in sections]
+    assert names == ["sec1", "sec2", "Total accuracy"]
+    # b - a + c = (0, 1, 1) = d exactly; a - b + d = (0, 0, 1) = c
+    assert [len(s["correct"]) for s in sections] == [1, 1, 2]
+    assert [len(s["incorrect"]) for s in sections] == [1, 0, 1]
+    assert acc == pytest.approx(2 / 3)
+    assert kv.analogy_oov_ratio == pytest.approx(25.0)
+    bad = tmp_path / "nohead.txt"
+    bad.write_text("A B C D\n")
+    with pytest.raises(ValueError, match="missing section header"):
+        kv.evaluate_word_analogies(str(bad))
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_save_load_round_trip(kv, tmp_path, binary):
+    path = tmp_path / ("v.bin" if binary else "v.txt")
+    kv.save_word2vec_format(str(path), binary=binary)
+    back = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    assert back.index_to_key == kv.index_to_key
+    np.testing.assert_array_equal(back.vectors, kv.vectors)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(OSError, match="cannot read"):
+        KeyedVectors.load_word2vec_format(str(tmp_path / "none.txt"))
+    f = tmp_path / "bad.txt"
+    f.write_text("hello world\n")
+    with pytest.raises(ValueError, match="header"):
+        KeyedVectors.load_word2vec_format(str(f))
+    f.write_text("2 3\na 1 2 3\nb 1 2\n")
+    with pytest.raises(ValueError, match="line 3 .* has 2 values, expected 3"):
+        KeyedVectors.load_word2vec_format(str(f))
+    f.write_text("1 2\na 1 x\n")
+    with pytest.raises(ValueError, match="non-numeric"):
+        KeyedVectors.load_word2vec_format(str(f))
+    f.write_bytes(b"2 3\na " + np.zeros(3, np.float32).tobytes() + b"\nb ")
+    with pytest.raises(ValueError, match="ends after 1 of 2"):
+        KeyedVectors.load_word2vec_format(str(f), binary=True)
+    with pytest.raises(ValueError, match="whitespace"):
+        KeyedVectors(["a b"], np.zeros((1, 2))).save_word2vec_format(str(f))
+
+
+# -------------------------------------------------------------------------- CLI
+
+
+def test_cli_train_and_evaluate(tmp_path, corpus, capsys):
+    c = tmp_path / "corpus.txt"
+    c.write_text("\n".join(" ".join(s) for s in corpus[:400]) + "\n")
+    out = tmp_path / "vec.bin"
+    assert cli(["train", str(c), "-o", str(out), "--size", "16", "--min-count", "1", "--epochs", "2",
+                "--workers", "1", "--no-progress"]) == 0
+    kv = KeyedVectors.load_word2vec_format(str(out), binary=True)
+    assert kv.vector_size == 16 and len(kv) == GROUPS * PER_GROUP
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("g0w0\tg0w1\t9\ng0w0\tg1w1\t1\ng2w3\tg2w4\t8\ng3w0\tg1w0\t2\n")
+    q = tmp_path / "q.txt"
+    q.write_text(": s\ng0w0 g0w1 g1w0 g1w1\n")
+    assert cli(["evaluate", str(out), "--pairs", str(pairs), "--analogies", str(q)]) == 0
+    text = capsys.readouterr().out
+    assert "Spearman" in text and "accuracy" in text
+    assert cli(["evaluate", str(tmp_path / "missing.bin"), "--pairs", str(pairs)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert cli(["train", str(tmp_path / "missing.txt"), "-o", str(out)]) == 2
+
+
+# ----------------------------------------------------------------------- gensim
+
+
+def test_gensim_reads_our_files_and_evaluators_agree(kv, tmp_path):
+    gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
+    for binary in (False, True):
+        path = tmp_path / f"v{int(binary)}"
+        kv.save_word2vec_format(str(path), binary=binary)
+        g = gensim_kv.KeyedVectors.load_word2vec_format(str(path), binary=binary)
+        assert list(g.index_to_key) == kv.index_to_key
+        np.testing.assert_array_equal(g.vectors, kv.vectors)
+        g.save_word2vec_format(str(path), binary=binary)
+        back = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+        np.testing.assert_array_equal(back.vectors, kv.vectors)
+    import os
+
+    data = os.path.join(os.path.dirname(gensim_kv.__file__), "..", "test", "test_data")
+    rng = np.random.default_rng(1)
+    words = [l.split("\t")[0] for l in open(os.path.join(data, "wordsim353.tsv")) if not l.startswith("#")][:150]
+    words += [w for l in open(os.path.join(data, "questions-words.txt")) if not l.startswith(":")
+              for w in l.split()][:400]
+    keys = list(dict.fromkeys(words))
+    ours = KeyedVectors(keys, rng.normal(size=(len(keys), 10)).astype(np.float32))
+    theirs = gensim_kv.KeyedVectors(10)
+    theirs.add_vectors(keys, ours.vectors)
+    for rv in (300000, 200):
+        p1, s1, o1 = ours.evaluate_word_pairs(os.path.join(data, "wordsim353.tsv"), restrict_vocab=rv)
+        p2, s2, o2 = theirs.evaluate_word_pairs(os.path.join(data, "wordsim353.tsv"), restrict_vocab=rv)
+        assert (p1[0], s1[0], o1) == pytest.approx((p2[0], s2[0], o2), rel=1e-5)
+        a1, sec1 = ours.evaluate_word_analogies(os.path.join(data, "questions-words.txt"), restrict_vocab=rv)
+        a2, sec2 = theirs.evaluate_word_analogies(os.path.join(data, "questions-words.txt"), restrict_vocab=rv)
+        assert a1 == pytest.approx(a2)
+        assert [len(s["correct"]) for s in sec1] == [len(s["correct"]) for s in sec2]
