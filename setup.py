@@ -26,6 +26,7 @@ if with_cuda:
         sources=cfg.sources(True, _here),
         include_dirs=cfg.include_dirs(_here),
         extra_compile_args={"cxx": cfg.cxx_flags(True), "nvcc": cfg.nvcc_flags()},
+        extra_link_args=cfg.link_flags(),
     )
 else:
     ext = CppExtension(
@@ -33,6 +34,7 @@ else:
         sources=cfg.sources(False, _here),
         include_dirs=cfg.include_dirs(_here),
         extra_compile_args={"cxx": cfg.cxx_flags(False)},
+        extra_link_args=cfg.link_flags(),
     )
 
 setup(

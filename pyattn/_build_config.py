@@ -56,7 +56,14 @@ def include_dirs(root: str = ROOT) -> list[str]:
 def cxx_flags(with_cuda: bool) -> list[str]:
     opt = ["-O0", "-g", "-DPYATTN_DEBUG"] if debug() else ["-O3"]
     defs = ["-DPYATTN_WITH_CUDA"] if with_cuda else []
-    return opt + ["-std=c++17", "-fno-math-errno"] + defs
+    # -fopenmp: at::parallel_for (behind the kernels' ParallelFor) is an inline template
+    # whose `#pragma omp parallel` is compiled into this extension; without the flag it
+    # silently runs on one thread. The OpenMP calls resolve to the runtime torch loaded.
+    return opt + ["-std=c++17", "-fno-math-errno", "-fopenmp"] + defs
+
+
+def link_flags() -> list[str]:
+    return ["-fopenmp"]
 
 
 def nvcc_flags() -> list[str]:

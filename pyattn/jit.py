@@ -44,6 +44,7 @@ def load(verbose: bool = False):
         sources=_unique_sources(with_cuda, build_dir),
         extra_include_paths=cfg.include_dirs(),
         extra_cflags=cfg.cxx_flags(with_cuda),
+        extra_ldflags=cfg.link_flags(),
         extra_cuda_cflags=cfg.nvcc_flags() if with_cuda else None,
         with_cuda=with_cuda,
         build_directory=build_dir,

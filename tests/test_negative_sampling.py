@@ -142,7 +142,14 @@ def _drawn_counts(table, vocab, draws_per_center=5, centers=20000):
     w_out = torch.zeros(vocab + 1, 1, dtype=torch.float64)
     c = torch.full((centers,), vocab)                 # id `vocab` is never in the table
     ctx = torch.full((centers, 1), vocab)
-    torch.ops.pyattn.sgns_update_(w_in, w_out, c, ctx, None, table, draws_per_center, lr, 7, False)
+    # One thread: Hogwild updates from two threads to one row may lose increments (the
+    # draws themselves do not depend on the thread count).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.ops.pyattn.sgns_update_(w_in, w_out, c, ctx, None, table, draws_per_center, lr, 7, False)
+    finally:
+        torch.set_num_threads(threads)
     return (-2 * w_out[:vocab, 0] / lr).round().numpy()
 
 
