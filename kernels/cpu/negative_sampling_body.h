@@ -170,7 +170,7 @@ struct Updater {
     for (int64_t j = 0; j < d; ++j) h[j] *= inv;
     const A loss = run_targets(c, n);
     for (int64_t s = 0; s < p.window_slots; ++s)
-      if (ctx[s] >= 0 && ctx[s] < p.vocab) axpy<V>(inv, e, in_row(ctx[s]), d);
+      if (ctx[s] >= 0 && ctx[s] < p.vocab) axpy<V>(A(1), e, in_row(ctx[s]), d);  // undivided, as gensim/word2vec.c
     return loss;
   }
 };

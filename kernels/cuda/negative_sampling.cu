@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
       for (int64_t s = 0; s < p.window_slots; ++s) {
         if (ctx[s] < 0 || ctx[s] >= p.vocab) continue;
         T* row = w_in + ctx[s] * p.w_in_stride;
-        for (int64_t c = lane; c < d; c += kWarp) row[c] += inv * e[c];
+        for (int64_t c = lane; c < d; c += kWarp) row[c] += e[c];  // undivided, as gensim/word2vec.c
       }
     }
     __syncwarp();

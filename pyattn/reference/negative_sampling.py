@@ -14,7 +14,8 @@ are the center (label 1) and negatives[n, :] (label 0).
 Per example (word2vec.c semantics), for each target t in order with label y:
     x = w_out[t] . h;  g = lr * (y - sigmoid(x));  e += g * w_out[t];  w_out[t] += g * h
 and after all targets w_in[center] += e (skip-gram) or, for CBOW, every valid context
-word gets w_in[ctx] += e / count (the gradient of the mean, as gensim's cbow_mean=1).
+word gets the whole w_in[ctx] += e (gensim's cbow_mean=1 and word2vec.c: h is the mean,
+the error is not divided among the context words).
 h is read once per example, before its targets are processed. A negative equal to the
 positive target is skipped (as word2vec.c and gensim do). The example's loss is
     -log sigmoid(x_pos) - sum over used negatives of log sigmoid(-x_neg)
@@ -90,7 +91,7 @@ def cbow_update(w_in, w_out, centers, contexts, negatives, lr):
         ts, ys = _targets(c, negatives[n])
         e, l = _apply_targets(w_out, h, ts, ys, lr)
         for o in ctx:
-            w_in[o] += e / len(ctx)
+            w_in[o] += e
         loss += l
     return w_in, w_out, loss
 
