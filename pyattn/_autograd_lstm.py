@@ -12,6 +12,11 @@ import torch
 _ops = torch.ops.pyattn
 
 
+def _needed(ctx, *grads):
+    """Each input's gradient, or None where autograd did not ask for it."""
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+
 class LstmCell(torch.autograd.Function):
     """One step: (h', c') from (x, h, c, w_ih, w_hh, b_ih, b_hh); the activated gates are
     saved for backward."""
@@ -27,16 +32,7 @@ class LstmCell(torch.autograd.Function):
     def backward(ctx, dh, dc):
         x, h, c, w_ih, w_hh, act, c_new = ctx.saved_tensors
         dx, dh0, dc0, dw_ih, dw_hh, db = _ops.lstm_cell_bwd(dh, dc, x, h, c, w_ih, w_hh, act, c_new, ctx.has_bias)
-        need = ctx.needs_input_grad
-        return (
-            dx if need[0] else None,
-            dh0 if need[1] else None,
-            dc0 if need[2] else None,
-            dw_ih if need[3] else None,
-            dw_hh if need[4] else None,
-            db if need[5] else None,
-            db if need[6] else None,
-        )
+        return _needed(ctx, dx, dh0, dc0, dw_ih, dw_hh, db, db)  # db: for b_ih and b_hh alike
 
 
 class LstmSeq(torch.autograd.Function):
@@ -57,16 +53,4 @@ class LstmSeq(torch.autograd.Function):
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = _ops.lstm_seq_bwd(
             dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, y, act, c_all, h_pre, batch_sizes, ctx.reverse, ctx.has_bias
         )
-        need = ctx.needs_input_grad
-        return (
-            dx if need[0] else None,
-            dh0 if need[1] else None,
-            dc0 if need[2] else None,
-            dw_ih if need[3] else None,
-            dw_hh if need[4] else None,
-            db if need[5] else None,
-            db if need[6] else None,
-            dw_hr if need[7] else None,
-            None,
-            None,
-        )
+        return _needed(ctx, dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr, None, None)
