@@ -229,6 +229,36 @@ def test_scale_zero(device, gen):
     check_fwd_bwd(x, mask, 0.0, True, dy, msg="scale 0")
 
 
+@pytest.mark.parametrize("sign", [-1.0, 0.0], ids=["negative", "zero"])
+@pytest.mark.parametrize("mask_kind", ["none", "bool_bcast"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+def test_scale_not_positive(device, dtype, mask_kind, sign, gen):
+    """scale <= 0 without an additive mask: the CPU kernel cannot fold the scale into the
+    exponent after taking the max there (max(scale * x) = scale * min(x)), so it takes
+    its other path."""
+    shape = (2, 3, 7, 41)
+    x = randn(shape, dtype, device, gen, std=2.0).requires_grad_()
+    mask = make_mask(mask_kind, shape, dtype, device, gen)
+    dy = randn(shape, dtype, device, gen)
+    check_fwd_bwd(x, mask, sign * draw_scale(gen), False, dy, msg=f"scale sign {sign}")
+
+
+# Outputs of >= 16 MiB are written with non-temporal stores on CPU (kStreamMinBytes in
+# cpu/scaled_masked_softmax_body.h). sk = 1030 makes the row stride 4120 bytes (fp32),
+# so rows alternate between aligned (streamed) and unaligned (stored) starts.
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_dtype_id)
+def test_large_output_streamed(device, dtype, causal, gen):
+    shape = (2, 4 * (4 // dtype.itemsize), 520, 1030)  # 17 MB of output either way
+    x = randn(shape, dtype, device, gen, std=2.0)
+    mask = make_mask("bool_bcast", shape, dtype, device, gen)
+    mask[0, 0, 3] = True  # a fully masked row
+    scale = draw_scale(gen)
+    y = scaled_masked_softmax(x, mask, scale=scale, causal=causal)
+    assert_close(y, ref_fwd(to_np(x), mask_for_ref(mask, dtype), scale, causal), dtype, msg="large output")
+    assert torch.all(y[0, :, 3] == 0)
+
+
 # ----------------------------------------------------- bf16 / fp16 against torch's own
 
 

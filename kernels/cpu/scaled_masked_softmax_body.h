@@ -1,21 +1,26 @@
 // scaled_masked_softmax on the CPU, compiled once per ISA by cpu/isa_regions.h (no
 // guard, no #includes). VecF / VecD and the tail helpers come from the region.
 //
-// Per row:
-//   pass 1 writes z = scale*x + mask (-inf where masked) to an fp32 (fp64) scratch row
-//          and takes its max; only this pass reads x and the mask;
-//   pass 2 overwrites scratch with e = 2^((z - max) * log2e) and sums it. z - max is
-//          taken before the log2e multiply so that large logits lose no precision
-//          (the error stays relative to z - max, not to z);
-//   pass 3 writes y = e / sum.
+// Per row, with z = scale*x + mask (-inf where masked):
+//   pass 1 writes u to an fp32 (fp64) scratch row and takes its max; u = z, or, when
+//          there is no additive mask and scale > 0, u = x with -inf where masked, so
+//          that z = scale*u and the scale joins the log2e multiply of pass 2 (max z =
+//          scale * max u). Only this pass reads x and the mask;
+//   pass 2 overwrites scratch with e = 2^((u - max u) * scale * log2e) and sums it.
+//          u - max is taken before the multiply so that large logits lose no precision
+//          (the error stays relative to u - max, not to u);
+//   pass 3 writes y = e / sum, with non-temporal stores when y is too large to stay in
+//          cache (no read-for-ownership of y's lines: DRAM sees y written once).
 // Passes 2 and 3 hit the row in L1/L2, so DRAM sees x and the mask read once and y
 // written once. Columns j > i under `causal` are never read.
 
 namespace smsoftmax {
 
-// z = scale * x + mask for one row, a vector at a time.
-template <class V, class T, MaskKind MK>
+// u for one row, a vector at a time: z = scale * x + mask, or, when kScaleLater, x with
+// -inf where masked (the scale is applied in pass 2; never with an additive mask).
+template <class V, class T, MaskKind MK, bool kScaleLater>
 struct RowScores {
+  static_assert(!(kScaleLater && MK == MaskKind::additive), "an additive mask needs z in pass 1");
   using A = typename V::value_type;
   const T* x;
   const void* mask;  // row of the mask: uint8_t (boolean) or T (additive)
@@ -23,14 +28,15 @@ struct RowScores {
 
   V full(int64_t j) const {
     const V xv = V::load(x + j);
-    if constexpr (MK == MaskKind::boolean) return V::masked_neg_inf(xv * scale, static_cast<const uint8_t*>(mask) + j);
     if constexpr (MK == MaskKind::additive) return V::fmadd(xv, scale, V::load(static_cast<const T*>(mask) + j));
-    return xv * scale;
+    const V z = kScaleLater ? xv : xv * scale;
+    if constexpr (MK == MaskKind::boolean) return V::masked_neg_inf(z, static_cast<const uint8_t*>(mask) + j);
+    return z;
   }
   // Lanes [0, n) of the row from j; the rest -inf.
   V partial(int64_t j, int n) const {
     const V xv = load_partial<V>(x + j, n, A(0));
-    V z = xv * scale;
+    V z = kScaleLater ? xv : xv * scale;
     if constexpr (MK == MaskKind::boolean) z = masked_neg_inf_partial(z, static_cast<const uint8_t*>(mask) + j, n);
     if constexpr (MK == MaskKind::additive) z = V::fmadd(xv, scale, load_partial<V>(static_cast<const T*>(mask) + j, n, A(0)));
     alignas(64) A tmp[V::W];
@@ -43,23 +49,50 @@ struct RowScores {
 template <class T>
 void fill_zero(T* y, int64_t n) { std::memset(static_cast<void*>(y), 0, sizeof(T) * size_t(n)); }
 
-// Rows [r0, r1) of the flattened [batch*heads*sq] row index; scratch holds sk + W values.
+// Starts loading the next row's x and mask for columns [j, j + 2W) while this row
+// computes (pass 2 makes no DRAM accesses), so that pass 1 of the next row finds them in
+// cache instead of waiting on DRAM: the hardware prefetcher runs only a few lines ahead
+// of pass 1's short burst of loads. Not on the scalar path (one call per 2 elements).
 template <class V, class T, MaskKind MK>
-void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typename V::value_type* scratch) {
+inline void prefetch_next_row(const T* x, const void* mask, int64_t j) {
+  if constexpr (V::W > 1) {
+    constexpr int kBytes = 2 * V::W * int(sizeof(T));
+    for (int b = 0; b < kBytes; b += 64) __builtin_prefetch(reinterpret_cast<const char*>(x + j) + b);
+    if constexpr (MK == MaskKind::additive)
+      for (int b = 0; b < kBytes; b += 64) __builtin_prefetch(reinterpret_cast<const char*>(static_cast<const T*>(mask) + j) + b);
+    if constexpr (MK == MaskKind::boolean)
+      if (j % 64 < 2 * V::W) __builtin_prefetch(static_cast<const uint8_t*>(mask) + j);
+  }
+}
+
+// Rows [r0, r1) of the flattened [batch*heads*sq] row index; scratch holds sk + W values.
+// `stream`: write y with non-temporal stores where a row is aligned for them.
+template <class V, class T, MaskKind MK, bool kScaleLater>
+void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, bool stream,
+              typename V::value_type* scratch) {
   using A = typename V::value_type;
   constexpr int W = V::W;
   constexpr A kLog2eA = A(1.44269504088896340735992468100189214);
   const int64_t sk = p.sk;
-  for (int64_t r = r0; r < r1; ++r) {
+  struct Row {
+    const T* x;
+    const void* mask;  // uint8_t (boolean) or T (additive)
+    T* y;
+  };
+  const auto row_at = [&p](int64_t r) {
     const int64_t i = r % p.sq, bh = r / p.sq, h = bh % p.heads, b = bh / p.heads;
-    const int64_t xo = b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2];
-    const int64_t yo = b * p.y_stride[0] + h * p.y_stride[1] + i * p.y_stride[2];
     const int64_t mo = b * p.mask_stride[0] + h * p.mask_stride[1] + i * p.mask_stride[2];
-    T* y = static_cast<T*>(p.y) + yo;
-    const void* mrow = nullptr;
-    if constexpr (MK == MaskKind::boolean) mrow = static_cast<const uint8_t*>(p.mask) + mo;
-    if constexpr (MK == MaskKind::additive) mrow = static_cast<const T*>(p.mask) + mo;
-    const RowScores<V, T, MK> z{static_cast<const T*>(p.x) + xo, mrow, V::set1(A(p.scale))};
+    const void* mask = nullptr;
+    if constexpr (MK == MaskKind::boolean) mask = static_cast<const uint8_t*>(p.mask) + mo;
+    if constexpr (MK == MaskKind::additive) mask = static_cast<const T*>(p.mask) + mo;
+    return Row{static_cast<const T*>(p.x) + b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2], mask,
+               static_cast<T*>(p.y) + b * p.y_stride[0] + h * p.y_stride[1] + i * p.y_stride[2]};
+  };
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t i = r % p.sq;
+    const Row row = row_at(r), next = row_at(r + 1 < r1 ? r + 1 : r);
+    T* y = row.y;
+    const RowScores<V, T, MK, kScaleLater> z{row.x, row.mask, V::set1(A(p.scale))};
     const int64_t n = p.causal ? std::min(sk, i + 1) : sk;  // columns that can be nonzero
     const int64_t nv = n - n % W;             // columns in full vectors
     const int tail = int(n - nv);
@@ -91,10 +124,11 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typ
       continue;
     }
 
-    // Pass 2: e = 2^((z - max) * log2e) in place, and its sum (-inf lanes give 0).
-    const V vmx = V::set1(mx), log2e = V::set1(kLog2eA);
+    // Pass 2: e = 2^((u - max) * scale * log2e) in place, and its sum (-inf lanes give 0).
+    const V vmx = V::set1(mx), log2e = V::set1(kScaleLater ? A(p.scale) * kLog2eA : kLog2eA);
     V s0 = V::set1(A(0)), s1 = s0;
     for (j = 0; j + 2 * W <= padded; j += 2 * W) {
+      prefetch_next_row<V, T, MK>(next.x, next.mask, j);
       const V a = V::exp2((V::load(scratch + j) - vmx) * log2e);
       const V c = V::exp2((V::load(scratch + j + W) - vmx) * log2e);
       a.store(scratch + j);
@@ -110,10 +144,15 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, typ
 
     // Pass 3: y = e / sum; masked-off causal columns are 0.
     const V inv = V::set1(A(1) / (s0 + s1).hsum());
-    for (j = 0; j < nv; j += W) (V::load(scratch + j) * inv).store(y + j);
+    if (stream && reinterpret_cast<uintptr_t>(y) % (sizeof(T) * W) == 0) {
+      for (j = 0; j < nv; j += W) (V::load(scratch + j) * inv).stream(y + j);
+    } else {
+      for (j = 0; j < nv; j += W) (V::load(scratch + j) * inv).store(y + j);
+    }
     if (tail) store_partial(V::load(scratch + nv) * inv, y + nv, tail);
     if (n < sk) fill_zero(y + n, sk - n);
   }
+  if (stream) V::stream_fence();
 }
 
 // dx = scale * y * (dy - sum(dy * y)) for rows [r0, r1). dx may alias dy (same index).
@@ -151,11 +190,17 @@ void bwd_rows(const ScaledMaskedSoftmaxBwdParams& p, int64_t r0, int64_t r1) {
 // Rows per task: enough work per chunk (~32k elements) to amortise the scheduling.
 inline int64_t row_grain(int64_t sk) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(sk, 1)); }
 
-template <class V, class T, MaskKind MK>
+// Outputs of at least this many bytes are written around the caches: they cannot all
+// be in cache when the caller reads them, and skipping the read-for-ownership of their
+// lines saves a third of the DRAM traffic.
+constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
+
+template <class V, class T, MaskKind MK, bool kScaleLater>
 void fwd_all(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+  const bool stream = p.batch * p.heads * p.sq * p.sk * int64_t(sizeof(T)) >= kStreamMinBytes;
   parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) {
     std::vector<typename V::value_type> scratch(size_t(p.sk) + V::W);
-    fwd_rows<V, T, MK>(p, r0, r1, scratch.data());
+    fwd_rows<V, T, MK, kScaleLater>(p, r0, r1, stream, scratch.data());
   });
 }
 
@@ -165,10 +210,15 @@ inline void scaled_masked_softmax_fwd(const ScaledMaskedSoftmaxFwdParams& p, Par
   dispatch_dtype(p.dtype, [&](auto types) {
     using V = typename decltype(types)::Vec;
     using T = typename decltype(types)::Storage;
+    const bool later = p.scale > 0;  // max(scale * u) = scale * max(u) needs scale > 0
     switch (p.mask_kind) {
-      case MaskKind::none: return smsoftmax::fwd_all<V, T, MaskKind::none>(p, parallel_for);
-      case MaskKind::boolean: return smsoftmax::fwd_all<V, T, MaskKind::boolean>(p, parallel_for);
-      case MaskKind::additive: return smsoftmax::fwd_all<V, T, MaskKind::additive>(p, parallel_for);
+      case MaskKind::none:
+        return later ? smsoftmax::fwd_all<V, T, MaskKind::none, true>(p, parallel_for)
+                     : smsoftmax::fwd_all<V, T, MaskKind::none, false>(p, parallel_for);
+      case MaskKind::boolean:
+        return later ? smsoftmax::fwd_all<V, T, MaskKind::boolean, true>(p, parallel_for)
+                     : smsoftmax::fwd_all<V, T, MaskKind::boolean, false>(p, parallel_for);
+      case MaskKind::additive: return smsoftmax::fwd_all<V, T, MaskKind::additive, false>(p, parallel_for);
     }
   });
 }

@@ -18,8 +18,18 @@ struct VecF {
   void store(f16* p) const {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  void store(bf16* p) const {
-    // Round to nearest even on the bit pattern; NaN lanes keep a quiet NaN.
+  void store(bf16* p) const { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
+  // Non-temporal stores, around the caches, for outputs too large to stay cached; p
+  // aligned to the stored bytes (32 for float, 16 for f16/bf16). stream_fence() orders
+  // them before other threads read the data.
+  void stream(float* p) const { _mm256_stream_ps(p, v); }
+  void stream(f16* p) const {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  void stream(bf16* p) const { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
+  static void stream_fence() { _mm_sfence(); }
+  // The 8 lanes as bf16 bit patterns: round to nearest even; NaN lanes keep a quiet NaN.
+  __m128i to_bf16() const {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
@@ -28,7 +38,7 @@ struct VecF {
     r = _mm256_srli_epi32(r, 16);
     // Pack 32->16 works per 128-bit lane; gather lanes 0 and 2 into the low half.
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+    return _mm256_castsi256_si128(packed);
   }
   static VecF masked_neg_inf(VecF z, const uint8_t* m) {
     const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
@@ -50,16 +60,15 @@ struct VecF {
   // 2^t: same algorithm and constants as fast_exp2() in cpu/fast_exp.h.
   static VecF exp2(VecF a) {
     const __m256 t = _mm256_max_ps(_mm256_set1_ps(kExp2Lo), a.v);  // NaN t stays NaN
-    const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 f = _mm256_sub_ps(t, n);
+    const __m256 s = _mm256_add_ps(t, _mm256_set1_ps(kExp2Magic));
+    const __m256 f = _mm256_sub_ps(t, _mm256_sub_ps(s, _mm256_set1_ps(kExp2Magic)));
     __m256 p = _mm256_set1_ps(kExp2C5);
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C4));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C3));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C2));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C1));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C0));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return {_mm256_mul_ps(p, _mm256_castsi256_ps(e))};
+    return {_mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(s), 23)))};
   }
   float hsum() const {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

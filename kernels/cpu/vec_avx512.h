@@ -18,14 +18,24 @@ struct VecF {
   void store(f16* p) const {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  void store(bf16* p) const {
-    // Round to nearest even on the bit pattern; NaN lanes keep a quiet NaN.
+  void store(bf16* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16()); }
+  // Non-temporal stores, around the caches, for outputs too large to stay cached; p
+  // aligned to the stored bytes (64 for float, 32 for f16/bf16). stream_fence() orders
+  // them before other threads read the data.
+  void stream(float* p) const { _mm512_stream_ps(p, v); }
+  void stream(f16* p) const {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  void stream(bf16* p) const { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16()); }
+  static void stream_fence() { _mm_sfence(); }
+  // The 16 lanes as bf16 bit patterns: round to nearest even; NaN lanes keep a quiet NaN.
+  __m256i to_bf16() const {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
     const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
   }
   static VecF masked_neg_inf(VecF z, const uint8_t* m) {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
@@ -47,16 +57,15 @@ struct VecF {
   // 2^t: same algorithm and constants as fast_exp2() in cpu/fast_exp.h.
   static VecF exp2(VecF a) {
     const __m512 t = _mm512_max_ps(_mm512_set1_ps(kExp2Lo), a.v);  // NaN t stays NaN
-    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(t, n);
+    const __m512 s = _mm512_add_ps(t, _mm512_set1_ps(kExp2Magic));
+    const __m512 f = _mm512_sub_ps(t, _mm512_sub_ps(s, _mm512_set1_ps(kExp2Magic)));
     __m512 p = _mm512_set1_ps(kExp2C5);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C4));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C0));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return {_mm512_mul_ps(p, _mm512_castsi512_ps(e))};
+    return {_mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(s), 23)))};
   }
   float hsum() const { return _mm512_reduce_add_ps(v); }
   float hmax() const { return _mm512_reduce_max_ps(v); }

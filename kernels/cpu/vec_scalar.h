@@ -23,6 +23,8 @@ struct VecScalar {
   static VecScalar set1(A a) { return {a}; }
   template <class T> static VecScalar load(const T* p) { return {widen(*p)}; }
   template <class T> void store(T* p) const { *p = narrow<T>(v); }
+  template <class T> void stream(T* p) const { store(p); }  // no non-temporal scalar store here
+  static void stream_fence() {}
   // z where the mask byte is 0, -inf where it is nonzero.
   static VecScalar masked_neg_inf(VecScalar z, const uint8_t* m) { return {*m ? A(-INFINITY) : z.v}; }
 
