@@ -1,8 +1,10 @@
-"""attention against F.scaled_dot_product_attention (what a user runs today).
+"""attention against F.scaled_dot_product_attention (what a user runs today), and
+pyattn.nn.MultiheadAttention against torch.nn.MultiheadAttention.
 
 Work is FLOP: forward 4·B·H·Lq·Lk·D (half when causal), backward 2.5x the forward, so a
 fwd+bwd row counts 3.5x. Backward rows time forward and backward together, as training
-runs them, and return the output and the three input gradients.
+runs them, and return the output and the three input gradients. MultiheadAttention rows
+add the four E x E projections (8·B·L·E² FLOP) to the attention's FLOP.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from . import Case, Target
 
 OP = "attention"
 MAIN = (4, 8, 1024, 64)   # B, H, L, D: the issue's target shape
+LONG = (1, 8, 4096, 64)   # the issue's long causal shape
 QUICK = (2, 4, 512, 64)   # a few seconds for --quick
+MHA = (8, 512, 512, 8)    # B, L, E, heads: the issue's MultiheadAttention shape
 
 
 @dataclass
@@ -73,10 +77,54 @@ def _case(device, dtype, shape, causal=False, backward=False, quick=True, target
     )
 
 
+@dataclass
+class _MhaInputs:
+    ours: torch.nn.Module
+    peer: torch.nn.Module
+    x: torch.Tensor
+    need_weights: bool
+
+
+def _mha_case(device, shape, need_weights, quick=False, target=None) -> Case:
+    from pyattn.nn import MultiheadAttention
+
+    b, l, e, h = shape
+
+    def inputs():
+        torch.manual_seed(0)
+        peer = torch.nn.MultiheadAttention(e, h, batch_first=True, device=device).eval()
+        ours = MultiheadAttention(e, h, batch_first=True, device=device).eval()
+        ours.load_state_dict(peer.state_dict())
+        return _MhaInputs(ours, peer, torch.randn(b, l, e, device=device), need_weights)
+
+    def run(module_of):
+        def call(inp: _MhaInputs):
+            with torch.no_grad():
+                out, weights = module_of(inp)(inp.x, inp.x, inp.x, need_weights=inp.need_weights)
+            return out if weights is None else (out, weights)
+        return call
+
+    return Case(
+        op=OP,
+        name=f"MultiheadAttention fwd B{b} L{l} E{e} H{h} need_weights={need_weights}",
+        device=device,
+        dtype=torch.float32,
+        inputs=inputs,
+        ours=run(lambda inp: inp.ours),
+        peer=run(lambda inp: inp.peer),
+        peer_name="torch.nn.MultiheadAttention, same state_dict",
+        work=4.0 * b * l * l * e + 8.0 * b * l * e * e,
+        unit="FLOP",
+        quick=quick,
+        target=target,
+    )
+
+
 def cases(device: str) -> list[Case]:
     f32, bf16 = torch.float32, torch.bfloat16
-    # The target is for the CPU kernel; the CUDA kernel is a plain version 1 (no tensor cores).
-    goal = Target(1.3) if torch.device(device).type == "cpu" else None
+    # The targets are for the CPU kernel; the CUDA kernel is a plain version 1 (no tensor cores).
+    cpu = torch.device(device).type == "cpu"
+    goal = Target(1.3) if cpu else None
     return [
         _case(device, f32, QUICK),
         _case(device, f32, QUICK, backward=True),
@@ -85,5 +133,9 @@ def cases(device: str) -> list[Case]:
         _case(device, f32, MAIN, causal=True, quick=False, target=goal),
         _case(device, f32, MAIN, backward=True, quick=False, target=goal),
         _case(device, f32, MAIN, causal=True, backward=True, quick=False, target=goal),
-        _case(device, bf16, MAIN, quick=False),
+        _case(device, f32, LONG, causal=True, quick=False, target=goal),
+        _case(device, f32, LONG, causal=True, backward=True, quick=False, target=goal),
+        _case(device, bf16, MAIN, quick=False, target=Target(2.0) if cpu else None),
+        _mha_case(device, MHA, need_weights=False, target=goal),
+        _mha_case(device, MHA, need_weights=True, target=goal),
     ]
