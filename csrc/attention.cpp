@@ -7,6 +7,7 @@
 
 #include "dispatch.h"
 #include "pyattn/attention.h"
+#include "pyattn/dropout_math.h"
 
 namespace pyattn {
 namespace {
@@ -116,6 +117,33 @@ std::pair<at::Tensor, at::Tensor> prepare_masks(const at::Tensor& q, const std::
   return {mask, lengths};
 }
 
+// The dropout key: int64 [2] on the CPU (read here, on the host, also for CUDA inputs).
+void read_dropout_seed(const std::optional<at::Tensor>& seed, const char* op, uint64_t* key) {
+  TORCH_CHECK(seed.has_value(), op, ": dropout_p > 0 needs dropout_seed (int64 [2] on the CPU)");
+  TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 2 && seed->device().is_cpu(), op,
+              ": dropout_seed has dtype ", seed->scalar_type(), ", ", seed->numel(), " elements and device ",
+              seed->device(), ", expected int64, 2 elements, cpu (the key drawn from a torch.Generator)");
+  const at::Tensor t = seed->contiguous();
+  for (int k = 0; k < 2; ++k) key[k] = static_cast<uint64_t>(t.data_ptr<int64_t>()[k]);
+}
+
+void check_dropout_p(double p, const char* op) {
+  TORCH_CHECK(p >= 0.0 && p <= 1.0, op, ": dropout_p must be in [0, 1], got ", p);
+}
+
+// Fills the dropout fields of s. dropout_p = 0 turns dropout off (dropout_seed unused).
+void prepare_dropout(double p, const std::optional<at::Tensor>& seed, const char* op, AttentionShape* s) {
+  check_dropout_p(p, op);
+  s->dropout = p > 0.0;
+  s->dropout_key[0] = s->dropout_key[1] = 0;
+  s->dropout_threshold = 0;
+  s->dropout_scale = 1.0;
+  if (!s->dropout) return;
+  read_dropout_seed(seed, op, s->dropout_key);
+  s->dropout_threshold = dropout_math::threshold(p);
+  s->dropout_scale = dropout_math::keep_scale(p);
+}
+
 void set_strides(int64_t* dst, const at::Tensor& t) {
   for (int k = 0; k < 3; ++k) dst[k] = t.stride(k);
 }
@@ -125,12 +153,14 @@ at::ScalarType lse_dtype(const at::Tensor& q) { return q.scalar_type() == at::kD
 std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                                        const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& key_lengths,
                                        double scale, bool causal, bool bottom_right, int64_t window_left,
-                                       int64_t window_right) {
+                                       int64_t window_right, double dropout_p,
+                                       const std::optional<at::Tensor>& dropout_seed) {
   constexpr const char* op = "attention";
   AttentionFwdParams p{};
   check_qkv(q_in, k_in, v_in, op, &p.s);
   const auto keep = prepare_masks(q_in, mask, key_lengths, scale, causal, bottom_right, window_left, window_right,
                                   op, &p.s);
+  prepare_dropout(dropout_p, dropout_seed, op, &p.s);
   const at::Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
   at::Tensor out = at::empty({p.s.batch, p.s.heads_q, p.s.lq, p.s.dv}, q.options());
   at::Tensor lse = at::empty({p.s.batch, p.s.heads_q, p.s.lq}, q.options().dtype(lse_dtype(q)));
@@ -154,12 +184,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
     const at::Tensor& out_in, const at::Tensor& lse_in, const std::optional<at::Tensor>& dlse_in,
     const std::optional<at::Tensor>& mask,
     const std::optional<at::Tensor>& key_lengths, double scale, bool causal, bool bottom_right, int64_t window_left,
-    int64_t window_right, bool mask_grad) {
+    int64_t window_right, bool mask_grad, double dropout_p, const std::optional<at::Tensor>& dropout_seed) {
   constexpr const char* op = "attention backward";
   AttentionBwdParams p{};
   check_qkv(q_in, k_in, v_in, op, &p.s);
   const auto keep = prepare_masks(q_in, mask, key_lengths, scale, causal, bottom_right, window_left, window_right,
                                   op, &p.s);
+  prepare_dropout(dropout_p, dropout_seed, op, &p.s);
   const std::vector<int64_t> oshape{p.s.batch, p.s.heads_q, p.s.lq, p.s.dv};
   for (const auto& [t, what] : {std::pair<const at::Tensor&, const char*>{dout_in, "grad_out"}, {out_in, "out"}}) {
     TORCH_CHECK(t.sizes() == at::IntArrayRef(oshape), op, ": ", what, " has shape ", t.sizes(), ", expected ",
@@ -215,16 +246,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   return {dq, dk, dv, dmask};
 }
 
+// x [batch, heads, lq, lk] times the dropout multipliers the fused kernels use for the same
+// key: y = x .* Z / (1 - p). Its own backward (register_autograd applies it to dy).
+at::Tensor dropout(const at::Tensor& x_in, const at::Tensor& dropout_seed, double dropout_p) {
+  constexpr const char* op = "attention_dropout";
+  check_4d(x_in, op, "x", "(batch, heads, seq_q, seq_k)");
+  check_dropout_p(dropout_p, op);
+  AttentionDropoutParams p{};
+  p.dtype = to_dtype(x_in, op, "x");
+  read_dropout_seed(dropout_seed, op, p.key);
+  p.threshold = dropout_math::threshold(dropout_p);
+  p.scale = dropout_p > 0.0 ? dropout_math::keep_scale(dropout_p) : 1.0;
+  p.batch = x_in.size(0);
+  p.heads = x_in.size(1);
+  p.lq = x_in.size(2);
+  p.lk = x_in.size(3);
+  const at::Tensor x = unit_last(x_in);
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  if (y.numel() == 0) return y;
+  p.x = x.data_ptr();
+  set_strides(p.x_stride, x);
+  p.y = y.data_ptr();
+  run_kernel(x, op, p, &attention_dropout_cpu, PYATTN_CUDA_LAUNCHER(attention_dropout_cuda));
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
   m.impl("attention_fwd", &fwd);
   m.impl("attention_bwd", &bwd);
+  m.impl("attention_dropout", &dropout);
 }
 
 TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {
   m.impl("attention_fwd", &fwd);
   m.impl("attention_bwd", &bwd);
+  m.impl("attention_dropout", &dropout);
 }
 
 }  // namespace pyattn

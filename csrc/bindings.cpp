@@ -21,14 +21,21 @@ TORCH_LIBRARY(pyattn, m) {
   m.def("scaled_masked_softmax_bwd(Tensor y, Tensor dy, float scale) -> Tensor");
   // out = softmax(scale * q k^T + mask) v, fused; q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv];
   // mask: bool (True = attend) or additive in q's dtype; key_lengths [B]; causal (bottom_right aligns the
-  // diagonal to the last key) and window bounds (-1 = unbounded). Returns (out, lse [B, Hq, Lq] fp32/fp64).
+  // diagonal to the last key) and window bounds (-1 = unbounded); dropout_p > 0 drops probabilities with
+  // the counter-based mask of dropout_seed (int64 [2], CPU; kernels/include/pyattn/dropout_math.h).
+  // Returns (out, lse [B, Hq, Lq] fp32/fp64); lse is that of the un-dropped probabilities.
   m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor? key_lengths, float scale, bool causal, "
-        "bool bottom_right, int window_left, int window_right) -> (Tensor, Tensor)");
+        "bool bottom_right, int window_left, int window_right, float dropout_p=0.0, Tensor? dropout_seed=None) "
+        "-> (Tensor, Tensor)");
   // (dq, dk, dv, dmask) from the forward's out and lse (and dlse, the gradient of lse, if any); dmask
-  // [B, Hq, Lq, Lk] (dL/dscores) only when mask_grad, else an empty tensor.
+  // [B, Hq, Lq, Lk] (dL/dscores) only when mask_grad, else an empty tensor. The forward's dropout
+  // arguments regenerate its mask.
   m.def("attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, Tensor? mask, "
         "Tensor? key_lengths, float scale, bool causal, bool bottom_right, int window_left, int window_right, "
-        "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+        "bool mask_grad, float dropout_p=0.0, Tensor? dropout_seed=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  // x [B, H, Lq, Lk] .* (the attention_fwd dropout mask of the same seed and p) / (1 - p): the
+  // probabilities the fused forward used, for APIs that return attention weights.
+  m.def("attention_dropout(Tensor x, Tensor dropout_seed, float dropout_p) -> Tensor");
 
   // LSTM, torch's gate order (i, f, g, o). See csrc/lstm.cpp for shapes. One step:
   // h', c' = cell(x, h, c); act holds the activated gates, saved for backward.

@@ -39,28 +39,47 @@ torch.library.register_autograd(
 
 
 def _attention_setup_context(ctx, inputs, output):
-    q, k, v, mask, key_lengths, *rules = inputs
+    q, k, v, mask, key_lengths, *rules, dropout_p, dropout_seed = inputs  # defaults filled in by torch
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, mask, key_lengths)
+    ctx.save_for_backward(q, k, v, out, lse, mask, key_lengths, dropout_seed)
     ctx.rules = rules  # scale, causal, bottom_right, window_left, window_right
+    ctx.dropout_p = dropout_p
     ctx.mask_shape = mask.shape if mask is not None else None
 
 
 def _attention_backward(ctx, dout, dlse):
-    """Probabilities recomputed from the saved lse (nothing of size lq x lk is kept).
-    dlse (when lse was used) adds dlse_i * P_ij to the score gradient. An additive mask
-    that requires grad gets dL/dscores summed down to its own shape."""
-    q, k, v, out, lse, mask, key_lengths = ctx.saved_tensors
+    """Probabilities recomputed from the saved lse (nothing of size lq x lk is kept), and
+    the dropout mask from the saved seed. dlse (when lse was used) adds dlse_i * P_ij to
+    the score gradient. An additive mask that requires grad gets dL/dscores summed down
+    to its own shape."""
+    q, k, v, out, lse, mask, key_lengths, dropout_seed = ctx.saved_tensors
     dout = torch.zeros_like(out) if dout is None else dout.to(q.dtype)
     mask_grad = bool(ctx.needs_input_grad[3])
     dq, dk, dv, dmask = _ops.attention_bwd(
-        dout, q, k, v, out, lse, dlse, mask, key_lengths, *ctx.rules, mask_grad
+        dout, q, k, v, out, lse, dlse, mask, key_lengths, *ctx.rules, mask_grad, ctx.dropout_p, dropout_seed
     )
     dmask = dmask.sum_to_size(ctx.mask_shape) if mask_grad else None
-    return dq, dk, dv, dmask, None, None, None, None, None, None
+    return dq, dk, dv, dmask, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("pyattn::attention_fwd", _attention_backward, setup_context=_attention_setup_context)
+
+
+def _attention_dropout_setup_context(ctx, inputs, output):
+    _, seed, p = inputs
+    ctx.save_for_backward(seed)
+    ctx.p = p
+
+
+def _attention_dropout_backward(ctx, dy):
+    """y = x * M with a fixed diagonal M: dx = dy * M, the same op."""
+    (seed,) = ctx.saved_tensors
+    return _ops.attention_dropout(dy, seed, ctx.p), None, None
+
+
+torch.library.register_autograd(
+    "pyattn::attention_dropout", _attention_dropout_backward, setup_context=_attention_dropout_setup_context
+)
 def _sgns_loss_setup_context(ctx, inputs, output):
     w_in, w_out, centers, contexts, negatives = inputs
     ctx.save_for_backward(w_in, w_out, centers, contexts, negatives)

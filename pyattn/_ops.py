@@ -23,7 +23,8 @@ def _lse_dtype(q):
 
 
 @torch.library.register_fake("pyattn::attention_fwd")
-def _attention_fwd_fake(q, k, v, mask, key_lengths, scale, causal, bottom_right, window_left, window_right):
+def _attention_fwd_fake(q, k, v, mask, key_lengths, scale, causal, bottom_right, window_left, window_right,
+                        dropout_p=0.0, dropout_seed=None):
     for t, what in ((q, "query"), (k, "key"), (v, "value")):
         torch._check(t.dim() == 4, lambda: f"attention: {what} has {t.dim()} dims, expected 4")
     out = q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
@@ -33,12 +34,18 @@ def _attention_fwd_fake(q, k, v, mask, key_lengths, scale, causal, bottom_right,
 
 @torch.library.register_fake("pyattn::attention_bwd")
 def _attention_bwd_fake(dout, q, k, v, out, lse, dlse, mask, key_lengths, scale, causal, bottom_right, window_left,
-                        window_right, mask_grad):
+                        window_right, mask_grad, dropout_p=0.0, dropout_seed=None):
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2]) if mask_grad else (0,)
     return dq, dk, dv, q.new_empty(shape)
+
+
+@torch.library.register_fake("pyattn::attention_dropout")
+def _attention_dropout_fake(x, dropout_seed, dropout_p):
+    torch._check(x.dim() == 4, lambda: f"attention_dropout: x has {x.dim()} dims, expected 4")
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 # ---------------------------------------------------------------------------- lstm
 # Shapes only; the checks are in csrc/lstm.cpp. H = w_ih.size(0) // 4, P = w_hh.size(1).
 

@@ -59,6 +59,25 @@ def _check_tensor(t, what, op="attention"):
         raise TypeError(f"{op}: {what} must be a torch.Tensor, got {type(t).__name__}")
 
 
+def _check_dropout_p(dropout_p, op: str) -> float:
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"{op}: dropout_p must be a real number in [0, 1], got {type(dropout_p).__name__}")
+    p = float(dropout_p)
+    if not 0.0 <= p <= 1.0:  # NaN fails too
+        raise ValueError(f"{op}: dropout_p must be in [0, 1], got {dropout_p!r}")
+    return p
+
+
+def _draw_dropout_seed(generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The key of one call's dropout mask: two int64 words drawn from ``generator``
+    (torch's default CPU generator when None, so ``torch.manual_seed`` fixes it), as an
+    int64 ``[2]`` CPU tensor that backward reuses to regenerate the mask."""
+    if generator is None:
+        return torch.randint(0, 2**63 - 1, (2,), dtype=torch.int64)
+    seed = torch.randint(0, 2**63 - 1, (2,), dtype=torch.int64, generator=generator, device=generator.device)
+    return seed.cpu()
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -71,6 +90,8 @@ def attention(
     window=None,
     scale: Optional[float] = None,
     return_lse: bool = False,
+    dropout_p: float = 0.0,
+    generator: Optional[torch.Generator] = None,
 ):
     """softmax(scale * q @ k^T + mask) @ v, fused: the [lq, lk] scores are never stored
     (forward keeps a running softmax over key blocks; backward recomputes from the lse).
@@ -98,6 +119,16 @@ def attention(
         scale: default ``1 / sqrt(d)``.
         return_lse: also return the natural-log log-sum-exp of each query's scores,
             ``[..., hq, lq]``, float32 (float64 for float64 inputs).
+        dropout_p: dropout on the attention probabilities, as torch's SDPA: each is zeroed
+            with probability ``dropout_p`` and the kept ones are scaled by
+            ``1 / (1 - dropout_p)`` (1 gives zeros). The mask is a counter-based hash of a
+            key drawn once per call and of (batch, head, query, key) indices, so nothing is
+            stored and backward regenerates it (kernels/include/pyattn/dropout_math.h).
+            The lse is that of the probabilities before dropout. 0 runs the plain kernel.
+        generator: where the dropout key is drawn from (two int64 words per call);
+            default torch's default CPU generator, also for CUDA inputs, so
+            ``torch.manual_seed`` (and activation checkpointing's RNG restore) reproduces
+            the mask.
 
     Returns:
         out ``[..., hq, lq, dv]`` contiguous in q's dtype (and lse if asked). A query that
@@ -106,6 +137,18 @@ def attention(
     Envelope: CPU, any sizes. CUDA (a plain version-1 kernel, not yet run on a GPU by its
     author): head dims ``d, dv <= 128``, batch and heads at most 65535.
     """
+    dropout_p = _check_dropout_p(dropout_p, "attention")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"attention: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    seed = _draw_dropout_seed(generator) if dropout_p > 0.0 else None
+    return _attention(q, k, v, mask=mask, key_padding_mask=key_padding_mask, key_lengths=key_lengths, causal=causal,
+                      window=window, scale=scale, return_lse=return_lse, dropout_p=dropout_p, dropout_seed=seed)
+
+
+def _attention(q, k, v, *, mask, key_padding_mask, key_lengths, causal, window, scale, return_lse, dropout_p,
+               dropout_seed):
+    """attention() once the dropout key is drawn (dropout_seed: int64 [2] CPU, or None for
+    dropout_p = 0); nn.MultiheadAttention reuses its key for the weights it returns."""
     for t, what in ((q, "q"), (k, "k"), (v, "v")):
         _check_tensor(t, what)
     if q.dim() < 2:
@@ -184,7 +227,7 @@ def attention(
     v4 = v.reshape((batch,) + tuple(v.shape[-3:]))
     out, lse = torch.ops.pyattn.attention_fwd(
         q4, k4, v4, mask, key_lengths, float(scale), causal is not None, causal == "bottom_right",
-        window_left, window_right,
+        window_left, window_right, dropout_p, dropout_seed,
     )
     out = out.reshape(lead + (hq, lq, v.shape[-1]))
     if return_lse:
@@ -211,15 +254,14 @@ def scaled_dot_product_attention(
     ``enable_gqa`` lets ``H`` divide ``Hq``. A query whose keys are all masked gives 0, as
     torch's math backend does.
 
-    ``dropout_p > 0`` raises NotImplementedError: pyattn has no attention dropout yet.
+    ``dropout_p`` drops attention probabilities as torch does (always, there is no
+    training flag here; kept ones scaled by ``1 / (1 - dropout_p)``), with a mask drawn
+    from torch's default CPU generator: see :func:`attention`. The mask is pyattn's own,
+    so it differs from torch's for the same seed.
     """
     for t, what in ((query, "query"), (key, "key"), (value, "value")):
         _check_tensor(t, what, "scaled_dot_product_attention")
-    if dropout_p != 0.0:
-        raise NotImplementedError(
-            f"scaled_dot_product_attention: dropout_p={dropout_p} is not supported by pyattn (no attention dropout "
-            "yet); use dropout_p=0.0 or torch.nn.functional.scaled_dot_product_attention"
-        )
+    dropout_p = _check_dropout_p(dropout_p, "scaled_dot_product_attention")
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: an explicit attn_mask must not be set when is_causal=True")
     if min(query.dim(), key.dim(), value.dim()) < 2:
@@ -248,7 +290,8 @@ def scaled_dot_product_attention(
     v = v.expand(batch + (hkv,) + tuple(v.shape[-2:]))
     if attn_mask is not None:
         _check_tensor(attn_mask, "attn_mask", "scaled_dot_product_attention")
-    out = attention(q, k, v, mask=attn_mask, causal="top_left" if is_causal else None, scale=scale)
+    out = attention(q, k, v, mask=attn_mask, causal="top_left" if is_causal else None, scale=scale,
+                    dropout_p=dropout_p)
     # torch returns the broadcast leading dims; drop the ones added above for 2-d inputs
     return out.reshape(tuple(out.shape[nd - max(query.dim(), key.dim(), value.dim()):]))
 

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 import pyattn
 from conftest import DTYPES, LOW_PRECISION, assert_close, assert_err_within_2x_torch, randn, to_np
-from pyattn.functional import attention, scaled_dot_product_attention
+from pyattn.functional import _draw_dropout_seed, attention, scaled_dot_product_attention
 from pyattn.reference import attention_bwd as ref_bwd
+from pyattn.reference import attention_dropout_mask as ref_dropout_mask
 from pyattn.reference import attention_fwd as ref_fwd
 
 OPS = torch.ops.pyattn
@@ -122,15 +123,22 @@ def qkv(shape, dtype, gen, std=1.0, device="cpu"):
     return q, k, v
 
 
-def check_against_reference(q, k, v, kw, ref, scale=None, msg=""):
+def check_against_reference(q, k, v, kw, ref, scale=None, msg="", dropout_p=0.0, drop_seed=None):
+    """Forward and gradients of attention() against the reference. With dropout_p > 0 the
+    key comes from a generator seeded with drop_seed; the reference derives its own mask
+    from the same key."""
     dtype = q.dtype
+    if dropout_p:
+        kw = dict(kw, dropout_p=dropout_p, generator=torch.Generator().manual_seed(drop_seed))
+        ref = dict(ref, dropout_p=dropout_p, dropout_seed=_draw_dropout_seed(torch.Generator().manual_seed(drop_seed)))
     out, lse = attention(q, k, v, scale=scale, return_lse=True, **kw)
     assert out.shape == q.shape[:-1] + v.shape[-1:] and out.dtype == dtype, msg
     assert lse.shape == q.shape[:-1] and lse.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     qn, kn, vn = to_np(q), to_np(k), to_np(v)
     ref_mask = ref.get("mask")
+    drop = dict(dropout_p=ref.get("dropout_p", 0.0), dropout_seed=ref.get("dropout_seed"))
     out_ref, lse_ref = ref_fwd(qn, kn, vn, ref_mask, scale, ref.get("causal"), ref.get("window"),
-                               ref.get("key_lengths"))
+                               ref.get("key_lengths"), **drop)
     assert_close(out, out_ref, dtype, msg=f"{msg} out")
     # lse of an attended row is O(log lk + |scores|); compare with an absolute floor of 1
     assert_close(lse, lse_ref, torch.float32 if dtype != torch.float64 else dtype,
@@ -142,14 +150,15 @@ def check_against_reference(q, k, v, kw, ref, scale=None, msg=""):
     dout = randn(out.shape, dtype, q.device, gen=torch.Generator().manual_seed(1))
     grads = torch.autograd.grad(out, wrt, dout)
     refs = ref_bwd(to_np(dout), qn, kn, vn, ref_mask, scale, ref.get("causal"), ref.get("window"),
-                   ref.get("key_lengths"))
+                   ref.get("key_lengths"), **drop)
     # Rounding errors scale with the terms summed, not with the result (dq is exactly 0
     # when one key is visible): the natural size of each gradient.
     amax = lambda a: float(np.abs(a).max(initial=0.0))  # noqa: E731
     sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    dp = amax(to_np(dout)) * amax(vn) * math.sqrt(v.shape[-1])
+    keep_scale = 1.0 / (1.0 - dropout_p) if dropout_p < 1 else 0.0
+    dp = amax(to_np(dout)) * amax(vn) * math.sqrt(v.shape[-1]) * max(1.0, keep_scale)
     natural = {"dq": sc * dp * amax(kn) * math.sqrt(q.shape[-1]), "dk": sc * dp * amax(qn) * math.sqrt(q.shape[-1]),
-               "dv": amax(to_np(dout)), "dmask": dp}
+               "dv": amax(to_np(dout)) * max(1.0, keep_scale), "dmask": dp}
     for name, g, r in zip(("dq", "dk", "dv", "dmask"), grads, refs):
         assert g.shape == r.shape and g.dtype == dtype, f"{msg} {name}: {g.shape} {g.dtype}"
         assert_close(g, r, dtype, magnitude=max(amax(r), 0.1 * natural[name]), msg=f"{msg} {name}")
@@ -180,10 +189,17 @@ def test_every_cpu_isa(isa, dtype, gen):
     before = pyattn.build_info()["cpu_isa"]
     pyattn.set_cpu_isa(isa)
     try:
-        for shape, kind in [((2, 4, 2, 70, 130, 33, 17), "add_neginf"), ((1, 2, 1, 67, 67, 64, 64), "causal_br")]:
+        for shape, kind, p in [((2, 4, 2, 70, 130, 33, 17), "add_neginf", 0.0), ((1, 2, 1, 67, 67, 64, 64), "causal_br", 0.0),
+                               ((2, 4, 2, 70, 130, 33, 17), "bool_bcast", 0.3)]:
             q, k, v = qkv(shape, dtype, gen)
             kw, ref = make_case(shape, kind, dtype, gen)
-            check_against_reference(q, k, v, kw, ref, msg=f"{isa} {kind}")
+            check_against_reference(q, k, v, kw, ref, msg=f"{isa} {kind} p={p}", dropout_p=p,
+                                    drop_seed=int(torch.randint(0, 2**62, (), generator=gen)))
+        # the dropout op's own (scalar) loop, compiled per ISA too
+        x = randn((2, 3, 5, 77), dtype, gen=gen)
+        seed = torch.randint(0, 2**62, (2,), generator=gen)
+        mult = ref_dropout_mask(seed.numpy(), 0.4, (2,), 3, 5, 77)
+        assert_close(OPS.attention_dropout(x, seed, 0.4), to_np(x) * mult, dtype, msg=f"{isa} attention_dropout")
     finally:
         pyattn.set_cpu_isa(before)
 
@@ -371,6 +387,20 @@ def test_opcheck(dtype, mask_kind, gen):
                               (dout, q, k, v, out, lse, dl, mask, lengths) + rules + (mask_kind == "additive",))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=_dtype_id)
+def test_opcheck_dropout(dtype, gen):
+    q, k, v, mask, lengths = _op_args(dtype, gen, "additive")
+    rules = (0.35, True, True, 4, -1)
+    seed = torch.randint(0, 2**62, (2,), generator=gen)
+    torch.library.opcheck(OPS.attention_fwd.default, (q, k, v, mask, lengths) + rules + (0.3, seed))
+    out, lse = OPS.attention_fwd(q, k, v, mask, lengths, *rules, 0.3, seed)
+    dout = randn(out.shape, dtype, gen=gen)
+    torch.library.opcheck(OPS.attention_bwd.default,
+                          (dout, q, k, v, out, lse, None, mask, lengths) + rules + (True, 0.3, seed))
+    x = randn((2, 3, 9, 13), dtype, gen=gen).requires_grad_()
+    torch.library.opcheck(OPS.attention_dropout.default, (x, seed, 0.3))
+
+
 def _compile_unusable_reason() -> str | None:
     try:
         f = torch.compile(lambda t: torch.sin(t) + 1.0, fullgraph=True)
@@ -395,6 +425,31 @@ def test_torch_compile_fullgraph(gen):
     v = randn((2, 2, 11, 16), torch.float32, gen=gen).requires_grad_()
     mask = randn((9, 11), torch.float32, gen=gen)
     out_c, out_e = cf(q, k, v, mask), f(q, k, v, mask)
+    assert_close(out_c, out_e.detach().double(), torch.float32, msg="compiled forward")
+    dy = randn(out_e.shape, torch.float32, gen=gen)
+    for a, b in zip(torch.autograd.grad(out_c, (q, k, v), dy), torch.autograd.grad(out_e, (q, k, v), dy)):
+        assert_close(a, b.double(), torch.float32, msg="compiled backward")
+
+
+def test_torch_compile_dropout(gen):
+    """Under torch.compile the key is drawn inside the graph; with inductor's
+    fallback_random (torch's own RNG ops) the compiled run draws what eager draws."""
+    reason = _compile_unusable_reason()
+    if reason:
+        pytest.skip(reason)
+    torch._dynamo.reset()
+
+    def f(q, k, v):
+        return scaled_dot_product_attention(q * 1.5, k, v, dropout_p=0.25).sum(-1)
+
+    q, k, v = qkv((2, 2, 2, 9, 11, 16, 16), torch.float32, gen)
+    s = _key(gen)
+    with torch._inductor.config.patch(fallback_random=True):
+        cf = torch.compile(f, fullgraph=True)
+        torch.manual_seed(s)
+        out_c = cf(q, k, v)
+    torch.manual_seed(s)
+    out_e = f(q, k, v)
     assert_close(out_c, out_e.detach().double(), torch.float32, msg="compiled forward")
     dy = randn(out_e.shape, torch.float32, gen=gen)
     for a, b in zip(torch.autograd.grad(out_c, (q, k, v), dy), torch.autograd.grad(out_e, (q, k, v), dy)):
@@ -426,6 +481,181 @@ def test_random_shapes(case):
     q, k, v = qkv(case["shape"], case["dtype"], gen)
     kw, ref = make_case(case["shape"], case["mask_kind"], case["dtype"], gen)
     check_against_reference(q, k, v, kw, ref, msg=str(case))
+
+
+# ------------------------------------------------------------------ dropout
+
+
+def _key(gen) -> int:
+    return int(torch.randint(0, 2**62, (), generator=gen))
+
+
+# (shape, mask kind, dropout_p): blocks past 64 keys and queries, GQA, masks that drop
+# whole rows, p from light to heavy.
+DROPOUT_CASES = [
+    ((2, 4, 2, 70, 130, 32, 24), "none", 0.1),
+    ((1, 2, 1, 130, 70, 64, 64), "causal_br", 0.5),
+    ((1, 3, 3, 65, 65, 7, 5), "add_neginf", 0.3),
+    ((2, 2, 2, 17, 17, 33, 33), "bool_dead", 0.9),
+    ((2, 2, 2, 1, 37, 16, 16), "key_lengths", 0.2),
+]
+
+
+@pytest.mark.parametrize("case", DROPOUT_CASES, ids=lambda c: f"{_shape_id(c[0])}-{c[1]}-p{c[2]}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+def test_dropout_matches_reference(device, dtype, case, gen):
+    shape, kind, p = case
+    q, k, v = qkv(shape, dtype, gen, device=device)
+    kw, ref = make_case(shape, kind, dtype, gen, device=device)
+    scale = (0.5 + float(torch.rand((), generator=gen))) / math.sqrt(shape[5])
+    check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{_shape_id(shape)} {kind} p={p}", dropout_p=p,
+                            drop_seed=_key(gen))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.6])
+def test_dropout_fused_mask_is_the_reference_mask(device, p, gen):
+    """The exact keep pattern of the fused kernels, read out through identity matrices:
+    forward with v = I gives out[i, j] = P_ij M_ij; backward with dout = I gives
+    dv[j, i] = P_ij M_ij. Both must drop exactly the reference's elements."""
+    b, h, lq, lk, d = 2, 3, 100, 150, 16
+    q = randn((b, h, lq, d), torch.float64, device, gen=gen)
+    k = randn((b, h, lk, d), torch.float64, device, gen=gen)
+    seed = torch.randint(0, 2**62, (2,), generator=gen)
+    mult = ref_dropout_mask(seed.numpy(), p, (b,), h, lq, lk)
+    probs, _ = ref_fwd(to_np(q), to_np(k), np.eye(lk)[None, None].repeat(b, 0).repeat(h, 1), scale=0.25)
+    rules = (0.25, False, False, -1, -1)
+
+    eye_k = torch.eye(lk, dtype=torch.float64, device=device).expand(b, h, lk, lk)
+    out, _ = OPS.attention_fwd(q, k, eye_k, None, None, *rules, p, seed)
+    assert np.array_equal(to_np(out) != 0, mult != 0), "forward mask"
+    assert_close(out, probs * mult, torch.float64, msg="forward P * M")
+
+    v = randn((b, h, lk, lq), torch.float64, device, gen=gen)
+    out, lse = OPS.attention_fwd(q, k, v, None, None, *rules, p, seed)
+    eye_q = torch.eye(lq, dtype=torch.float64, device=device).expand(b, h, lq, lq).contiguous()
+    _, _, dv, _ = OPS.attention_bwd(eye_q, q, k, v, out, lse, None, None, None, *rules, False, p, seed)
+    pm = np.swapaxes(to_np(dv), -1, -2)
+    assert np.array_equal(pm != 0, mult != 0), "backward mask"
+    assert_close(pm, probs * mult, torch.float64, msg="backward P * M")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_mask_statistics(p, gen):
+    """Kept fraction 1 - p, and neighbours (along keys, queries, heads, batch items)
+    kept independently: P(both) = (1 - p)^2. Bounds are 6 standard deviations."""
+    x = 1.0 + torch.rand((4, 8, 128, 256), generator=gen)
+    seed = torch.randint(0, 2**62, (2,), generator=gen)
+    keep = OPS.attention_dropout(x, seed, p) != 0
+    frac = keep.double().mean().item()
+    assert abs(frac - (1 - p)) < 6 * math.sqrt(p * (1 - p) / keep.numel()), f"kept fraction {frac}, p={p}"
+    both_p = (1 - p) ** 2
+    for name, a, c in (("keys", keep[..., 1:], keep[..., :-1]), ("queries", keep[:, :, 1:], keep[:, :, :-1]),
+                       ("heads", keep[:, 1:], keep[:, :-1]), ("batch", keep[1:], keep[:-1])):
+        both = (a & c).double().mean().item()
+        assert abs(both - both_p) < 6 * math.sqrt(both_p * (1 - both_p) / a.numel()), f"{name}: {both} vs {both_p}"
+    # per-row kept counts spread as a binomial's: rows are not shifted copies of each other
+    rows = keep.double().sum(-1).flatten()
+    var, want = rows.var().item(), keep.shape[-1] * p * (1 - p)
+    assert 0.85 * want < var < 1.15 * want, f"row count variance {var}, binomial {want}"
+
+
+def test_dropout_is_unbiased(gen):
+    """E[out] and E[gradients] over masks are the no-dropout ones (the 1/(1-p) scaling):
+    n independent masks from the batch index of one call, compared within 5.5 standard
+    errors elementwise."""
+    n, h, lq, lk, d = 3000, 2, 12, 20, 8
+    q0, k0, v0 = (randn((1, h, l, d), torch.float64, gen=gen) for l in (lq, lk, lk))
+    dout0 = randn((1, h, lq, d), torch.float64, gen=gen)
+    q, k, v = (t.repeat(n, 1, 1, 1).requires_grad_() for t in (q0, k0, v0))
+    out = attention(q, k, v, dropout_p=0.3, generator=torch.Generator().manual_seed(_key(gen)))
+    grads = torch.autograd.grad(out, (q, k, v), dout0.expand(n, h, lq, d))
+    q0, k0, v0 = (t.requires_grad_() for t in (q0, k0, v0))
+    out0 = attention(q0, k0, v0)
+    grads0 = torch.autograd.grad(out0, (q0, k0, v0), dout0)
+    for name, sample, want in zip(("out", "dq", "dk", "dv"), (out,) + grads, (out0,) + grads0):
+        sample = sample.detach()
+        mean, sem = sample.mean(0), sample.std(0) / math.sqrt(n)
+        err = (mean - want.detach()[0]).abs()
+        assert (err <= 5.5 * sem + 1e-12).all(), f"{name}: max |mean - expected| / sem = {(err / sem).max():.2f}"
+
+
+def test_dropout_seed_reproduces(gen):
+    q, k, v = qkv((2, 3, 3, 40, 70, 16, 16), torch.float32, gen)
+    dout = randn((2, 3, 40, 16), torch.float32, gen=gen)
+    s = _key(gen)
+
+    def run(generator=None, p=0.4):
+        out = attention(q, k, v, dropout_p=p, generator=generator)
+        return (out,) + torch.autograd.grad(out, (q, k, v), dout)
+
+    a = run(torch.Generator().manual_seed(s))
+    b = run(torch.Generator().manual_seed(s))
+    c = run(torch.Generator().manual_seed(s + 1))
+    for x, y, z in zip(a, b, c):
+        assert torch.equal(x, y), "same seed, different result"
+        assert (x != z).float().mean() > 0.1, "different seeds, (nearly) the same result"
+    # torch.manual_seed fixes torch's default generator, which SDPA draws from
+    torch.manual_seed(s)
+    first = scaled_dot_product_attention(q, k, v, dropout_p=0.4)
+    second = scaled_dot_product_attention(q, k, v, dropout_p=0.4)
+    torch.manual_seed(s)
+    assert torch.equal(scaled_dot_product_attention(q, k, v, dropout_p=0.4), first)
+    assert not torch.equal(first, second)
+    # p = 0 is the plain kernel: no key drawn, the same bits as without the argument
+    state = torch.get_rng_state()
+    assert torch.equal(attention(q, k, v, dropout_p=0.0), attention(q, k, v))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_dropout_under_activation_checkpointing(gen):
+    """The key comes from torch's default generator, whose state checkpoint restores for
+    the recomputation: gradients are those of the un-checkpointed run."""
+    q, k, v = qkv((2, 2, 2, 33, 40, 16, 16), torch.float32, gen)
+    dout = randn((2, 2, 33, 16), torch.float32, gen=gen)
+    f = lambda q, k, v: scaled_dot_product_attention(q, k, v, dropout_p=0.3) * 2.0  # noqa: E731
+    s = _key(gen)
+    torch.manual_seed(s)
+    plain = torch.autograd.grad(f(q, k, v), (q, k, v), dout)
+    torch.manual_seed(s)
+    ckpt = torch.autograd.grad(torch.utils.checkpoint.checkpoint(f, q, k, v, use_reentrant=False), (q, k, v), dout)
+    for a, c in zip(plain, ckpt):
+        assert torch.equal(a, c)
+
+
+def test_dropout_p_one_gives_zeros(device, gen):
+    q, k, v = qkv((2, 2, 1, 9, 70, 8, 8), torch.float32, gen, device=device)
+    out, lse = attention(q, k, v, dropout_p=1.0, return_lse=True, generator=torch.Generator().manual_seed(1))
+    assert (out == 0).all()
+    _, lse0 = attention(q, k, v, return_lse=True)
+    assert torch.equal(lse, lse0), "lse is that of the un-dropped probabilities"
+    grads = torch.autograd.grad(out, (q, k, v), torch.randn(out.shape, generator=gen).to(device))
+    assert all(torch.isfinite(g).all() and (g == 0).all() for g in grads)
+    assert (scaled_dot_product_attention(q, k, v, dropout_p=1.0) == 0).all()
+
+
+DROPOUT_GRADCHECK_CASES = {
+    "plain_gqa": dict(shape=(2, 4, 2, 5, 7, 6, 3), p=0.3),
+    "additive_causal": dict(shape=(1, 2, 2, 6, 9, 4, 4), p=0.5, mask=(6, 9), causal="bottom_right"),
+    "through_lse": dict(shape=(1, 2, 1, 5, 7, 4, 3), p=0.2, lse=True),
+}
+
+
+@pytest.mark.parametrize("case", list(DROPOUT_GRADCHECK_CASES))
+def test_dropout_gradcheck_fp64(device, case, gen):
+    c = DROPOUT_GRADCHECK_CASES[case]
+    q, k, v = qkv(c["shape"], torch.float64, gen, device=device)
+    inputs = [q, k, v]
+    if "mask" in c:
+        inputs.append(randn(c["mask"], torch.float64, device, gen=gen).requires_grad_())
+    w = randn(c["shape"][:2] + c["shape"][3:4], torch.float64, device, gen=gen)
+    s = _key(gen)
+
+    def f(q, k, v, *mask):  # a fresh generator per call: every evaluation uses the same mask
+        out, lse = attention(q, k, v, mask=mask[0] if mask else None, causal=c.get("causal"), scale=0.7,
+                             dropout_p=c["p"], generator=torch.Generator().manual_seed(s), return_lse=True)
+        return (out, lse * w) if c.get("lse") else out
+
+    assert torch.autograd.gradcheck(f, inputs)
 
 
 # ------------------------------------------------------------------ bad inputs
@@ -460,7 +690,33 @@ def _bad(name):
                                                torch.randn(2, 4, 5), None, None, None, 0.5, False, False, -1, -1,
                                                False),
                      "grad_out has shape"),
-        "sdpa_dropout": (lambda: scaled_dot_product_attention(q, k, v, dropout_p=0.1, enable_gqa=True), "dropout_p"),
+        "sdpa_dropout_negative": (lambda: scaled_dot_product_attention(q, k, v, dropout_p=-0.1, enable_gqa=True),
+                                  "dropout_p must be in"),
+        "sdpa_dropout_above_one": (lambda: scaled_dot_product_attention(q, k, v, dropout_p=1.5, enable_gqa=True),
+                                   "dropout_p must be in"),
+        "sdpa_dropout_nan": (lambda: scaled_dot_product_attention(q, k, v, dropout_p=float("nan"), enable_gqa=True),
+                             "dropout_p must be in"),
+        "sdpa_dropout_string": (lambda: scaled_dot_product_attention(q, k, v, dropout_p="0.1", enable_gqa=True),
+                                "dropout_p must be a real number"),
+        "attention_dropout_none": (lambda: attention(q, k, v, dropout_p=None), "dropout_p must be a real number"),
+        "attention_dropout_bool": (lambda: attention(q, k, v, dropout_p=True), "dropout_p must be a real number"),
+        "attention_dropout_above_one": (lambda: attention(q, k, v, dropout_p=2), "dropout_p must be in"),
+        "attention_generator": (lambda: attention(q, k, v, dropout_p=0.1, generator=3), "generator must be"),
+        "op_dropout_p": (lambda: OPS.attention_fwd(q, k, v, None, None, 0.5, False, False, -1, -1, 1.5,
+                                                   torch.zeros(2, dtype=torch.long)), "dropout_p must be in"),
+        "op_dropout_no_seed": (lambda: OPS.attention_fwd(q, k, v, None, None, 0.5, False, False, -1, -1, 0.5, None),
+                               "needs dropout_seed"),
+        "op_dropout_seed_dtype": (lambda: OPS.attention_fwd(q, k, v, None, None, 0.5, False, False, -1, -1, 0.5,
+                                                            torch.zeros(2)), "dropout_seed has dtype"),
+        "op_bwd_dropout_p": (lambda: OPS.attention_bwd(torch.randn(2, 4, 5, 8), q, k, v, torch.randn(2, 4, 5, 8),
+                                                       torch.randn(2, 4, 5), None, None, None, 0.5, False, False, -1,
+                                                       -1, False, -0.5, torch.zeros(2, dtype=torch.long)),
+                             "dropout_p must be in"),
+        "op_dropout_x_3d": (lambda: OPS.attention_dropout(torch.randn(4, 5, 7), torch.zeros(2, dtype=torch.long), 0.1),
+                            "x has 3 dims"),
+        "op_dropout_seed_shape": (lambda: OPS.attention_dropout(torch.randn(1, 4, 5, 7),
+                                                                torch.zeros(3, dtype=torch.long), 0.1),
+                                  "dropout_seed has dtype"),
         "sdpa_causal_and_mask": (lambda: scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(5, 5) > 0,
                                                                       is_causal=True), "attn_mask"),
         "sdpa_gqa": (lambda: scaled_dot_product_attention(q, torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8),
@@ -476,7 +732,10 @@ def _bad(name):
 
 BAD_INPUTS = [
     "query_3d", "key_dtype", "value_dtype", "heads", "key_dim", "value_seq", "int_query", "mask_shape",
-    "mask_dtype", "key_lengths_shape", "key_lengths_float", "window", "bwd_lse", "bwd_dout", "sdpa_dropout",
+    "mask_dtype", "key_lengths_shape", "key_lengths_float", "window", "bwd_lse", "bwd_dout", "sdpa_dropout_negative",
+    "sdpa_dropout_above_one", "sdpa_dropout_nan", "sdpa_dropout_string", "attention_dropout_none",
+    "attention_dropout_bool", "attention_dropout_above_one", "attention_generator", "op_dropout_p",
+    "op_dropout_no_seed", "op_dropout_seed_dtype", "op_bwd_dropout_p", "op_dropout_x_3d", "op_dropout_seed_shape",
     "sdpa_causal_and_mask", "sdpa_gqa", "sdpa_no_gqa", "causal_string", "window_type", "kpm_shape", "query_type",
 ]
 
@@ -484,14 +743,8 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_inputs_name_the_argument(name):
     call, words = _bad(name)
-    with pytest.raises(USER_ERRORS + (NotImplementedError,), match=words):
+    with pytest.raises(USER_ERRORS, match=words):
         call()
-
-
-def test_dropout_is_not_silently_ignored():
-    q = torch.randn(1, 1, 3, 4)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        scaled_dot_product_attention(q, q, q, dropout_p=0.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or pyattn.build_info()["cuda"],

@@ -9,6 +9,7 @@ import torch
 
 import pyattn.nn
 from conftest import assert_close
+from pyattn.functional import _draw_dropout_seed
 
 CASES = {
     "seq_first_plain": dict(kw=dict(), need_weights=True),
@@ -95,11 +96,87 @@ def test_is_causal_needs_mask():
         m(x, x, x, is_causal=True)
 
 
-def test_dropout_in_training_raises():
-    m = pyattn.nn.MultiheadAttention(8, 2, dropout=0.1)
+def _pair(case, e, heads, gen, dropout):
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    theirs = torch.nn.MultiheadAttention(e, heads, dropout=dropout, dtype=torch.float64, **case["kw"])
+    ours = pyattn.nn.MultiheadAttention(e, heads, dropout=dropout, dtype=torch.float64, **case["kw"])
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("average", [True, False])
+@pytest.mark.parametrize("name", ["seq_first_plain", "float_mask_3d_bool_kpm", "bias_kv_zero_attn", "unbatched",
+                                  "batch_first_bool_masks"])
+def test_dropout_matches_torch_given_our_mask(name, average, gen, monkeypatch):
+    """In training, torch's module (need_weights=True: softmax, F.dropout, bmm) with its
+    F.dropout swapped for pyattn's mask must give our output, weights and gradients: the
+    fused output and the returned weights drop the same probabilities, with torch's
+    scaling, and the weights are those after dropout, as torch returns them."""
+    case = CASES[name]
+    e, heads, p = 32, 4, 0.3
+    ours, theirs = _pair(case, e, heads, gen, p)
+    q, k, v, attn_mask, kpm = _inputs(case, e, gen)
+    kw = dict(key_padding_mask=kpm, attn_mask=attn_mask, need_weights=True, average_attn_weights=average)
+    s = int(torch.randint(0, 2**62, (), generator=gen))
+    torch.manual_seed(s)
+    out_o, w_o = ours(q, k, v, **kw)
+    torch.manual_seed(s)
+    seed = _draw_dropout_seed()  # the key ours drew
+
+    calls = []
+
+    def pyattn_mask_dropout(x, p=0.5, training=True, inplace=False):  # x: (N * heads, L, S)
+        assert training and not inplace
+        calls.append(p)
+        return torch.ops.pyattn.attention_dropout(x.view(-1, heads, *x.shape[1:]), seed, p).view_as(x)
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", pyattn_mask_dropout)
+    out_t, w_t = theirs(q, k, v, **kw)
+    monkeypatch.undo()
+    assert calls == [p], "torch's module did not drop through F.dropout once"
+    assert_close(out_o, out_t, torch.float64, msg=f"{name} out")
+    assert w_o.shape == w_t.shape
+    assert_close(w_o, w_t, torch.float64, msg=f"{name} weights")
+    if not average:  # per-head weights: about 30% of them are 0 (averages over heads rarely are)
+        assert (w_o == 0).float().mean() > 0.15, "too few weights dropped"
+
+    dy = torch.randn(out_t.shape, dtype=torch.float64, generator=gen)
+    dw = torch.randn(w_t.shape, dtype=torch.float64, generator=gen)
+    params_o = [p for _, p in sorted(ours.named_parameters())]
+    params_t = [p for _, p in sorted(theirs.named_parameters())]
+    g_o = torch.autograd.grad((out_o, w_o), [q, k, v] + params_o, (dy, dw))
+    g_t = torch.autograd.grad((out_t, w_t), [q, k, v] + params_t, (dy, dw))
+    names = ["q", "k", "v"] + [nm for nm, _ in sorted(ours.named_parameters())]
+    for nm, a, b in zip(names, g_o, g_t):
+        assert_close(a, b, torch.float64, msg=f"{name} grad {nm}")
+
+    # the fused path (need_weights=False) drops what the weights path dropped
+    torch.manual_seed(s)
+    out_f, w_f = ours(q, k, v, **dict(kw, need_weights=False))
+    assert w_f is None
+    assert_close(out_f, out_o.detach(), torch.float64, msg=f"{name} fused out")
+
+
+def test_dropout_training_only(gen):
+    case = CASES["batch_first_bool_masks"]
+    ours, theirs = _pair(case, 16, 2, gen, 0.5)
+    q, k, v, attn_mask, kpm = _inputs(case, 16, gen)
+    kw = dict(key_padding_mask=kpm, attn_mask=attn_mask, need_weights=False)
+    first, _ = ours(q, k, v, **kw)
+    second, _ = ours(q, k, v, **kw)
+    assert not torch.equal(first, second), "training: a fresh mask per call"
+    ours.eval()
+    theirs.eval()
+    for need_weights in (False, True):
+        out_o, w_o = ours(q, k, v, **dict(kw, need_weights=need_weights))
+        out_t, w_t = theirs(q, k, v, **dict(kw, need_weights=need_weights))
+        assert_close(out_o, out_t, torch.float64, msg=f"eval out, need_weights={need_weights}")
+        if need_weights:
+            assert_close(w_o, w_t, torch.float64, msg="eval weights")
+
+
+def test_bad_dropout_raises():
+    m = pyattn.nn.MultiheadAttention(8, 2, dropout=1.5)
     x = torch.randn(3, 2, 8)
-    with pytest.raises(NotImplementedError, match="dropout"):
+    with pytest.raises(ValueError, match="dropout_p must be in"):
         m(x, x, x)
-    m.eval()
-    out, _ = m(x, x, x, need_weights=False)
-    assert out.shape == x.shape

@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "pyattn/attention.h"
+#include "pyattn/dropout_math.h"
 
 #define PYATTN_CPU_BODY "cpu/attention_body.h"
 #include "cpu/isa_regions.h"
@@ -15,6 +16,10 @@ void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for) {
 
 void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for) {
   PYATTN_CPU_DISPATCH(attention_bwd, p, parallel_for)
+}
+
+void attention_dropout_cpu(const AttentionDropoutParams& p, ParallelFor parallel_for) {
+  PYATTN_CPU_DISPATCH(attention_dropout, p, parallel_for)
 }
 
 }  // namespace pyattn

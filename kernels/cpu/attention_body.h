@@ -11,6 +11,11 @@
 // Q' = q * scale * log2(e) so that scores are in base 2: exp(z) = 2^(z log2 e).
 // Only Q (and dO) are transposed, once per query block; K and V blocks are used in place
 // (fp32) or converted row by row (f16, bf16).
+// Dropout (a compile-time DROP, so the p = 0 code is unchanged): per key block, a
+// multiplier block M^T [keys, queries] from pyattn/dropout_math.h (integer hash loops
+// that vectorise over the query lanes); forward O += (P^T .* M^T)^T V with M in {0, 1}
+// and 1/(1-p) folded into the final 1/l; backward M in {0, 1/(1-p)}:
+//   dV += (P .* M)^T dO,  dS = P .* (dP .* M - D)  (D = dO . O, O the dropped output).
 
 namespace attn {
 
@@ -132,6 +137,30 @@ void apply_masks(const AttentionShape& s, const KeyRange& r, int64_t b, int64_t 
   }
 }
 
+// Dropout row keys (dropout_math::row_key, split into 32-bit words) of the query rows
+// [q0, q0 + kBQ) of head h in batch item b; rows past lq get keys too (never used).
+inline void dropout_rows(const AttentionShape& s, int64_t b, int64_t h, int64_t q0, uint32_t* lo, uint32_t* hi) {
+  const uint64_t head = dropout_math::head_key(s.dropout_key[0], s.dropout_key[1], uint64_t(b), uint64_t(h));
+  for (int64_t ii = 0; ii < kBQ; ++ii) {
+    const uint64_t r = dropout_math::row_key(head, uint64_t(q0 + ii));
+    lo[ii] = uint32_t(r);
+    hi[ii] = uint32_t(r >> 32);
+  }
+}
+
+// The multiplier block M^T [nk, kBQ] of keys [k0, k0 + nk) for the rows of `lo`, `hi`:
+// `kept` where the element is kept, else 0. The inner loop has a fixed trip count and
+// only 32-bit integer lanes, so it vectorises for each ISA region.
+template <class A>
+void dropout_block(const uint32_t* lo, const uint32_t* hi, uint32_t threshold, int64_t k0, int64_t nk, A kept,
+                   A* mt) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const uint32_t col = uint32_t(k0 + j);
+    A* row = mt + j * kBQ;
+    for (int64_t ii = 0; ii < kBQ; ++ii) row[ii] = dropout_math::bits(lo[ii], hi[ii], col) >= threshold ? kept : A(0);
+  }
+}
+
 // Runs task(t, work) for every t in [0, n) on up to `threads` workers that take tasks
 // from a shared counter, so that a worker slowed down (a busy machine, blocks of unequal
 // cost) does not leave the others idle as a fixed split would. make_work() builds one
@@ -153,8 +182,11 @@ template <class V>
 struct FwdWork {
   using A = typename V::value_type;
   std::vector<A> buf;
-  A *qt, *kb, *vb, *st, *o, *m, *mold, *l, *shift, *alpha;
-  FwdWork(int64_t d, int64_t dvp) : buf(size_t(d * kBQ + kBK * d + kBK * dvp + kBK * kBQ + kBQ * dvp + 5 * kBQ)) {
+  std::vector<uint32_t> rows;  // dropout row keys: low words [kBQ], high words [kBQ]
+  A *qt, *kb, *vb, *st, *o, *m, *mold, *l, *shift, *alpha, *mt;
+  FwdWork(int64_t d, int64_t dvp, bool drop)
+      : buf(size_t(d * kBQ + kBK * d + kBK * dvp + kBK * kBQ + kBQ * dvp + 5 * kBQ + (drop ? kBK * kBQ : 0))),
+        rows(drop ? 2 * kBQ : 0) {
     A* p = buf.data();
     qt = p; p += d * kBQ;
     kb = p; p += kBK * d;
@@ -165,12 +197,13 @@ struct FwdWork {
     mold = p; p += kBQ;
     l = p; p += kBQ;
     shift = p; p += kBQ;
-    alpha = p;
+    alpha = p; p += kBQ;
+    mt = p;  // [kBK, kBQ] dropout multipliers, when drop
   }
 };
 
 // One block of queries [q0, q0 + kBQ) of head h in batch item b.
-template <class V, class T>
+template <class V, class T, bool DROP>
 void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, FwdWork<V>& w) {
   using A = typename V::value_type;
   constexpr int W = V::W;
@@ -196,6 +229,7 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
   std::fill(w.o, w.o + nq * dvp, A(0));
   std::fill(w.m, w.m + kBQ, kNegInf);
   std::fill(w.l, w.l + kBQ, A(0));
+  if constexpr (DROP) dropout_rows(s, b, h, q0, w.rows.data(), w.rows.data() + kBQ);
 
   for (int64_t k0 = ks; k0 < ke; k0 += kBK) {
     const int64_t nk = std::min(kBK, ke - k0);
@@ -219,6 +253,7 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
 
     gemm<V, false>(nk, nqp, d, ka, kld, 1, w.qt, kBQ, w.st, kBQ);  // S^T = K Q'^T
     apply_masks<T>(s, r, b, h, q0, nq, k0, nk, w.st);
+    if constexpr (DROP) dropout_block(w.rows.data(), w.rows.data() + kBQ, s.dropout_threshold, k0, nk, A(1), w.mt);
 
     // Online softmax per query lane: new max, rescale factor, P^T = 2^(S^T - max), sums.
     for (int64_t iv = 0; iv < nqp; iv += W) {
@@ -237,6 +272,7 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
     for (int64_t iv = 0; iv < nqp; iv += W) V::exp2(V::load(w.alpha + iv)).store(w.alpha + iv);
     for (int64_t ii = 0; ii < nqp; ++ii)  // exactly 1 where the max held (the fast 2^0 is 1 + 1 ulp)
       if (w.mold[ii] == w.m[ii]) w.alpha[ii] = A(1);
+    // The sums l take every probability; with DROP, P^T keeps only the kept ones.
     for (int64_t iv = 0; iv < nqp; iv += W) {
       const V sh = V::load(w.shift + iv);
       V sum0 = V::set1(A(0)), sum1 = sum0;
@@ -244,14 +280,24 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
       for (; j + 2 <= nk; j += 2) {
         A* s0 = w.st + j * kBQ + iv;
         const V e0 = V::exp2(V::load(s0) - sh), e1 = V::exp2(V::load(s0 + kBQ) - sh);
-        e0.store(s0);
-        e1.store(s0 + kBQ);
+        if constexpr (DROP) {
+          const A* m0 = w.mt + j * kBQ + iv;
+          (e0 * V::load(m0)).store(s0);
+          (e1 * V::load(m0 + kBQ)).store(s0 + kBQ);
+        } else {
+          e0.store(s0);
+          e1.store(s0 + kBQ);
+        }
         sum0 = sum0 + e0;
         sum1 = sum1 + e1;
       }
       if (j < nk) {
-        const V e0 = V::exp2(V::load(w.st + j * kBQ + iv) - sh);
-        e0.store(w.st + j * kBQ + iv);
+        A* s0 = w.st + j * kBQ + iv;
+        const V e0 = V::exp2(V::load(s0) - sh);
+        if constexpr (DROP)
+          (e0 * V::load(w.mt + j * kBQ + iv)).store(s0);
+        else
+          e0.store(s0);
         sum0 = sum0 + e0;
       }
       V::fmadd(V::load(w.l + iv), V::load(w.alpha + iv), sum0 + sum1).store(w.l + iv);
@@ -264,12 +310,14 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
     gemm<V, true>(nq, dvp, nk, w.st, 1, kBQ, va, vld, w.o, dvp);  // O += P V
   }
 
-  // out = O / l; lse = (max + log2 l) ln 2, natural log. l == 0: nothing attended.
+  // out = O / l (times 1/(1-p) with DROP); lse = (max + log2 l) ln 2, natural log.
+  // l == 0: nothing attended.
   const A ln2 = A(0.693147180559945309417232121458176568);
+  const A oscale = DROP ? A(s.dropout_scale) : A(1);
   const int64_t dvv = dv - dv % W;
   for (int64_t ii = 0; ii < nq; ++ii) {
     const A l = w.l[ii];
-    const V inv = V::set1(l > A(0) ? A(1) / l : A(0));
+    const V inv = V::set1(l > A(0) ? oscale / l : A(0));
     T* orow = out + ii * p.out_stride[2];
     const A* acc = w.o + ii * dvp;
     for (int64_t dd = 0; dd < dvv; dd += W) (V::load(acc + dd) * inv).store(orow + dd);
@@ -278,17 +326,17 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
   }
 }
 
-template <class V, class T>
+template <class V, class T, bool DROP>
 void fwd_typed(const AttentionFwdParams& p, ParallelFor parallel_for) {
   const AttentionShape& s = p.s;
   const int64_t nqb = (s.lq + kBQ - 1) / kBQ;
   // Within a head, the last query blocks first: under causal masks they cost the most.
   run_dynamic(
       s.batch * s.heads_q * nqb, s.num_threads, parallel_for,
-      [&] { return FwdWork<V>(s.d, round_up(s.dv, V::W)); },
+      [&] { return FwdWork<V>(s.d, round_up(s.dv, V::W), DROP); },
       [&](int64_t t, FwdWork<V>& w) {
         const int64_t qb = nqb - 1 - t % nqb, bh = t / nqb;
-        fwd_block<V, T>(p, bh / s.heads_q, bh % s.heads_q, qb * kBQ, w);
+        fwd_block<V, T, DROP>(p, bh / s.heads_q, bh % s.heads_q, qb * kBQ, w);
       });
 }
 
@@ -296,10 +344,12 @@ template <class V>
 struct BwdWork {
   using A = typename V::value_type;
   std::vector<A> buf;
-  A *dk, *dv, *qt, *qr, *dot, *dor, *kb, *vb, *st, *dst, *dq, *lse2, *drow;
-  BwdWork(int64_t lk, int64_t d, int64_t dp, int64_t dv, int64_t dvp)
+  std::vector<uint32_t> rows;  // dropout row keys: low words [kBQ], high words [kBQ]
+  A *dk, *dv, *qt, *qr, *dot, *dor, *kb, *vb, *st, *dst, *dq, *lse2, *drow, *mt;
+  BwdWork(int64_t lk, int64_t d, int64_t dp, int64_t dv, int64_t dvp, bool drop)
       : buf(size_t(lk * dp + lk * dvp + d * kBQ + kBQ * dp + dv * kBQ + kBQ * dvp + kBK * dp + kBK * dv +
-                   2 * kBK * kBQ + kBQ * dp + 2 * kBQ)) {
+                   2 * kBK * kBQ + kBQ * dp + 2 * kBQ + (drop ? kBK * kBQ : 0))),
+        rows(drop ? 2 * kBQ : 0) {
     A* p = buf.data();
     this->dk = p; p += lk * dp;
     this->dv = p; p += lk * dvp;
@@ -313,7 +363,8 @@ struct BwdWork {
     dst = p; p += kBK * kBQ;
     dq = p; p += kBQ * dp;
     lse2 = p; p += kBQ;
-    drow = p;
+    drow = p; p += kBQ;
+    mt = p;  // [kBK, kBQ] dropout multipliers, when drop
   }
 };
 
@@ -330,7 +381,7 @@ inline void store_scaled(const typename V::value_type* acc, int64_t n, typename 
 // Query block [q0, q0 + kBQ) of head h against the keys in [klo, khi): adds its share
 // to w.dk, w.dv and writes its dq rows: to dq (scaled, as T) when dq_part is null, else
 // unscaled to dq_part ([lq, dp] rows of this head: a partial sum over this key range).
-template <class V, class T>
+template <class V, class T, bool DROP>
 void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, int64_t q0, int64_t klo, int64_t khi,
                typename V::value_type* dq_part, BwdWork<V>& w) {
   using A = typename V::value_type;
@@ -381,6 +432,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
       // A row with nothing attended has lse -inf and every score -inf: shift by 0.
       w.lse2[ii] = lse[ii] == kNegInf ? A(0) : lse[ii] * kLog2e;
     }
+    if constexpr (DROP) dropout_rows(s, b, h, q0, w.rows.data(), w.rows.data() + kBQ);
 
     for (int64_t k0 = ks; k0 < ke; k0 += kBK) {
       const int64_t nk = std::min(kBK, ke - k0);
@@ -405,15 +457,24 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
       gemm<V, false>(nk, nqp, d, ka, kld, 1, w.qt, kBQ, w.st, kBQ);  // S^T = K Q'^T
       apply_masks<T>(s, r, b, h, q0, nq, k0, nk, w.st);
       gemm<V, false>(nk, nqp, dv, va, vld, 1, w.dot, kBQ, w.dst, kBQ);  // dP^T = V dO^T
-      // P^T = 2^(S^T - lse2); dS^T = P^T (dP^T - D), both in place.
+      // P^T = 2^(S^T - lse2); dS^T = P^T (dP^T - D), both in place. With DROP, the
+      // gradient reaching P is dP .* M, and dV's operand is P .* M (M in {0, 1/(1-p)}).
+      if constexpr (DROP)
+        dropout_block(w.rows.data(), w.rows.data() + kBQ, s.dropout_threshold, k0, nk, A(s.dropout_scale), w.mt);
       for (int64_t iv = 0; iv < nqp; iv += W) {
         const V l2 = V::load(w.lse2 + iv), dr = V::load(w.drow + iv);
         for (int64_t j = 0; j < nk; ++j) {
           A* sp = w.st + j * kBQ + iv;
           A* dsp = w.dst + j * kBQ + iv;
           const V pv = V::exp2(V::load(sp) - l2);
-          pv.store(sp);
-          (pv * (V::load(dsp) - dr)).store(dsp);
+          if constexpr (DROP) {
+            const V mv = V::load(w.mt + j * kBQ + iv);
+            (pv * mv).store(sp);
+            (pv * (V::load(dsp) * mv - dr)).store(dsp);
+          } else {
+            pv.store(sp);
+            (pv * (V::load(dsp) - dr)).store(dsp);
+          }
         }
       }
       if (dmask) {
@@ -431,7 +492,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
     for (int64_t ii = 0; ii < nq; ++ii) store_scaled<V>(w.dq + ii * dp, d, A(s.scale), dq + ii * p.dq_stride[2]);
 }
 
-template <class V, class T>
+template <class V, class T, bool DROP>
 void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
   using A = typename V::value_type;
   const AttentionShape& s = p.s;
@@ -449,7 +510,7 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
   std::vector<A> dq_parts(nsplit > 1 ? size_t(nsplit * part_rows * dp) : 0);
 
   run_dynamic(
-      heads * nsplit, s.num_threads, parallel_for, [&] { return BwdWork<V>(s.lk, s.d, dp, s.dv, dvp); },
+      heads * nsplit, s.num_threads, parallel_for, [&] { return BwdWork<V>(s.lk, s.d, dp, s.dv, dvp, DROP); },
       [&](int64_t t, BwdWork<V>& w) {
         const int64_t sp = t % nsplit, bh = t / nsplit, b = bh / s.heads_kv, hk = bh % s.heads_kv;
         const int64_t klo = sp * split_keys, khi = std::min(s.lk, klo + split_keys);
@@ -457,7 +518,7 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
         std::fill(w.dv + klo * dvp, w.dv + khi * dvp, A(0));
         for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
           A* part = nsplit > 1 ? dq_parts.data() + (sp * part_rows + (b * s.heads_q + h) * s.lq) * dp : nullptr;
-          for (int64_t q0 = 0; q0 < s.lq; q0 += kBQ) bwd_block<V, T>(p, b, h, hk, q0, klo, khi, part, w);
+          for (int64_t q0 = 0; q0 < s.lq; q0 += kBQ) bwd_block<V, T, DROP>(p, b, h, hk, q0, klo, khi, part, w);
         }
         T* dk = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1];
         T* dv = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1];
@@ -483,16 +544,55 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
   });
 }
 
+// y = x .* M (M in {0, scale}) over [batch, heads, lq, lk], a row per task. Scalar: it
+// serves the attention weights of nn.MultiheadAttention (need_weights), which torch ops
+// compute around it anyway.
+template <class A, class T>
+void dropout_typed(const AttentionDropoutParams& p, ParallelFor parallel_for) {
+  parallel_for(p.batch * p.heads * p.lq, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.lk)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r) {
+                   const int64_t i = r % p.lq, bh = r / p.lq, h = bh % p.heads, b = bh / p.heads;
+                   const uint64_t rk = dropout_math::row_key(
+                       dropout_math::head_key(p.key[0], p.key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
+                   const uint32_t lo = uint32_t(rk), hi = uint32_t(rk >> 32);
+                   const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2];
+                   T* y = static_cast<T*>(p.y) + r * p.lk;
+                   for (int64_t j = 0; j < p.lk; ++j) {
+                     const A m = dropout_math::bits(lo, hi, uint32_t(j)) >= p.threshold ? A(p.scale) : A(0);
+                     y[j] = narrow<T>(A(widen(x[j])) * m);
+                   }
+                 }
+               });
+}
+
 }  // namespace attn
 
 inline void attention_fwd(const AttentionFwdParams& p, ParallelFor parallel_for) {
   dispatch_dtype(p.s.dtype, [&](auto types) {
-    attn::fwd_typed<typename decltype(types)::Vec, typename decltype(types)::Storage>(p, parallel_for);
+    using V = typename decltype(types)::Vec;
+    using T = typename decltype(types)::Storage;
+    if (p.s.dropout)
+      attn::fwd_typed<V, T, true>(p, parallel_for);
+    else
+      attn::fwd_typed<V, T, false>(p, parallel_for);
   });
 }
 
 inline void attention_bwd(const AttentionBwdParams& p, ParallelFor parallel_for) {
   dispatch_dtype(p.s.dtype, [&](auto types) {
-    attn::bwd_typed<typename decltype(types)::Vec, typename decltype(types)::Storage>(p, parallel_for);
+    using V = typename decltype(types)::Vec;
+    using T = typename decltype(types)::Storage;
+    if (p.s.dropout)
+      attn::bwd_typed<V, T, true>(p, parallel_for);
+    else
+      attn::bwd_typed<V, T, false>(p, parallel_for);
+  });
+}
+
+inline void attention_dropout(const AttentionDropoutParams& p, ParallelFor parallel_for) {
+  dispatch_dtype(p.dtype, [&](auto types) {
+    attn::dropout_typed<typename decltype(types)::Vec::value_type, typename decltype(types)::Storage>(p,
+                                                                                                        parallel_for);
   });
 }

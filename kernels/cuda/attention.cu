@@ -11,6 +11,11 @@
 //   dkdv_kernel  per key: loops over every query head of its group and every query
 //                tile: dv += P dO, dk += dS q.
 // D_i = dO_i . O_i - dlse_i is recomputed where needed (a dot per query per tile).
+//
+// Dropout (template flag DROP, so the p = 0 kernels are unchanged): the keep mask of
+// pyattn/dropout_math.h, the same function of (key, b, h, i, j) as on the CPU. Forward
+// acc += Z p v with l over every p and 1/(1-p) folded into 1/l; backward
+// dP = (dO . v) Z/(1-p), dS = P (dP - D), dv += P Z/(1-p) dO.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,6 +25,7 @@
 
 #include "cuda/storage.cuh"
 #include "pyattn/attention.h"
+#include "pyattn/dropout_math.h"
 
 namespace pyattn {
 namespace {
@@ -61,6 +67,23 @@ __device__ __forceinline__ A masked(const AttentionShape& s, const Rules& r, int
   return z + to_acc(static_cast<const T*>(s.mask)[mo]);
 }
 
+// Dropout row key of query row i of head h, batch item b, as its two 32-bit words.
+struct DropRow {
+  uint32_t lo, hi;
+};
+
+__device__ __forceinline__ DropRow drop_row(const AttentionShape& s, int64_t b, int64_t h, int64_t i) {
+  const uint64_t r = dropout_math::row_key(
+      dropout_math::head_key(s.dropout_key[0], s.dropout_key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
+  return {uint32_t(r), uint32_t(r >> 32)};
+}
+
+// keep ? kept : 0 for key column j of a row.
+template <typename A>
+__device__ __forceinline__ A drop_mult(const AttentionShape& s, DropRow r, int64_t j, A kept) {
+  return dropout_math::bits(r.lo, r.hi, uint32_t(j)) >= s.dropout_threshold ? kept : A(0);
+}
+
 // rows [r0, r0 + n) of a [rows, width] matrix (row stride `stride`) into tile[n][D], as
 // A, zero-padded to D columns and kTile rows.
 template <typename T, typename A, int D>
@@ -71,7 +94,7 @@ __device__ __forceinline__ void stage(A (*tile)[D], const T* src, int64_t stride
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, bool DROP>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(AttentionFwdParams p) {
   using A = acc_t<T>;
   constexpr int TK = kTile<A>;
@@ -96,7 +119,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(AttentionFwdParams p) {
     q[d] = active && d < s.d ? to_acc(qrow[d]) * A(s.scale) : A(0);
     acc[d] = A(0);
   }
-  A m = neg_inf<A>(), l = A(0);  // invariant: l = sum exp(z - m), acc = sum exp(z - m) v, over keys seen
+  A m = neg_inf<A>(), l = A(0);  // invariant: l = sum exp(z - m), acc = sum Z exp(z - m) v, over keys seen
+  const DropRow dr = DROP ? drop_row(s, b, h, i) : DropRow{0, 0};
 
   for (int64_t k0 = kbeg; k0 < kend; k0 += TK) {  // same trip count for every thread of the block
     const int nk = int(min(int64_t(TK), kend - k0));
@@ -125,13 +149,14 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(AttentionFwdParams p) {
     for (int j = 0; j < nk; ++j) {
       const A pj = exp_acc(z[j * kThreads] - mnew);
       l += pj;
+      const A pk = DROP ? drop_mult(s, dr, k0 + j, pj) : pj;
 #pragma unroll
-      for (int d = 0; d < D; ++d) acc[d] += pj * vs[j][d];
+      for (int d = 0; d < D; ++d) acc[d] += pk * vs[j][d];
     }
     m = mnew;
   }
   if (!active) return;
-  const A inv = l > A(0) ? A(1) / l : A(0);
+  const A inv = l > A(0) ? (DROP ? A(s.dropout_scale) : A(1)) / l : A(0);
   T* orow = static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
 #pragma unroll
   for (int d = 0; d < D; ++d)
@@ -151,7 +176,7 @@ __device__ A delta(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t i)
   return dd;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool DROP>
 __global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
   using A = acc_t<T>;
   constexpr int TK = kTile<A>;
@@ -179,6 +204,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
   const A lse = active ? static_cast<const A*>(p.lse)[(b * s.heads_q + h) * s.lq + i] : neg_inf<A>();
   const A dd = active ? delta<T, A>(p, b, h, i) : A(0);
   T* dmask = p.dmask ? static_cast<T*>(p.dmask) + ((b * s.heads_q + h) * s.lq + i) * s.lk : nullptr;
+  const DropRow dr = DROP ? drop_row(s, b, h, i) : DropRow{0, 0};
 
   for (int64_t k0 = kbeg; k0 < kend; k0 += TK) {
     const int nk = int(min(int64_t(TK), kend - k0));
@@ -197,6 +223,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
       }
       const A z = masked<T>(s, r, b, h, i, k0 + j, dot);
       const A pj = z == neg_inf<A>() ? A(0) : exp_acc(z - lse);
+      if (DROP) dp *= drop_mult(s, dr, k0 + j, A(s.dropout_scale));
       const A ds = pj * (dp - dd);
       if (dmask) dmask[k0 + j] = from_acc<T>(ds);
 #pragma unroll
@@ -210,7 +237,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
     if (d < s.d) out[d] = from_acc<T>(dq[d] * A(s.scale));
 }
 
-template <typename T, int D>
+template <typename T, int D, bool DROP>
 __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
   using A = acc_t<T>;
   constexpr int TQ = kTile<A>;
@@ -218,6 +245,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
   __shared__ A dos[TQ][D];
   __shared__ A lses[TQ];
   __shared__ A dds[TQ];
+  __shared__ DropRow drs[TQ];  // the tile's dropout row keys (DROP only)
   const AttentionShape& s = p.s;
   const int64_t b = blockIdx.z, hk = blockIdx.y, j0 = int64_t(blockIdx.x) * kThreads;
   const int64_t j = j0 + threadIdx.x;
@@ -250,6 +278,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
       if (threadIdx.x < nq) {
         lses[threadIdx.x] = lse[i0 + threadIdx.x];
         dds[threadIdx.x] = delta<T, A>(p, b, h, i0 + threadIdx.x);
+        if (DROP) drs[threadIdx.x] = drop_row(s, b, h, i0 + threadIdx.x);
       }
       __syncthreads();
       if (!active) continue;
@@ -265,10 +294,12 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
         const A z = masked<T>(s, r, b, h, i0 + ii, j, dot * A(s.scale));
         if (z == neg_inf<A>()) continue;
         const A pj = exp_acc(z - lses[ii]);
-        const A ds = pj * (dp - dds[ii]);
+        const A mj = DROP ? drop_mult(s, drs[ii], j, A(s.dropout_scale)) : A(1);
+        const A ds = pj * (dp * mj - dds[ii]);
+        const A pd = pj * mj;  // the probability as the forward used it
 #pragma unroll
         for (int d = 0; d < D; ++d) {
-          dv[d] += pj * dos[ii][d];
+          dv[d] += pd * dos[ii][d];
           dk[d] += ds * qs[ii][d];
         }
       }
@@ -301,7 +332,33 @@ void with_storage(DType dtype, F&& f) {
   }
 }
 
+// y = x .* M over [batch, heads, lq, lk]: blocks stride over rows, threads over keys.
+template <typename T>
+__global__ void __launch_bounds__(256) dropout_kernel(AttentionDropoutParams p) {
+  using A = acc_t<T>;
+  const int64_t rows = p.batch * p.heads * p.lq;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t i = r % p.lq, bh = r / p.lq, h = bh % p.heads, b = bh / p.heads;
+    const uint64_t rk = dropout_math::row_key(
+        dropout_math::head_key(p.key[0], p.key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
+    const uint32_t lo = uint32_t(rk), hi = uint32_t(rk >> 32);
+    const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2];
+    T* y = static_cast<T*>(p.y) + r * p.lk;
+    for (int64_t j = threadIdx.x; j < p.lk; j += blockDim.x) {
+      const A m = dropout_math::bits(lo, hi, uint32_t(j)) >= p.threshold ? A(p.scale) : A(0);
+      y[j] = from_acc<T>(to_acc(x[j]) * m);
+    }
+  }
+}
+
 unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
+
+// Calls f(std::integral_constant<bool, on>{}).
+template <typename F>
+void with_bool(bool on, F&& f) {
+  if (on) return f(std::true_type{});
+  return f(std::false_type{});
+}
 
 }  // namespace
 
@@ -311,7 +368,9 @@ void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
   with_storage(p.s.dtype, [&](auto t) {
     using T = decltype(t);
     with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
-      fwd_kernel<T, decltype(dim)::value><<<grid, kThreads, 0, st>>>(p);
+      with_bool(p.s.dropout, [&](auto drop) {
+        fwd_kernel<T, decltype(dim)::value, decltype(drop)::value><<<grid, kThreads, 0, st>>>(p);
+      });
     });
   });
 }
@@ -323,10 +382,21 @@ void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream) {
   with_storage(p.s.dtype, [&](auto t) {
     using T = decltype(t);
     with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
-      if (p.s.lq > 0) dq_kernel<T, decltype(dim)::value><<<qgrid, kThreads, 0, st>>>(p);
-      if (p.s.lk > 0) dkdv_kernel<T, decltype(dim)::value><<<kgrid, kThreads, 0, st>>>(p);
+      with_bool(p.s.dropout, [&](auto drop) {
+        constexpr int D = decltype(dim)::value;
+        constexpr bool DROP = decltype(drop)::value;
+        if (p.s.lq > 0) dq_kernel<T, D, DROP><<<qgrid, kThreads, 0, st>>>(p);
+        if (p.s.lk > 0) dkdv_kernel<T, D, DROP><<<kgrid, kThreads, 0, st>>>(p);
+      });
     });
   });
+}
+
+void attention_dropout_cuda(const AttentionDropoutParams& p, cudaStream stream) {
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  const int64_t rows = p.batch * p.heads * p.lq;
+  const unsigned grid = unsigned(rows < 65536 ? rows : 65536);
+  with_storage(p.dtype, [&](auto t) { dropout_kernel<decltype(t)><<<grid, 256, 0, st>>>(p); });
 }
 
 }  // namespace pyattn

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pyattn.functional import attention
+from pyattn.functional import _attention, _check_dropout_p, _draw_dropout_seed
 
 __all__ = ["MultiheadAttention"]
 
@@ -32,8 +32,12 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
       need the full ``(L, S)`` matrix: they are computed with torch ops beside the fused
       output, so pass ``need_weights=False`` for the fast path.
     * A query whose keys are all masked gives 0 (torch gives NaN there).
-    * Attention dropout (``dropout > 0`` in training mode) is not implemented and raises
-      NotImplementedError.
+    * ``dropout`` drops attention probabilities in training mode only, as torch's does,
+      on the fused path and with ``need_weights=True`` alike; the returned weights are,
+      as torch's, the dropped and rescaled ones the output was computed with (same mask).
+      The mask is pyattn's counter-based one (see ``pyattn.functional.attention``), keyed
+      from torch's default CPU generator: ``torch.manual_seed`` reproduces it, but it is
+      not the mask torch's module would draw.
     """
 
     def forward(
@@ -47,11 +51,6 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ):
-        if self.dropout > 0.0 and self.training:
-            raise NotImplementedError(
-                f"pyattn.nn.MultiheadAttention: attention dropout ({self.dropout}) is not implemented; "
-                "construct it with dropout=0.0 or call .eval()"
-            )
         if is_causal and attn_mask is None:
             raise RuntimeError("pyattn.nn.MultiheadAttention: is_causal is a hint that attn_mask is causal; "
                                "attn_mask must be given with it (as in torch)")
@@ -109,7 +108,10 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
                     keep = F.pad(keep, (0, extra), value=True)
                 mask = keep
 
-        out = attention(q, k, v, mask=mask)  # (N, H, L, hd)
+        dropout_p = _check_dropout_p(self.dropout, "pyattn.nn.MultiheadAttention") if self.training else 0.0
+        seed = _draw_dropout_seed() if dropout_p > 0.0 else None  # one key for the output and the weights
+        out = _attention(q, k, v, mask=mask, key_padding_mask=None, key_lengths=None, causal=None, window=None,
+                         scale=None, return_lse=False, dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
         out = out.permute(2, 0, 1, 3).reshape(lq, n, e)
         out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
 
@@ -119,6 +121,8 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             if mask is not None:
                 scores = scores + mask if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores, dim=-1)  # (N, H, L, S)
+            if seed is not None:  # torch returns the weights after dropout
+                weights = torch.ops.pyattn.attention_dropout(weights, seed, dropout_p)
             if average_attn_weights:
                 weights = weights.mean(dim=1)
             if not batched:

@@ -27,13 +27,20 @@ Decisions pinned here (the kernels must agree):
   zero gradient to q, k, v and the mask (``torch`` >= 2.5's math SDPA agrees).
 * The log-sum-exp is natural-log: ``lse[i] = log sum_j exp(z[i, j])`` over the masked
   scaled scores ``z``; ``out = exp(z - lse) @ v``.
+
+Dropout on the probabilities (``dropout_p > 0``, with a ``dropout_seed`` of two int64
+words): ``out = (P * M) @ v`` with ``M = keep / (1 - p)`` (0 everywhere for ``p = 1``) and
+``keep`` the counter-based mask of :func:`attention_dropout_mask`, a function of the seed
+and of (b, h, i, j) only (b indexes the flattened leading dims). ``lse`` is that of the
+un-dropped ``P``. This module computes the mask on its own, in vectorised NumPy, from the
+definition in kernels/include/pyattn/dropout_math.h.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["attention_keep", "attention_fwd", "attention_bwd"]
+__all__ = ["attention_keep", "attention_dropout_mask", "attention_fwd", "attention_bwd"]
 
 
 def _window_bounds(window):
@@ -70,6 +77,71 @@ def attention_keep(lead, hq, lq, lk, causal=None, window=None, key_lengths=None)
     return np.array(keep)
 
 
+_U64 = np.uint64
+_U32 = np.uint32
+
+
+def _mix64(x):
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = x ^ (x >> _U64(30))
+    x = x * _U64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> _U64(27))
+    x = x * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+def _drop_bits(lo, hi, j):
+    """The keyed 32-bit permutation of key index j (uint32 arrays, broadcasting)."""
+    x = j ^ lo
+    x = x ^ (x >> _U32(16))
+    x = x * _U32(0x21F0AAAD)
+    x = x ^ (x >> _U32(15))
+    x = x ^ hi
+    x = x * _U32(0x735A2D97)
+    return x ^ (x >> _U32(15))
+
+
+def attention_dropout_mask(seed, dropout_p, lead, hq, lq, lk) -> np.ndarray:
+    """float64 ``[*lead, hq, lq, lk]``: ``1 / (1 - p)`` where the probability is kept, else 0
+    (all 0 for ``p = 1``).
+
+    ``seed``: the two int64 words of the call's key. Element ``(b, h, i, j)`` (``b`` the
+    flat index over ``lead``) is kept iff ``bits(row_key(b, h, i), j) >= floor(p * 2^32)``
+    (at most ``2^32 - 1``), where ``row_key`` chains splitmix64's finaliser over
+    ``(seed[0] ^ golden, seed[1], b, h, i)`` and ``bits`` is a keyed 32-bit permutation of
+    ``j mod 2^32``.
+    """
+    p = float(dropout_p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p!r}")
+    key = np.asarray(seed, dtype=np.int64).reshape(2).view(_U64)
+    n = int(np.prod(lead)) if lead else 1
+    with np.errstate(over="ignore"):
+        x = _mix64(np.full((1, 1), key[0] ^ _U64(0x9E3779B97F4A7C15), dtype=_U64))
+        x = _mix64(x ^ key[1])
+        x = _mix64(x ^ np.arange(n, dtype=_U64)[:, None])
+        head = _mix64(x ^ np.arange(hq, dtype=_U64)[None, :])  # [n, hq]
+        row = _mix64(head[:, :, None] ^ np.arange(lq, dtype=_U64)[None, None, :])  # [n, hq, lq]
+        lo = (row & _U64(0xFFFFFFFF)).astype(_U32)[..., None]
+        hi = (row >> _U64(32)).astype(_U32)[..., None]
+        j = (np.arange(lk, dtype=np.int64) & 0xFFFFFFFF).astype(_U32)
+        bits = _drop_bits(lo, hi, j)  # [n, hq, lq, lk]
+    t = p * 2.0**32
+    threshold = 0xFFFFFFFF if t >= 2.0**32 - 1 else int(t)
+    scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
+    mult = np.where(bits >= _U32(threshold), scale, 0.0)
+    return mult.reshape(tuple(lead) + (hq, lq, lk))
+
+
+def _dropout_mult(q, lk, dropout_p, dropout_seed):
+    """The multiplier array for q's shape, or None without dropout."""
+    if not dropout_p:
+        return None
+    if dropout_seed is None:
+        raise ValueError("dropout_p > 0 needs dropout_seed")
+    return attention_dropout_mask(dropout_seed, dropout_p, q.shape[:-3], q.shape[-3], q.shape[-2], lk)
+
+
 def _expand_kv(x, hq):
     hkv = x.shape[-3]
     if hq % hkv:
@@ -104,7 +176,8 @@ def _softmax_lse(z):
     return p, lse
 
 
-def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_lengths=None):
+def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_lengths=None, dropout_p=0.0,
+                  dropout_seed=None):
     """Forward pass.
 
     Args:
@@ -113,6 +186,7 @@ def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_
             ``[..., hq, lq, lk]``.
         scale: multiplies ``q @ k^T``; default ``1 / sqrt(d)``.
         causal, window, key_lengths: see the module docstring.
+        dropout_p, dropout_seed: dropout on the probabilities (module docstring).
 
     Returns:
         (out ``[..., hq, lq, dv]``, lse ``[..., hq, lq]``), float64.
@@ -122,7 +196,8 @@ def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_
         scale = 1.0 / np.sqrt(q.shape[-1])
     z = _scores(q, k, mask, scale, causal, window, key_lengths)
     p, lse = _softmax_lse(z)
-    out = p @ _expand_kv(v, q.shape[-3])
+    mult = _dropout_mult(q, k.shape[-2], dropout_p, dropout_seed)
+    out = (p if mult is None else p * mult) @ _expand_kv(v, q.shape[-3])
     return out, lse
 
 
@@ -133,20 +208,23 @@ def _sum_heads(g, hkv):
 
 
 def attention_bwd(dout, q, k, v, mask=None, scale=None, causal=None, window=None, key_lengths=None,
-                  mask_shape=None):
+                  mask_shape=None, dropout_p=0.0, dropout_seed=None):
     """Gradients of ``sum(dout * out)``.
 
     Args:
         dout: ``[..., hq, lq, dv]``; the rest as :func:`attention_fwd`.
         mask_shape: for an additive mask, the shape its gradient is summed down to
             (default: the mask's own shape).
+        dropout_p, dropout_seed: as the forward's.
 
     Returns:
         (dq, dk, dv, dmask): float64, shaped like q, k, v and the mask; ``dmask`` is
         None unless the mask is additive. With ``P = softmax(z)``, ``dP = dout @ v^T``
         and ``dz = P * (dP - rowsum(dout * out))``: ``dq = scale * dz @ k``,
         ``dk = scale * dz^T @ q``, ``dv = P^T @ dout``, ``dmask = dz`` summed over the
-        mask's broadcast dims.
+        mask's broadcast dims. With dropout (multipliers ``M``): ``out = (P * M) @ v``, the
+        gradient reaching ``P`` is ``dP * M``, so ``dz = P * (dP * M - rowsum(dout * out))``
+        and ``dv = (P * M)^T @ dout``.
     """
     q, k, v, dout = (np.asarray(t, dtype=np.float64) for t in (q, k, v, dout))
     if scale is None:
@@ -155,12 +233,16 @@ def attention_bwd(dout, q, k, v, mask=None, scale=None, causal=None, window=None
     z = _scores(q, k, mask, scale, causal, window, key_lengths)
     p, _ = _softmax_lse(z)
     ve, ke = _expand_kv(v, hq), _expand_kv(k, hq)
-    out = p @ ve
+    mult = _dropout_mult(q, k.shape[-2], dropout_p, dropout_seed)
+    pd = p if mult is None else p * mult  # the probabilities the output used
+    out = pd @ ve
     dp = dout @ np.swapaxes(ve, -1, -2)
+    if mult is not None:
+        dp = dp * mult
     dz = p * (dp - np.sum(dout * out, axis=-1, keepdims=True))
     dq = scale * dz @ ke
     dk = _sum_heads(scale * np.swapaxes(dz, -1, -2) @ q, hkv)
-    dv = _sum_heads(np.swapaxes(p, -1, -2) @ dout, hkv)
+    dv = _sum_heads(np.swapaxes(pd, -1, -2) @ dout, hkv)
     dmask = None
     if mask is not None and np.asarray(mask).dtype != np.bool_:
         from .scaled_masked_softmax import _sum_to_shape

@@ -19,6 +19,8 @@
 // (the kernels fold log2(e) into the scores).
 // lse[i] = log sum_j exp(z[i, j]) (natural log); out_i = sum_j exp(z[i, j] - lse[i]) v_j.
 // A row with no key left gives out = 0, lse = -inf and zero gradients.
+// Dropout (when s.dropout): out_i = scale_p * sum_j Z_ij exp(z[i, j] - lse[i]) v_j with the
+// keep mask Z of pyattn/dropout_math.h and scale_p = 1 / (1 - p); lse is the un-dropped one.
 // Accumulation is fp32 (fp64 for fp64); f16/bf16 inputs are converted on load.
 #pragma once
 
@@ -38,6 +40,11 @@ struct AttentionShape {
   int64_t window_left;         // < 0: unbounded
   int64_t window_right;        // < 0: unbounded; 0 for causal
   int num_threads;             // threads the ParallelFor may use (sizes the work split)
+  // Dropout on the probabilities (pyattn/dropout_math.h); the rest is unused when false.
+  bool dropout;
+  uint64_t dropout_key[2];     // the call's key, drawn from a torch.Generator
+  uint32_t dropout_threshold;  // keep (b, h, i, j) iff bits >= threshold
+  double dropout_scale;        // a kept probability's factor: 1 / (1 - p), 0 for p = 1
 };
 
 struct AttentionFwdParams {
@@ -66,8 +73,22 @@ struct AttentionBwdParams {
                 // caller: dL/dz at every attended (i, j) is written (additive-mask grad)
 };
 
+// y = x * Z * scale_p with the mask the fused kernels use for the same key and threshold:
+// the attention weights that nn.MultiheadAttention returns, dropped as its output was.
+// Linear and diagonal, so it is its own backward.
+struct AttentionDropoutParams {
+  DType dtype;
+  int64_t batch, heads, lq, lk;
+  uint64_t key[2];
+  uint32_t threshold;
+  double scale;
+  const void* x; int64_t x_stride[3];  // [batch, heads, lq, lk], key stride 1
+  void* y;                             // [batch, heads, lq, lk] contiguous; overwritten, no aliasing
+};
+
 void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for);
 void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for);
+void attention_dropout_cpu(const AttentionDropoutParams& p, ParallelFor parallel_for);
 
 // CUDA (kernels/cuda/attention.cu, version 1: one thread per row, no tensor cores).
 // Envelope, checked by csrc/: head dims d, dv <= kAttentionCudaMaxHeadDim; batch and
@@ -75,5 +96,6 @@ void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for);
 constexpr int kAttentionCudaMaxHeadDim = 128;
 void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream);
 void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream);
+void attention_dropout_cuda(const AttentionDropoutParams& p, cudaStream stream);
 
 }  // namespace pyattn
