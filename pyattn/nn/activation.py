@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pyattn.functional import _attention, _check_dropout_p, _draw_dropout_seed
+from pyattn.functional import _attention, _check_dropout_p, _draw_dropout_seed, scaled_masked_softmax
 
 __all__ = ["MultiheadAttention"]
 
@@ -29,8 +29,10 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
       ``is_causal`` is, as in torch, a hint that ``attn_mask`` is causal; ``attn_mask``
       must then be given.
     * ``need_weights=True`` (torch's default) also returns the attention weights, which
-      need the full ``(L, S)`` matrix: they are computed with torch ops beside the fused
-      output, so pass ``need_weights=False`` for the fast path.
+      need the full ``(L, S)`` matrix: the scores are then a GEMM, the weights pyattn's
+      fused ``scaled_masked_softmax`` and the output a second GEMM, as in torch but
+      without its separate scale, mask and softmax passes. ``need_weights=False`` takes
+      the fused attention kernel, which never forms the matrix (faster, O(L) memory).
     * A query whose keys are all masked gives 0 (torch gives NaN there).
     * ``dropout`` drops attention probabilities in training mode only, as torch's does,
       on the fused path and with ``need_weights=True`` alike; the returned weights are,
@@ -109,20 +111,20 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
                 mask = keep
 
         dropout_p = _check_dropout_p(self.dropout, "pyattn.nn.MultiheadAttention") if self.training else 0.0
-        seed = _draw_dropout_seed() if dropout_p > 0.0 else None  # one key for the output and the weights
-        out = _attention(q, k, v, mask=mask, key_padding_mask=None, key_lengths=None, causal=None, window=None,
-                         scale=None, return_lse=False, dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
+        seed = _draw_dropout_seed() if dropout_p > 0.0 else None
+        weights = None
+        if need_weights:  # the (L, S) weights are wanted: scores GEMM, fused softmax, GEMM
+            masked_out = ~mask if mask is not None and mask.dtype == torch.bool else mask
+            weights = scaled_masked_softmax(q @ k.transpose(-1, -2), masked_out, scale=hd**-0.5)  # (N, H, L, S)
+            if seed is not None:  # torch returns the weights after dropout, as the output uses them
+                weights = torch.ops.pyattn.attention_dropout(weights, seed, dropout_p)
+            out = weights @ v
+        else:  # the fused kernel: the (L, S) matrix is never formed
+            out = _attention(q, k, v, mask=mask, key_padding_mask=None, key_lengths=None, causal=None, window=None,
+                             scale=None, return_lse=False, dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
         out = out.permute(2, 0, 1, 3).reshape(lq, n, e)
         out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
-
-        weights = None
-        if need_weights:
-            scores = (q * (1.0 / hd**0.5)) @ k.transpose(-1, -2)
-            if mask is not None:
-                scores = scores + mask if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(scores, dim=-1)  # (N, H, L, S)
-            if seed is not None:  # torch returns the weights after dropout
-                weights = torch.ops.pyattn.attention_dropout(weights, seed, dropout_p)
+        if weights is not None:
             if average_attn_weights:
                 weights = weights.mean(dim=1)
             if not batched:
