@@ -180,3 +180,30 @@ def test_bad_dropout_raises():
     x = torch.randn(3, 2, 8)
     with pytest.raises(ValueError, match="dropout_p must be in"):
         m(x, x, x)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_fully_masked_query_gives_zeros(need_weights, gen):
+    """A batch element whose keys are all padded: torch gives NaN there, pyattn gives a
+    zero attention result (so the output is the out_proj bias), zero weights and finite
+    gradients; the other elements match torch."""
+    e, heads, n, lq, s = 16, 2, 3, 5, 6
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    theirs = torch.nn.MultiheadAttention(e, heads, dtype=torch.float64, batch_first=True)
+    ours = pyattn.nn.MultiheadAttention(e, heads, dtype=torch.float64, batch_first=True)
+    ours.load_state_dict(theirs.state_dict())
+    q = torch.randn((n, lq, e), dtype=torch.float64, generator=gen).requires_grad_()
+    kv = torch.randn((n, s, e), dtype=torch.float64, generator=gen)
+    kpm = torch.rand((n, s), generator=gen) < 0.3
+    kpm[:, 0] = False
+    kpm[1] = True  # element 1 sees no key
+    out, w = ours(q, kv, kv, key_padding_mask=kpm, need_weights=need_weights)
+    out_t, w_t = theirs(q, kv, kv, key_padding_mask=kpm, need_weights=need_weights)
+    assert torch.equal(out[1], ours.out_proj.bias.expand(lq, e))
+    keep = [0, 2]
+    assert_close(out[keep], out_t[keep], torch.float64, msg="unmasked elements")
+    if need_weights:
+        assert torch.all(w[1] == 0)
+        assert_close(w[keep], w_t[keep], torch.float64, msg="unmasked weights")
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.all(q.grad[1] == 0)
