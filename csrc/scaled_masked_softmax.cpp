@@ -72,6 +72,7 @@ at::Tensor fwd(const at::Tensor& x_in, const std::optional<at::Tensor>& mask_in,
   p.sk = x.size(-1);
   p.scale = scale;
   p.causal = causal;
+  p.num_threads = at::get_num_threads();
   run_kernel(x, kOp, p, &scaled_masked_softmax_fwd_cpu, PYATTN_CUDA_LAUNCHER(scaled_masked_softmax_fwd_cuda));
   return y;
 }
@@ -111,6 +112,7 @@ at::Tensor bwd(const at::Tensor& y, const at::Tensor& dy_in, double scale) {
   p.sq = y.size(-2);
   p.sk = y.size(-1);
   p.scale = scale;
+  p.num_threads = at::get_num_threads();
   run_kernel(y, op, p, &scaled_masked_softmax_bwd_cpu, PYATTN_CUDA_LAUNCHER(scaled_masked_softmax_bwd_cuda));
   return dx;
 }

@@ -18,6 +18,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/dynamic_schedule.h"
 #include "cpu/fast_exp.h"
 #include "cpu/half.h"
 #include "cpu/vec_scalar.h"

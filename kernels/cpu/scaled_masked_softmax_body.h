@@ -187,21 +187,47 @@ void bwd_rows(const ScaledMaskedSoftmaxBwdParams& p, int64_t r0, int64_t r1) {
   }
 }
 
-// Rows per task: enough work per chunk (~32k elements) to amortise the scheduling.
+// Rows per task: enough work per task (~32k elements) to amortise taking it.
 inline int64_t row_grain(int64_t sk) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(sk, 1)); }
+
+// Calls rows(r0, r1, work) over every row in blocks of row_grain rows, on a dynamic
+// schedule: these kernels are memory-bound and fault in fresh output pages, so the
+// threads' speeds differ and a fixed split would leave one waiting.
+template <class MakeWork, class Rows>
+void for_row_blocks(int64_t rows_total, int64_t sk, int threads, ParallelFor parallel_for, MakeWork make_work,
+                    Rows rows) {
+  const int64_t grain = row_grain(sk), blocks = (rows_total + grain - 1) / grain;
+  run_dynamic(blocks, threads, parallel_for, make_work, [&](int64_t t, auto& work) {
+    rows(t * grain, std::min(rows_total, (t + 1) * grain), work);
+  });
+}
 
 // Outputs of at least this many bytes are written around the caches: they cannot all
 // be in cache when the caller reads them, and skipping the read-for-ownership of their
 // lines saves a third of the DRAM traffic.
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
+// A worker's scratch row of n values, 64-byte aligned so that no vector access splits a
+// cache line (malloc alone gives 16).
+template <class A>
+struct ScratchRow {
+  std::vector<A> buf;
+  explicit ScratchRow(int64_t n) : buf(size_t(n) + 64 / sizeof(A)) {}
+  A* data() {
+    const uintptr_t a = (reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63);
+    return reinterpret_cast<A*>(a);
+  }
+};
+
 template <class V, class T, MaskKind MK, bool kScaleLater>
 void fwd_all(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for) {
+  using A = typename V::value_type;
   const bool stream = p.batch * p.heads * p.sq * p.sk * int64_t(sizeof(T)) >= kStreamMinBytes;
-  parallel_for(p.batch * p.heads * p.sq, row_grain(p.sk), [&](int64_t r0, int64_t r1) {
-    std::vector<typename V::value_type> scratch(size_t(p.sk) + V::W);
-    fwd_rows<V, T, MK, kScaleLater>(p, r0, r1, stream, scratch.data());
-  });
+  for_row_blocks(
+      p.batch * p.heads * p.sq, p.sk, p.num_threads, parallel_for, [&] { return ScratchRow<A>(p.sk + V::W); },
+      [&](int64_t r0, int64_t r1, ScratchRow<A>& scratch) {
+        fwd_rows<V, T, MK, kScaleLater>(p, r0, r1, stream, scratch.data());
+      });
 }
 
 }  // namespace smsoftmax
@@ -227,7 +253,8 @@ inline void scaled_masked_softmax_bwd(const ScaledMaskedSoftmaxBwdParams& p, Par
   dispatch_dtype(p.dtype, [&](auto types) {
     using V = typename decltype(types)::Vec;
     using T = typename decltype(types)::Storage;
-    parallel_for(p.batch * p.heads * p.sq, smsoftmax::row_grain(p.sk),
-                 [&](int64_t r0, int64_t r1) { smsoftmax::bwd_rows<V, T>(p, r0, r1); });
+    smsoftmax::for_row_blocks(
+        p.batch * p.heads * p.sq, p.sk, p.num_threads, parallel_for, [] { return 0; },
+        [&](int64_t r0, int64_t r1, int) { smsoftmax::bwd_rows<V, T>(p, r0, r1); });
   });
 }

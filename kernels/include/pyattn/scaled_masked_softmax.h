@@ -28,6 +28,7 @@ struct ScaledMaskedSoftmaxFwdParams {
   int64_t batch, heads, sq, sk;
   double scale;
   bool causal;           // additionally mask j > i (top-left aligned)
+  int num_threads;       // CPU: threads the ParallelFor may use (workers of the dynamic schedule)
 };
 
 struct ScaledMaskedSoftmaxBwdParams {
@@ -40,6 +41,7 @@ struct ScaledMaskedSoftmaxBwdParams {
   DType dtype;
   int64_t batch, heads, sq, sk;
   double scale;
+  int num_threads;       // CPU: threads the ParallelFor may use (workers of the dynamic schedule)
 };
 
 void scaled_masked_softmax_fwd_cpu(const ScaledMaskedSoftmaxFwdParams& p, ParallelFor parallel_for);
