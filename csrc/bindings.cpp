@@ -70,6 +70,11 @@ TORCH_LIBRARY(pyattn, m) {
         "Tensor? table, int k, float lr, int seed, bool compute_loss=True) -> Tensor");
   // loss[b] = -log s(w_out[contexts[b]] . w_in[centers[b]]) - sum_k log s(-w_out[negatives[b, k]] . w_in[centers[b]])
   m.def("sgns_loss_fwd(Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) -> Tensor");
+  // (loss [b], d_h [b, dim], d_u [b, 1 + k, dim]): the loss and, from the same pass over
+  // the rows, sgns_loss_bwd's row gradients for dloss = grad_scale everywhere (a training
+  // step's upstream gradient is known before backward: 1/b for a mean, 1 for a sum).
+  m.def("sgns_loss_fwd_grad(Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives, "
+        "float grad_scale) -> (Tensor, Tensor, Tensor)");
   // (d_h [b, dim], d_u [b, 1 + k, dim]): gradients for the rows w_in[centers[b]] and
   // w_out[contexts[b]], w_out[negatives[b, :]] (scatter-added by the caller).
   m.def("sgns_loss_bwd(Tensor dloss, Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) "

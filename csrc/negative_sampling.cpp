@@ -162,17 +162,39 @@ LossArgs loss_args(const at::Tensor& w_in_t, const at::Tensor& w_out_t, const at
   return a;
 }
 
+void run_loss(LossArgs& a, const char* op) {
+  int64_t bad = -1;
+  a.p.bad_index = &bad;
+  if (a.p.b > 0) sgns_loss_cpu(a.p, &torch_parallel_for);
+  raise_bad_index(bad, a.p.vocab, op);
+}
+
 at::Tensor loss_fwd(const at::Tensor& w_in, const at::Tensor& w_out, const at::Tensor& centers,
                     const at::Tensor& contexts, const at::Tensor& negatives) {
   constexpr const char* op = "sgns_loss";
   LossArgs a = loss_args(w_in, w_out, centers, contexts, negatives, op);
   at::Tensor loss = at::empty({a.p.b}, w_in.options());
-  int64_t bad = -1;
   a.p.loss = loss.data_ptr();
-  a.p.bad_index = &bad;
-  if (a.p.b > 0) sgns_loss_fwd_cpu(a.p, &torch_parallel_for);
-  raise_bad_index(bad, a.p.vocab, op);
+  run_loss(a, op);
   return loss;
+}
+
+// The loss and, in the same pass over the rows, the row gradients of grad_scale * sum(loss).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_fwd_grad(const at::Tensor& w_in, const at::Tensor& w_out,
+                                                             const at::Tensor& centers, const at::Tensor& contexts,
+                                                             const at::Tensor& negatives, double grad_scale) {
+  constexpr const char* op = "sgns_loss";
+  LossArgs a = loss_args(w_in, w_out, centers, contexts, negatives, op);
+  TORCH_CHECK(std::isfinite(grad_scale), op, ": grad_scale is ", grad_scale, ", expected a finite value");
+  at::Tensor loss = at::empty({a.p.b}, w_in.options());
+  at::Tensor d_h = at::empty({a.p.b, a.p.dim}, w_in.options());
+  at::Tensor d_u = at::empty({a.p.b, a.p.k + 1, a.p.dim}, w_in.options());
+  a.p.loss = loss.data_ptr();
+  a.p.grad_scale = grad_scale;
+  a.p.d_h = d_h.data_ptr();
+  a.p.d_u = d_u.data_ptr();
+  run_loss(a, op);
+  return {loss, d_h, d_u};
 }
 
 std::tuple<at::Tensor, at::Tensor> loss_bwd(const at::Tensor& dloss_in, const at::Tensor& w_in,
@@ -185,13 +207,10 @@ std::tuple<at::Tensor, at::Tensor> loss_bwd(const at::Tensor& dloss_in, const at
   const at::Tensor dloss = dloss_in.to(w_in.scalar_type()).contiguous();
   at::Tensor d_h = at::empty({a.p.b, a.p.dim}, w_in.options());
   at::Tensor d_u = at::empty({a.p.b, a.p.k + 1, a.p.dim}, w_in.options());
-  int64_t bad = -1;
   a.p.dloss = dloss.data_ptr();
   a.p.d_h = d_h.data_ptr();
   a.p.d_u = d_u.data_ptr();
-  a.p.bad_index = &bad;
-  if (a.p.b > 0 && a.p.dim > 0) sgns_loss_bwd_cpu(a.p, &torch_parallel_for);
-  raise_bad_index(bad, a.p.vocab, op);
+  run_loss(a, op);
   return {d_h, d_u};
 }
 
@@ -201,6 +220,7 @@ TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
   m.impl("sgns_update_", &sgns_update);
   m.impl("cbow_update_", &cbow_update);
   m.impl("sgns_loss_fwd", &loss_fwd);
+  m.impl("sgns_loss_fwd_grad", &loss_fwd_grad);
   m.impl("sgns_loss_bwd", &loss_bwd);
 }
 

@@ -113,6 +113,14 @@ def _sgns_loss_fwd_fake(w_in, w_out, centers, contexts, negatives):
     return w_in.new_empty(centers.shape)
 
 
+@torch.library.register_fake("pyattn::sgns_loss_fwd_grad")
+def _sgns_loss_fwd_grad_fake(w_in, w_out, centers, contexts, negatives, grad_scale):
+    return (
+        _sgns_loss_fwd_fake(w_in, w_out, centers, contexts, negatives),
+        *_sgns_loss_bwd_fake(None, w_in, w_out, centers, contexts, negatives),
+    )
+
+
 @torch.library.register_fake("pyattn::sgns_loss_bwd")
 def _sgns_loss_bwd_fake(dloss, w_in, w_out, centers, contexts, negatives):
     b, k = negatives.shape

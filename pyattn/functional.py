@@ -399,27 +399,61 @@ def lstm(
         if dropout > 0 and training and layer + 1 < num_layers:
             x = torch.nn.functional.dropout(x, dropout, training=True)
     return x, (torch.stack(hs), torch.stack(cs))
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
 class _SgnsLossSparse(torch.autograd.Function):
     """sgns_loss with sparse COO gradients for the tables (nn.Embedding(sparse=True) style):
     only the rows a batch touches are stored, so optimizers such as SparseAdam or SGD
-    update B*(k+2) rows instead of whole tables."""
+    update B*(k+2) rows instead of whole tables.
+
+    Reading the random table rows is most of a training step's time, so when gradients
+    are needed the forward computes them in the same pass as the loss
+    (sgns_loss_fwd_grad), for the upstream gradient that loss.backward() sends: 1 on the
+    reduced loss, i.e. 1/B per example for 'mean'. backward then only wraps them as
+    sparse tensors, or rescales them for any other upstream gradient. The reduction is
+    done here so that backward receives that one scalar."""
 
     @staticmethod
-    def forward(ctx, w_in, w_out, centers, contexts, negatives):
-        ctx.save_for_backward(w_in, w_out, centers, contexts, negatives)
-        return torch.ops.pyattn.sgns_loss_fwd(w_in, w_out, centers, contexts, negatives)
+    def forward(ctx, w_in, w_out, centers, contexts, negatives, reduction):
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return _reduce(torch.ops.pyattn.sgns_loss_fwd(w_in, w_out, centers, contexts, negatives), reduction)
+        scale = 1.0 / max(centers.shape[0], 1) if reduction == "mean" else 1.0
+        loss, d_h, d_u = torch.ops.pyattn.sgns_loss_fwd_grad(w_in, w_out, centers, contexts, negatives, scale)
+        ctx.save_for_backward(centers, contexts, negatives)
+        ctx.grads = (d_h, d_u)  # row gradients of scale * loss.sum(): [B, dim], [B, 1 + k, dim]
+        ctx.reduction = reduction
+        ctx.handed_out = False
+        ctx.shapes = (w_in.shape, w_out.shape)
+        return _reduce(loss, reduction)
 
     @staticmethod
     def backward(ctx, dloss):
-        w_in, w_out, centers, contexts, negatives = ctx.saved_tensors
-        d_h, d_u = torch.ops.pyattn.sgns_loss_bwd(dloss.contiguous(), w_in, w_out, centers, contexts, negatives)
+        centers, contexts, negatives = ctx.saved_tensors
+        d_h, d_u = ctx.grads
+        if ctx.reduction == "none":
+            f = dloss.to(d_h.dtype)  # [B]; the forward assumed 1 for every example
+            d_h, d_u = d_h * f[:, None], d_u * f[:, None, None]
+        else:
+            f = float(dloss)
+            # A second backward (retain_graph) gets fresh tensors: the first one's may be a
+            # .grad by now, which optimizers and clipping may change in place.
+            if f != 1.0 or ctx.handed_out:
+                d_h, d_u = d_h * f, d_u * f
+        ctx.handed_out = True
         d_in = d_out = None
+        w_in_shape, w_out_shape = ctx.shapes
         if ctx.needs_input_grad[0]:
-            d_in = torch.sparse_coo_tensor(centers.long().unsqueeze(0), d_h, w_in.shape, check_invariants=False)
+            d_in = torch.sparse_coo_tensor(centers.long().unsqueeze(0), d_h, w_in_shape, check_invariants=False)
         if ctx.needs_input_grad[1]:
             rows = torch.cat([contexts.long().unsqueeze(1), negatives.long()], dim=1).reshape(1, -1)
-            d_out = torch.sparse_coo_tensor(rows, d_u.reshape(-1, d_u.shape[-1]), w_out.shape, check_invariants=False)
-        return d_in, d_out, None, None, None
+            d_out = torch.sparse_coo_tensor(rows, d_u.reshape(-1, d_u.shape[-1]), w_out_shape, check_invariants=False)
+        return d_in, d_out, None, None, None, None
 
 
 def _table(t, what: str) -> tuple[torch.Tensor, bool]:
@@ -448,7 +482,9 @@ def sgns_loss(
     ``nn.Embedding`` modules, whose ``sparse`` flag is then honoured). centers and
     contexts are [B] token ids, negatives [B, k]. ``reduction``: 'mean' (over B), 'sum'
     or 'none' ([B]). Gradients flow to both tables: dense by default, sparse COO when
-    ``sparse=True`` (or an nn.Embedding(sparse=True) is passed). CPU only so far.
+    ``sparse=True`` (or an nn.Embedding(sparse=True) is passed). On the sparse path a
+    forward that needs gradients computes them already (one pass over the rows) and keeps
+    them, B * (k + 2) * dim values, until backward. CPU only so far.
     """
     w_in, sparse_in = _table(input_vectors, "input_vectors")
     w_out, sparse_out = _table(output_vectors, "output_vectors")
@@ -460,11 +496,5 @@ def sgns_loss(
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"sgns_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if sparse:
-        loss = _SgnsLossSparse.apply(w_in, w_out, centers, contexts, negatives)
-    else:
-        loss = torch.ops.pyattn.sgns_loss_fwd(w_in, w_out, centers, contexts, negatives)
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+        return _SgnsLossSparse.apply(w_in, w_out, centers, contexts, negatives, reduction)
+    return _reduce(torch.ops.pyattn.sgns_loss_fwd(w_in, w_out, centers, contexts, negatives), reduction)

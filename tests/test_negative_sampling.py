@@ -301,6 +301,85 @@ def test_sgns_loss_sparse_embedding(rng):
     assert loss.item() < first
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_sgns_loss_sparse_matches_reference(reduction, dtype, rng):
+    """The sparse path computes its gradients in the forward pass for an upstream gradient
+    of 1 on the reduced loss; any other upstream gradient must rescale them exactly."""
+    vocab, b = 25, 19
+    w_in, w_out, c, o, n = _loss_inputs(rng, vocab, 7, b, 4, dtype)
+    c[3] = o[3] = n[3, 1] = 5   # repeated rows
+    for upstream in (None, 0.37):
+        a = [w_in.clone().requires_grad_(True), w_out.clone().requires_grad_(True)]
+        loss = sgns_loss(a[0], a[1], c, o, n, reduction=reduction, sparse=True)
+        if reduction == "none":
+            dloss = rng.normal(size=b) if upstream else np.ones(b)
+            loss.backward(torch.tensor(dloss, dtype=dtype))
+        else:
+            loss.backward(None if upstream is None else torch.tensor(upstream, dtype=dtype))
+            dloss = np.full(b, (upstream or 1.0) / (b if reduction == "mean" else 1))
+        assert a[0].grad.is_sparse and a[1].grad.is_sparse
+        e_in, e_out = ref.sgns_loss_grad(to_np(w_in), to_np(w_out), c.numpy(), o.numpy(), n.numpy(), dloss)
+        assert_close(a[0].grad.to_dense(), e_in, msg="d input_vectors")
+        assert_close(a[1].grad.to_dense(), e_out, msg="d output_vectors")
+
+
+def test_sgns_loss_sparse_retain_graph_and_one_table(rng):
+    """A second backward (retain_graph) adds the same gradient again and does not alias the
+    first one's values; with one table frozen only the other gets a gradient."""
+    w_in, w_out, c, o, n = _loss_inputs(rng, 12, 5, 9, 3, torch.float64)
+    a = [w_in.clone().requires_grad_(True), w_out.clone().requires_grad_(True)]
+    loss = sgns_loss(a[0], a[1], c, o, n, sparse=True)
+    loss.backward(retain_graph=True)
+    first = [t.grad.to_dense().clone() for t in a]
+    values = a[1].grad._values()
+    loss.backward()
+    assert a[1].grad._values().data_ptr() != values.data_ptr()
+    for t, g in zip(a, first):
+        torch.testing.assert_close(t.grad.to_dense(), 2 * g)
+    frozen = w_in.clone()
+    w = w_out.clone().requires_grad_(True)
+    sgns_loss(frozen, w, c, o, n, sparse=True).backward()
+    torch.testing.assert_close(w.grad.to_dense(), first[1])
+    with torch.no_grad():
+        torch.testing.assert_close(sgns_loss(a[0], a[1], c, o, n, sparse=True), loss)
+
+
+def test_sgns_loss_fwd_grad_opcheck(rng):
+    w_in, w_out, c, o, n = _loss_inputs(rng, 8, 5, 6, 3, torch.float64)
+    torch.library.opcheck(OPS.sgns_loss_fwd_grad, (w_in, w_out, c, o, n, 0.25))
+    loss, d_h, d_u = OPS.sgns_loss_fwd_grad(w_in, w_out, c, o, n, 0.25)
+    e_h, e_u = OPS.sgns_loss_bwd(torch.full((6,), 0.25, dtype=torch.float64), w_in, w_out, c, o, n)
+    torch.testing.assert_close(loss, OPS.sgns_loss_fwd(w_in, w_out, c, o, n))
+    torch.testing.assert_close(d_h, e_h)
+    torch.testing.assert_close(d_u, e_u)
+
+
+def test_sgns_loss_sparse_adam(rng):
+    """SparseAdam on nn.Embedding(sparse=True) tables: same steps as with torch's own
+    sparse embedding gradients."""
+    vocab, dim = 40, 6
+    _, _, c, o, n = _loss_inputs(rng, vocab, dim, 32, 4, torch.float32)
+    mods = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        mods.append((torch.nn.Embedding(vocab, dim, sparse=True), torch.nn.Embedding(vocab, dim, sparse=True)))
+    opts = [torch.optim.SparseAdam(list(a.parameters()) + list(b.parameters()), lr=0.05) for a, b in mods]
+    for _ in range(5):
+        for (e_in, e_out), opt, ours in zip(mods, opts, (True, False)):
+            opt.zero_grad()
+            if ours:
+                loss = sgns_loss(e_in, e_out, c, o, n)
+            else:
+                h = e_in(c)
+                loss = (-torch.nn.functional.logsigmoid((e_out(o) * h).sum(-1))
+                        - torch.nn.functional.logsigmoid(-(e_out(n) @ h.unsqueeze(-1)).squeeze(-1)).sum(-1)).mean()
+            loss.backward()
+            opt.step()
+    for x, y in zip(mods[0], mods[1]):
+        torch.testing.assert_close(x.weight, y.weight, rtol=1e-5, atol=1e-6)
+
+
 def test_sgns_loss_compile(rng):
     w_in, w_out, c, o, n = _loss_inputs(rng, 12, 6, 10, 2, torch.float32)
     w_in.requires_grad_(True)

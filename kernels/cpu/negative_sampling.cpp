@@ -13,12 +13,8 @@ void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor 
   PYATTN_CPU_DISPATCH(negative_sampling_update, p, parallel_for)
 }
 
-void sgns_loss_fwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for) {
-  PYATTN_CPU_DISPATCH(sgns_loss_fwd, p, parallel_for)
-}
-
-void sgns_loss_bwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for) {
-  PYATTN_CPU_DISPATCH(sgns_loss_bwd, p, parallel_for)
+void sgns_loss_cpu(const SgnsLossParams& p, ParallelFor parallel_for) {
+  PYATTN_CPU_DISPATCH(sgns_loss, p, parallel_for)
 }
 
 }  // namespace pyattn

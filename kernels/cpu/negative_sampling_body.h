@@ -30,6 +30,16 @@ inline void axpy(typename V::value_type alpha, const X* x, Y* y, int64_t d) {
   for (; j < d; ++j) y[j] = narrow<Y>(widen(y[j]) + alpha * widen(x[j]));
 }
 
+// y = alpha * x (y overwritten, never read).
+template <class V, class X, class Y>
+inline void axpy_to(typename V::value_type alpha, const X* x, Y* y, int64_t d) {
+  constexpr int W = V::W;
+  const V a = V::set1(alpha);
+  int64_t j = 0;
+  for (; j + W <= d; j += W) (a * V::load(x + j)).store(y + j);
+  for (; j < d; ++j) y[j] = narrow<Y>(alpha * widen(x[j]));
+}
+
 // e += g * u and u += g * h in one pass over u (the target row is read once).
 template <class V, class T>
 inline void update_target(typename V::value_type g, typename V::value_type* e, const typename V::value_type* h, T* u,
@@ -62,6 +72,13 @@ inline A sigmoid(A x) {
 template <class A>
 inline A neg_log_sigmoid(A x) {
   return (x < A(0) ? -x : A(0)) + std::log1p(std::exp(-std::fabs(x)));
+}
+
+// exp(-|x|) in (0, 1] through the shared exp2; 0 below the smallest normal power of two.
+template <class A>
+inline A exp_neg_abs(A x) {
+  const A t = -std::fabs(x) * A(1.44269504088896340735992468100189214);
+  return t < A(std::numeric_limits<A>::min_exponent - 1) ? A(0) : scalar_exp2(t);
 }
 
 // 64-bit mix of a counter (splitmix64's finaliser): the k-th negative of example e.
@@ -204,75 +221,145 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   *p.bad_index = bad.load();
 }
 
-// Per pair: h, the 1 + k output rows and their logits x (positive first).
+// y[0:d] = alpha * x[0:d], y overwritten and never read. fp32 on x86 uses streaming
+// (non-temporal) stores from the first 16-byte boundary on: sgns_loss writes its
+// gradients once, ~ (k + 2) * dim floats per example (11 MB for a 4096 x (1 + 5) batch at
+// dim 100), and ordinary stores would first read every destination line from memory.
 template <class V, class T>
-struct LossPair {
+inline void scale_to_streaming(typename V::value_type alpha, const T* x, T* y, int64_t d) {
+#if PYATTN_X86
+  if constexpr (std::is_same_v<T, float>) {
+    int64_t i = 0;
+    for (; i < d && (reinterpret_cast<uintptr_t>(y + i) & 15) != 0; ++i) y[i] = alpha * x[i];
+    const __m128 a = _mm_set1_ps(alpha);
+    for (; i + 4 <= d; i += 4) _mm_stream_ps(y + i, _mm_mul_ps(a, _mm_loadu_ps(x + i)));
+    for (; i < d; ++i) y[i] = alpha * x[i];
+    return;
+  }
+#endif
+  axpy_to<V>(alpha, x, y, d);
+}
+
+// Makes this thread's streaming stores visible before the data is handed on.
+inline void streaming_fence() {
+#if PYATTN_X86
+  _mm_sfence();
+#endif
+}
+
+// sgns_loss, forward and backward in one routine: per example, the 1 + k logits
+// x_j = h . u_j (h = w_in[centers[b]], u_0 = w_out[contexts[b]], u_j = w_out[negatives[b, j-1]]),
+// then the loss and/or the row gradients d_u[b, j] = g_j h and d_h[b] = sum_j g_j u_j with
+// g_j = f_b * d loss[b] / d x_j. The rows are random in tables much larger than the
+// caches, so reading them is most of the cost: computing the gradients in the same pass
+// as the loss (forward with gradients) reads every row once per training step, and the
+// rows of the examples ahead are prefetched.
+template <class V, class T>
+struct LossExample {
   using A = typename V::value_type;
   const SgnsLossParams& p;
   std::atomic<int64_t>& bad;
+  const T** u;  // [1 + k] scratch: the example's output rows
+  A* g;         // [1 + k] scratch: f_b * d loss / d x_j
 
-  bool rows(int64_t b, const T** h, const T** u) const {
-    const int64_t c = p.centers[b];
-    if (c < 0 || c >= p.vocab) return bad.store(c), false;
-    *h = static_cast<const T*>(p.w_in) + c * p.w_in_stride;
-    for (int64_t j = 0; j <= p.k; ++j) {
-      const int64_t t = j == 0 ? p.contexts[b] : p.negatives[b * p.k + j - 1];
-      if (t < 0 || t >= p.vocab) return bad.store(t), false;
-      u[j] = static_cast<const T*>(p.w_out) + t * p.w_out_stride;
+  const T* in_row(int64_t i) const { return static_cast<const T*>(p.w_in) + i * p.w_in_stride; }
+  const T* out_row(int64_t i) const { return static_cast<const T*>(p.w_out) + i * p.w_out_stride; }
+  int64_t target(int64_t b, int64_t j) const { return j == 0 ? p.contexts[b] : p.negatives[b * p.k + j - 1]; }
+  bool in_range(int64_t i) const { return i >= 0 && i < p.vocab; }
+
+  void prefetch(int64_t b) const {
+    const int64_t bytes = p.dim * int64_t(sizeof(T));
+    auto fetch = [&](const T* row) {
+      const char* c = reinterpret_cast<const char*>(row);
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
+      __builtin_prefetch(c + bytes - 1);  // rows need not start on a cache line
+    };
+    if (in_range(p.centers[b])) fetch(in_row(p.centers[b]));
+    for (int64_t j = 0; j <= p.k; ++j)
+      if (in_range(target(b, j))) fetch(out_row(target(b, j)));
+  }
+
+  // Returns loss[b] (0 when !want_loss); writes dh [dim] and du [1 + k, dim] unless null.
+  // An out-of-range id is recorded in bad and gives loss 0 and zero gradients.
+  A run(int64_t b, bool want_loss, A f, T* dh, T* du) const {
+    const int64_t d = p.dim, nt = p.k + 1;
+    bool ok = in_range(p.centers[b]);
+    if (!ok) bad.store(p.centers[b]);
+    for (int64_t j = 0; ok && j < nt; ++j) {
+      if (!in_range(target(b, j))) ok = false, bad.store(target(b, j));
+      else u[j] = out_row(target(b, j));
     }
-    return true;
+    if (!ok) {
+      if (du) std::fill(dh, dh + d, T(0)), std::fill(du, du + nt * d, T(0));
+      return A(0);
+    }
+    const T* h = in_row(p.centers[b]);
+    // With z_j = x_0 for the positive and -x_j for a negative, loss = sum_j softplus(-z_j)
+    // = sum_j max(-z_j, 0) + log(prod_j (1 + e_j)), e_j = exp(-|z_j|) in (0, 1]: one log
+    // per example rather than one per logit (libm's log1p cost more than the dot
+    // products). q = prod_j (1 + e_j) - 1 is built as q += e_j + q * e_j, sums of
+    // positive terms only, so it keeps full relative precision when all e_j are tiny.
+    A loss = A(0), q = A(0);
+    for (int64_t j = 0; j < nt; ++j) {
+      const A x = dot<V>(h, u[j], d);
+      const A z = j == 0 ? x : -x;
+      const A e = exp_neg_abs(z);
+      if (want_loss) {
+        loss += z < A(0) ? -z : A(0);
+        q += e + q * e;
+      }
+      if (du) {
+        // d softplus(-z) / dz = -sigmoid(-z), and dz/dx = +-1
+        const A sig_neg_z = (z >= A(0) ? e : A(1)) / (A(1) + e);
+        g[j] = f * (j == 0 ? -sig_neg_z : sig_neg_z);
+      }
+    }
+    if (want_loss) loss += std::log1p(q);
+    if (du) {
+      for (int64_t j = 0; j < nt; ++j) scale_to_streaming<V>(g[j], h, du + j * d, d);
+      constexpr int W = V::W;
+      int64_t i = 0;
+      for (; i + W <= d; i += W) {
+        V acc = V::set1(A(0));
+        for (int64_t j = 0; j < nt; ++j) acc = V::fmadd(V::set1(g[j]), V::load(u[j] + i), acc);
+        acc.store(dh + i);
+      }
+      for (; i < d; ++i) {
+        A acc = A(0);
+        for (int64_t j = 0; j < nt; ++j) acc += g[j] * widen(u[j][i]);
+        dh[i] = narrow<T>(acc);
+      }
+    }
+    return loss;
   }
 };
 
+// p.loss (if set) gets the losses; p.d_h and p.d_u (both set or both null) get the
+// gradients for the upstream gradient f_b = p.dloss[b] (backward) or p.grad_scale
+// (forward with gradients).
 template <class V, class T>
-void loss_fwd(const SgnsLossParams& p, ParallelFor parallel_for) {
+void loss_pass(const SgnsLossParams& p, ParallelFor parallel_for) {
   using A = typename V::value_type;
   std::atomic<int64_t> bad{-1};
+  const int64_t d = p.dim, nt = p.k + 1;
+  const bool grads = p.d_u != nullptr;
+  // Prefetch distance in examples: ~64 cache lines of rows in flight (one example ahead
+  // at dim 100 fp32, where an example's 7 rows span ~50 lines; more for short rows).
+  const int64_t lines = (nt + 1) * ((d * int64_t(sizeof(T)) + 63) / 64 + 1);
+  const int64_t ahead = std::clamp<int64_t>(64 / lines, 1, 8);
   parallel_for(p.b, 64, [&](int64_t b0, int64_t b1) {
-    const LossPair<V, T> lp{p, bad};
-    std::vector<const T*> u(size_t(p.k + 1));
+    std::vector<const T*> u(static_cast<size_t>(nt));
+    std::vector<A> g(static_cast<size_t>(nt));
+    const LossExample<V, T> ex{p, bad, u.data(), g.data()};
+    for (int64_t b = b0; b < std::min(b1, b0 + ahead); ++b) ex.prefetch(b);
     for (int64_t b = b0; b < b1; ++b) {
-      const T* h;
-      A l = A(0);
-      if (lp.rows(b, &h, u.data()))
-        for (int64_t j = 0; j <= p.k; ++j) {
-          const A x = dot<V>(h, u[size_t(j)], p.dim);
-          l += neg_log_sigmoid(j == 0 ? x : -x);
-        }
-      static_cast<T*>(p.loss)[b] = narrow<T>(l);
+      if (b + ahead < b1) ex.prefetch(b + ahead);
+      const A f = !grads ? A(0) : p.dloss ? widen(static_cast<const T*>(p.dloss)[b]) : A(p.grad_scale);
+      const A l = ex.run(b, p.loss != nullptr, f, grads ? static_cast<T*>(p.d_h) + b * d : nullptr,
+                         grads ? static_cast<T*>(p.d_u) + b * nt * d : nullptr);
+      if (p.loss) static_cast<T*>(p.loss)[b] = narrow<T>(l);
     }
-  });
-  *p.bad_index = bad.load();
-}
-
-template <class V, class T>
-void loss_bwd(const SgnsLossParams& p, ParallelFor parallel_for) {
-  using A = typename V::value_type;
-  std::atomic<int64_t> bad{-1};
-  const int64_t d = p.dim;
-  parallel_for(p.b, 64, [&](int64_t b0, int64_t b1) {
-    const LossPair<V, T> lp{p, bad};
-    std::vector<const T*> u(size_t(p.k + 1));
-    for (int64_t b = b0; b < b1; ++b) {
-      T* dh = static_cast<T*>(p.d_h) + b * d;
-      T* du = static_cast<T*>(p.d_u) + b * (p.k + 1) * d;
-      std::fill(dh, dh + d, T(0));
-      const T* h;
-      if (!lp.rows(b, &h, u.data())) {
-        std::fill(du, du + (p.k + 1) * d, T(0));
-        continue;
-      }
-      const A dl = widen(static_cast<const T*>(p.dloss)[b]);
-      for (int64_t j = 0; j <= p.k; ++j) {
-        const A x = dot<V>(h, u[size_t(j)], d);
-        // d loss / d x: -sigmoid(-x) for the positive, sigmoid(x) for a negative
-        const A g = dl * (j == 0 ? -sigmoid(-x) : sigmoid(x));
-        axpy<V>(g, u[size_t(j)], dh, d);
-        T* duj = du + j * d;
-        std::fill(duj, duj + d, T(0));
-        axpy<V>(g, h, duj, d);
-      }
-    }
+    streaming_fence();
   });
   *p.bad_index = bad.load();
 }
@@ -293,16 +380,9 @@ inline void negative_sampling_update(const NegSamplingUpdateParams& p, ParallelF
   });
 }
 
-inline void sgns_loss_fwd(const SgnsLossParams& p, ParallelFor pf) {
+inline void sgns_loss(const SgnsLossParams& p, ParallelFor pf) {
   negsamp::dispatch_f32_f64(p.dtype, [&](auto t) {
     using Ty = decltype(t);
-    negsamp::loss_fwd<typename Ty::Vec, typename Ty::Storage>(p, pf);
-  });
-}
-
-inline void sgns_loss_bwd(const SgnsLossParams& p, ParallelFor pf) {
-  negsamp::dispatch_f32_f64(p.dtype, [&](auto t) {
-    using Ty = decltype(t);
-    negsamp::loss_bwd<typename Ty::Vec, typename Ty::Storage>(p, pf);
+    negsamp::loss_pass<typename Ty::Vec, typename Ty::Storage>(p, pf);
   });
 }

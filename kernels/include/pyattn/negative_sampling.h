@@ -52,6 +52,8 @@ struct NegSamplingUpdateParams {
 };
 
 // loss[b] = -log s(w_out[ctx_b] . h_b) - sum_k log s(-w_out[neg_bk] . h_b), h_b = w_in[center_b].
+// One kernel serves the forward (loss, and optionally the gradients in the same pass)
+// and the backward (gradients for a given dloss).
 struct SgnsLossParams {
   const void* w_in;          // [vocab, dim], dtype
   int64_t w_in_stride;
@@ -63,10 +65,14 @@ struct SgnsLossParams {
   const int64_t* contexts;   // [b]
   const int64_t* negatives;  // [b, k] contiguous
   int64_t b, k;
-  void* loss;                // fwd: [b], dtype, overwritten
-  const void* dloss;         // bwd: [b], dtype
-  void* d_h;                 // bwd: [b, dim] gradient for w_in[centers[b]], overwritten
-  void* d_u;                 // bwd: [b, 1 + k, dim] for w_out[contexts[b]], w_out[negatives[b, :]], overwritten
+  void* loss;                // [b], dtype, overwritten; nullptr: loss not wanted
+  // The gradients are those of sum_b f_b * loss[b], with f_b = dloss[b] when dloss is
+  // set (backward), else grad_scale (the forward's upstream gradient known in advance).
+  const void* dloss;         // [b], dtype, or nullptr
+  double grad_scale;
+  void* d_h;                 // [b, dim] gradient for w_in[centers[b]], overwritten; nullptr: no gradients
+  void* d_u;                 // [b, 1 + k, dim] for w_out[contexts[b]], w_out[negatives[b, :]], overwritten;
+                             // set exactly when d_h is
   int64_t* bad_index;        // [1]: an out-of-range id met, or -1
 };
 
@@ -77,7 +83,6 @@ constexpr int64_t kNegSamplingCudaMaxRowBytes = 6144;
 void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor parallel_for);
 // Launch on `stream` (one warp per example); the caller checks the launch afterwards.
 void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream);
-void sgns_loss_fwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
-void sgns_loss_bwd_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
+void sgns_loss_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
 
 }  // namespace pyattn
