@@ -30,16 +30,6 @@ inline void axpy(typename V::value_type alpha, const X* x, Y* y, int64_t d) {
   for (; j < d; ++j) y[j] = narrow<Y>(widen(y[j]) + alpha * widen(x[j]));
 }
 
-// y = alpha * x (y overwritten, never read).
-template <class V, class X, class Y>
-inline void axpy_to(typename V::value_type alpha, const X* x, Y* y, int64_t d) {
-  constexpr int W = V::W;
-  const V a = V::set1(alpha);
-  int64_t j = 0;
-  for (; j + W <= d; j += W) (a * V::load(x + j)).store(y + j);
-  for (; j < d; ++j) y[j] = narrow<Y>(alpha * widen(x[j]));
-}
-
 // e += g * u and u += g * h in one pass over u (the target row is read once).
 template <class V, class T>
 inline void update_target(typename V::value_type g, typename V::value_type* e, const typename V::value_type* h, T* u,
@@ -221,30 +211,20 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   *p.bad_index = bad.load();
 }
 
-// y[0:d] = alpha * x[0:d], y overwritten and never read. fp32 on x86 uses streaming
-// (non-temporal) stores from the first 16-byte boundary on: sgns_loss writes its
-// gradients once, ~ (k + 2) * dim floats per example (11 MB for a 4096 x (1 + 5) batch at
-// dim 100), and ordinary stores would first read every destination line from memory.
+// y[0:d] = alpha * x[0:d], y overwritten and never read, with non-temporal stores
+// (V::stream) from the first vector-aligned element on: sgns_loss writes its gradients
+// once, ~ (k + 2) * dim values per example (11 MB for a 4096 x (1 + 5) batch at dim 100),
+// and ordinary stores would first read every destination line from memory. The caller
+// issues V::stream_fence() before the data is handed on.
 template <class V, class T>
 inline void scale_to_streaming(typename V::value_type alpha, const T* x, T* y, int64_t d) {
-#if PYATTN_X86
-  if constexpr (std::is_same_v<T, float>) {
-    int64_t i = 0;
-    for (; i < d && (reinterpret_cast<uintptr_t>(y + i) & 15) != 0; ++i) y[i] = alpha * x[i];
-    const __m128 a = _mm_set1_ps(alpha);
-    for (; i + 4 <= d; i += 4) _mm_stream_ps(y + i, _mm_mul_ps(a, _mm_loadu_ps(x + i)));
-    for (; i < d; ++i) y[i] = alpha * x[i];
-    return;
-  }
-#endif
-  axpy_to<V>(alpha, x, y, d);
-}
-
-// Makes this thread's streaming stores visible before the data is handed on.
-inline void streaming_fence() {
-#if PYATTN_X86
-  _mm_sfence();
-#endif
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  int64_t i = 0;
+  for (; i < d && reinterpret_cast<uintptr_t>(y + i) % (sizeof(T) * W) != 0; ++i) y[i] = narrow<T>(alpha * widen(x[i]));
+  const V a = V::set1(alpha);
+  for (; i + W <= d; i += W) (a * V::load(x + i)).stream(y + i);
+  for (; i < d; ++i) y[i] = narrow<T>(alpha * widen(x[i]));
 }
 
 // sgns_loss, forward and backward in one routine: per example, the 1 + k logits
@@ -359,7 +339,7 @@ void loss_pass(const SgnsLossParams& p, ParallelFor parallel_for) {
                          grads ? static_cast<T*>(p.d_u) + b * nt * d : nullptr);
       if (p.loss) static_cast<T*>(p.loss)[b] = narrow<T>(l);
     }
-    streaming_fence();
+    V::stream_fence();
   });
   *p.bad_index = bad.load();
 }
