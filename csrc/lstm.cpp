@@ -1,11 +1,16 @@
 // torch glue for the LSTM ops: argument checks, the GEMMs, the time loop, and the fused
 // pointwise kernels (kernels/cpu/lstm_body.h) for everything elementwise.
 //
-// First version of the GEMMs: they go through ATen (at::mm / addmm_, so MKL or oneDNN
-// on the CPU, cuBLAS on the GPU), arranged so that only the recurrent product is per
-// step: the input product of every step is one GEMM before the loop, and the weight
-// gradients are GEMMs over all steps after the backward loop. A packed GEMM micro-kernel
-// of our own (kernels/cpu, shared with attention) is the planned replacement.
+// The GEMMs are arranged so that only the recurrent product is per step: the input
+// product of every step is one GEMM before the loop, and the weight gradients are GEMMs
+// over all steps after the backward loop; those big ones go through ATen (MKL / oneDNN
+// on the CPU, cuBLAS on the GPU). The per-step recurrent product:
+//   - fp32 on the CPU without a projection: our packed GEMM (kernels/cpu/packed_gemm.h)
+//     on W_hh packed once per call, fused with the pointwise update, the whole time loop
+//     in one kernel call (lstm_seq_fwd_cpu / _bwd_cpu). The cell packs [W_ih | W_hh] per
+//     call, or takes them packed (lstm_cell_pack; nn.LSTMCell keeps a packed copy).
+//   - otherwise (fp64, bf16, fp16, projections, CUDA): at::addmm_ per step and the
+//     pointwise kernels.
 //
 // Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
 //   x [T, N, C] (total = T·N) or, with batch_sizes, packed [total, C] (PackedSequence.data)
@@ -74,7 +79,23 @@ Dims check_weights(const char* op, const at::Tensor& x, int64_t in_features, con
   return {H, P};
 }
 
-const void* ptr_or_null(const std::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr() : nullptr; }
+const float* f32_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+// The fused fp32 loop applies (see the top of the file).
+bool fused_cpu(const at::Tensor& x, bool proj) { return x.is_cpu() && x.scalar_type() == at::kFloat && !proj; }
+
+// Workers for the fused loop: torch's threads, one when already inside a parallel region.
+int loop_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+// [W_ih | W_hh] (w_ih undefined: W_hh only) packed for lstm_seq_fwd_cpu, fp32 CPU.
+at::Tensor pack_gates(const at::Tensor& w_ih, const at::Tensor& w_hh) {
+  const int64_t H = w_hh.size(0) / 4, C = w_ih.defined() ? w_ih.size(1) : 0;
+  at::Tensor out = at::empty({lstm_packed_gates_size(C, H)}, w_hh.options());
+  lstm_pack_gates_cpu(C ? w_ih.data_ptr<float>() : nullptr, C ? w_ih.stride(0) : 0, C ? w_ih.stride(1) : 0, C,
+                      w_hh.data_ptr<float>(), w_hh.stride(0), w_hh.stride(1), H, out.data_ptr<float>(),
+                      &torch_parallel_for);
+  return out;
+}
 
 // Runs the pointwise forward on `n` rows. act may be gates itself; c_out may be c.
 void pointwise_fwd(const char* op, const at::Tensor& gates, const at::Tensor& act, const at::Tensor& c,
@@ -134,7 +155,8 @@ at::Tensor opt_or_undef(const std::optional<at::Tensor>& t) { return t.has_value
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_fwd(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c_in,
                                                         const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                         const std::optional<at::Tensor>& b_ih,
-                                                        const std::optional<at::Tensor>& b_hh) {
+                                                        const std::optional<at::Tensor>& b_hh,
+                                                        const std::optional<at::Tensor>& w_packed) {
   TORCH_CHECK(x.dim() == 2, kCell, ": x has ", x.dim(), " dims, expected 2 (batch, input_size)");
   const Dims d = check_weights(kCell, x, x.size(1), w_ih, w_hh, b_ih, b_hh, std::nullopt);
   const int64_t N = x.size(0);
@@ -142,12 +164,63 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_fwd(const at::Tensor& x, con
   check_like(kCell, h, "h", x, "x");
   check_shape(kCell, c_in, "c", {N, d.hidden}, "(batch, hidden_size)");
   check_like(kCell, c_in, "c", x, "x");
-  at::Tensor gates = at::mm(x, w_ih.t());  // [N, 4H]; becomes the activations in place
-  gates.addmm_(h, w_hh.t());
   at::Tensor c_new = at::empty({N, d.hidden}, x.options());
   at::Tensor h_new = at::empty({N, d.hidden}, x.options());
+  if (fused_cpu(x, false)) {
+    const int64_t C = x.size(1), H = d.hidden;
+    at::Tensor packed;
+    if (w_packed.has_value()) {
+      packed = *w_packed;
+      TORCH_CHECK(packed.dim() == 1 && packed.numel() == lstm_packed_gates_size(C, H) &&
+                      packed.scalar_type() == at::kFloat && packed.is_cpu() && packed.is_contiguous(),
+                  kCell, ": w_packed has shape ", packed.sizes(), " and dtype ", packed.scalar_type(),
+                  ", expected a contiguous float32 CPU tensor of ", lstm_packed_gates_size(C, H),
+                  " elements from lstm_cell_pack(w_ih, w_hh)");
+    } else {
+      packed = pack_gates(w_ih, w_hh);
+    }
+    const at::Tensor xr = rows_unit(x), hr = rows_unit(h), cr = rows_unit(c_in);
+    const at::Tensor b0 = opt_or_undef(b_ih), b1 = opt_or_undef(b_hh);
+    at::Tensor act = at::empty({N, 4 * H}, x.options());
+    const LstmStep step{0, N};
+    LstmSeqFwdParams p{};
+    p.x = xr.data_ptr<float>();
+    p.x_stride = xr.stride(0);
+    p.in_features = C;
+    p.w_packed = packed.data_ptr<float>();
+    p.bias[0] = f32_or_null(b0);
+    p.bias[1] = f32_or_null(b1);
+    p.act = act.data_ptr<float>();
+    p.c_all = c_new.data_ptr<float>();
+    p.y = h_new.data_ptr<float>();
+    p.h0 = hr.data_ptr<float>();
+    p.c0 = cr.data_ptr<float>();
+    p.h0_stride = hr.stride(0);
+    p.c0_stride = cr.stride(0);
+    p.steps = &step;
+    p.nsteps = N > 0 ? 1 : 0;
+    p.hidden = H;
+    p.threads = loop_threads();
+    lstm_seq_fwd_cpu(p, &torch_parallel_for);
+    return {h_new, c_new, act};
+  }
+  at::Tensor gates = at::mm(x, w_ih.t());  // [N, 4H]; becomes the activations in place
+  gates.addmm_(h, w_hh.t());
   pointwise_fwd(kCell, gates, gates, rows_unit(c_in), c_new, h_new, opt_or_undef(b_ih), opt_or_undef(b_hh));
   return {h_new, c_new, gates};
+}
+
+// [W_ih | W_hh] packed for lstm_cell_fwd's w_packed (fp32, CPU).
+at::Tensor cell_pack(const at::Tensor& w_ih, const at::Tensor& w_hh) {
+  constexpr const char* op = "lstm_cell_pack";
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op, ": w_ih has shape ", w_ih.sizes(),
+              ", expected [4*hidden_size, input_size]");
+  const int64_t H = w_ih.size(0) / 4;
+  check_shape(op, w_hh, "w_hh", {4 * H, H}, "[4*hidden_size, hidden_size]");
+  TORCH_CHECK(w_ih.scalar_type() == at::kFloat && w_ih.is_cpu(), op, ": w_ih is ", w_ih.scalar_type(), " on ",
+              w_ih.device(), "; packed weights are for float32 on the CPU");
+  check_like(op, w_hh, "w_hh", w_ih, "w_ih");
+  return pack_gates(w_ih, w_hh);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cell_bwd(
@@ -247,6 +320,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor y = at::empty({total, P}, opts);
   at::Tensor h_pre = proj ? at::empty({total, H}, opts) : at::empty({0}, opts);
   at::Tensor h_n = at::empty({N, P}, opts), c_n = at::empty({N, H}, opts);
+  const auto outputs = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> {
+    return {y.reshape(packed ? at::IntArrayRef{total, P} : at::IntArrayRef{x_in.size(0), N, P}), h_n, c_n, act, c_all,
+            h_pre};
+  };
+  if (steps.empty()) {  // no step: the state passes through
+    h_n.copy_(h0);
+    c_n.copy_(c0);
+    return outputs();
+  }
+  if (fused_cpu(x, proj)) {
+    const at::Tensor packed = pack_gates(at::Tensor(), w_hh);
+    std::vector<LstmStep> st;
+    for (const Step& s : steps) st.push_back({s.off, s.rows});
+    LstmSeqFwdParams p{};
+    p.w_packed = packed.data_ptr<float>();
+    p.bias[0] = f32_or_null(b_ih);
+    p.bias[1] = f32_or_null(b_hh);
+    p.act = act.data_ptr<float>();
+    p.c_all = c_all.data_ptr<float>();
+    p.y = y.data_ptr<float>();
+    p.h0 = h0.data_ptr<float>();
+    p.c0 = c0.data_ptr<float>();
+    p.h0_stride = h0.stride(0);
+    p.c0_stride = c0.stride(0);
+    p.h_n = h_n.data_ptr<float>();
+    p.c_n = c_n.data_ptr<float>();
+    p.steps = st.data();
+    p.nsteps = int64_t(st.size());
+    p.hidden = H;
+    p.threads = loop_threads();
+    lstm_seq_fwd_cpu(p, &torch_parallel_for);
+    return outputs();
+  }
   at::Tensor hbuf, cbuf;  // previous state assembled from two sources (reverse, packed)
   const at::Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr->t() : at::Tensor();
 
@@ -286,12 +392,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       c_n.narrow(0, nn, n - nn).copy_(c_s.narrow(0, nn, n - nn));
     }
   }
-  if (steps.empty()) {  // no step: the state passes through
-    h_n.copy_(h0);
-    c_n.copy_(c0);
-  }
-  return {y.reshape(packed ? at::IntArrayRef{total, P} : at::IntArrayRef{x_in.size(0), N, P}), h_n, c_n, act, c_all,
-          h_pre};
+  return outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> seq_bwd(
@@ -362,7 +463,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   at::Tensor dgates = at::empty({total, 4 * H}, opts);
   at::Tensor dh_tot = proj ? at::empty({total, P}, opts) : at::Tensor();  // dy + recurrent dh, per step
-  for (size_t k = steps.size(); k-- > 0;) {
+  if (fused_cpu(x, proj) && !steps.empty()) {
+    at::Tensor packed_t = at::empty({lstm_packed_hh_t_size(H)}, opts);
+    lstm_pack_hh_t_cpu(w_hh.data_ptr<float>(), w_hh.stride(0), w_hh.stride(1), H, packed_t.data_ptr<float>(),
+                       &torch_parallel_for);
+    std::vector<LstmStep> st;
+    for (const Step& s : steps) st.push_back({s.off, s.rows});
+    LstmSeqBwdParams p{};
+    p.w_packed = packed_t.data_ptr<float>();
+    p.dy = f32_or_null(dy);
+    p.act = act.data_ptr<float>();
+    p.c_prev = c_prev_all.data_ptr<float>();
+    p.c_all = c_all.data_ptr<float>();
+    p.dgates = dgates.data_ptr<float>();
+    p.dh_state = dh_state.data_ptr<float>();
+    p.dc_state = dc_state.data_ptr<float>();
+    p.steps = st.data();
+    p.nsteps = int64_t(st.size());
+    p.hidden = H;
+    p.threads = loop_threads();
+    lstm_seq_bwd_cpu(p, &torch_parallel_for);
+  }
+  for (size_t k = fused_cpu(x, proj) ? 0 : steps.size(); k-- > 0;) {
     const auto [off, n] = steps[k];
     at::Tensor dhs = dh_state.narrow(0, 0, n), dcs = dc_state.narrow(0, 0, n);
     const at::Tensor dg = dgates.narrow(0, off, n);
@@ -393,6 +515,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
+  m.impl("lstm_cell_pack", &cell_pack);
   m.impl("lstm_cell_fwd", &cell_fwd);
   m.impl("lstm_cell_bwd", &cell_bwd);
   m.impl("lstm_seq_fwd", &seq_fwd);
