@@ -81,11 +81,27 @@ Dims check_weights(const char* op, const at::Tensor& x, int64_t in_features, con
 
 const float* f32_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
+// b_ih + b_hh (either may be missing; undefined without both), for the fused loop.
+at::Tensor bias_sum(const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  if (b_ih.defined() && b_hh.defined()) return b_ih + b_hh;
+  return b_ih.defined() ? b_ih.contiguous() : b_hh.defined() ? b_hh.contiguous() : at::Tensor();
+}
+
 // The fused fp32 loop applies (see the top of the file).
 bool fused_cpu(const at::Tensor& x, bool proj) { return x.is_cpu() && x.scalar_type() == at::kFloat && !proj; }
 
 // Workers for the fused loop: torch's threads, one when already inside a parallel region.
 int loop_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+// Whether the fused loop computes each step's input product x_t·W_ihᵀ in the same
+// packed GEMM as h·W_hhᵀ (K = C + H), instead of one ATen GEMM over all steps first.
+// Measured (2 cores, AVX2): T100 N64 C256 H256 forward ~5% faster fused: it skips
+// writing and re-reading the [T·N, 4H] input product through memory. It needs enough
+// rows per step to reuse [W_ih | W_hh] (read every step: 2 FLOP per row per 4 bytes),
+// and that matrix in the last-level cache; below that, one big GEMM wins.
+bool fuse_input(int64_t batch, int64_t in_features, int64_t hidden) {
+  return batch >= 16 && 16 * hidden * (in_features + hidden) <= (int64_t(16) << 20);
+}
 
 // [W_ih | W_hh] (w_ih undefined: W_hh only) packed for lstm_seq_fwd_cpu, fp32 CPU.
 at::Tensor pack_gates(const at::Tensor& w_ih, const at::Tensor& w_hh) {
@@ -180,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_fwd(const at::Tensor& x, con
       packed = pack_gates(w_ih, w_hh);
     }
     const at::Tensor xr = rows_unit(x), hr = rows_unit(h), cr = rows_unit(c_in);
-    const at::Tensor b0 = opt_or_undef(b_ih), b1 = opt_or_undef(b_hh);
+    const at::Tensor bias = bias_sum(opt_or_undef(b_ih), opt_or_undef(b_hh));
     at::Tensor act = at::empty({N, 4 * H}, x.options());
     const LstmStep step{0, N};
     LstmSeqFwdParams p{};
@@ -188,8 +204,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_fwd(const at::Tensor& x, con
     p.x_stride = xr.stride(0);
     p.in_features = C;
     p.w_packed = packed.data_ptr<float>();
-    p.bias[0] = f32_or_null(b0);
-    p.bias[1] = f32_or_null(b1);
+    p.bias = f32_or_null(bias);
     p.act = act.data_ptr<float>();
     p.c_all = c_new.data_ptr<float>();
     p.y = h_new.data_ptr<float>();
@@ -315,7 +330,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor b_ih = opt_or_undef(b_ih_in), b_hh = opt_or_undef(b_hh_in);
   const bool proj = w_hr.has_value();
 
-  at::Tensor act = at::mm(x, w_ih.t());  // every step's input product; then, in place, the activations
+  // Every step's input product (ATen), then, in place, the activations. The fused loop
+  // with a batch of 16 or more does the input product per step itself (fuse_x).
+  const bool fuse_x = fused_cpu(x, proj) && fuse_input(N, x.size(1), H);
+  at::Tensor act = fuse_x ? at::empty({total, 4 * H}, opts) : at::mm(x, w_ih.t());
   at::Tensor c_all = at::empty({total, H}, opts);
   at::Tensor y = at::empty({total, P}, opts);
   at::Tensor h_pre = proj ? at::empty({total, H}, opts) : at::empty({0}, opts);
@@ -330,13 +348,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     return outputs();
   }
   if (fused_cpu(x, proj)) {
-    const at::Tensor packed = pack_gates(at::Tensor(), w_hh);
+    const at::Tensor xr = rows_unit(x);
+    const at::Tensor packed = pack_gates(fuse_x ? w_ih : at::Tensor(), w_hh);
     std::vector<LstmStep> st;
     for (const Step& s : steps) st.push_back({s.off, s.rows});
+    const at::Tensor bias = bias_sum(b_ih, b_hh);
     LstmSeqFwdParams p{};
     p.w_packed = packed.data_ptr<float>();
-    p.bias[0] = f32_or_null(b_ih);
-    p.bias[1] = f32_or_null(b_hh);
+    p.bias = f32_or_null(bias);
+    if (fuse_x) {
+      p.x = xr.data_ptr<float>();
+      p.x_stride = xr.stride(0);
+      p.in_features = xr.size(1);
+    }
     p.act = act.data_ptr<float>();
     p.c_all = c_all.data_ptr<float>();
     p.y = y.data_ptr<float>();

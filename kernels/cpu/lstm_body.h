@@ -216,12 +216,23 @@ void run_steps(int64_t nsteps, int64_t ntasks, int threads, ParallelFor parallel
   else parallel_for(nw, 1, worker);
 }
 
-// Forward: task (s, b) = hidden units [32b, 32b + 32) of step s: their gate columns of
-// every gate (+)= [x |] h_prev · packed, then the pointwise update of those columns.
+// Forward: task (s, b, rows) = hidden units [32b, 32b + 32) of step s for a chunk of
+// its rows: their gate columns of every gate (+)= bias + [x |] h_prev · packed, then the
+// pointwise update of those columns.
 inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
   using pgemm::kPanel;
   const int64_t H = p.hidden, G = 4 * H, C = p.x ? p.in_features : 0, K = C + H;
-  run_steps(p.nsteps, pgemm::blocks(H), p.threads, parallel_for, [&](int64_t s, int64_t b) {
+  // Tasks: (unit block, row chunk). Rows are split when there are few unit blocks, so
+  // that each worker has ~8 tasks per step to balance with (a worker that starts late,
+  // or is descheduled on a shared machine, costs at most one small task), but never
+  // into chunks of fewer than two micro-kernel row blocks.
+  int64_t nmax = 0;
+  for (int64_t s = 0; s < p.nsteps; ++s) nmax = std::max(nmax, p.steps[s].n);
+  const int64_t nblk = pgemm::blocks(H);
+  const int64_t rsplit = std::max<int64_t>(1, std::min<int64_t>((8 * p.threads + nblk - 1) / nblk, nmax / (2 * pgemm::kMR)));
+  const int64_t chunk = ((nmax + rsplit - 1) / rsplit + pgemm::kMR - 1) / pgemm::kMR * pgemm::kMR;
+  run_steps(p.nsteps, nblk * rsplit, p.threads, parallel_for, [&](int64_t s, int64_t task) {
+    const int64_t b = task / rsplit, lo = task % rsplit * chunk, hi = lo + chunk;
     const LstmStep st = p.steps[s];
     const int64_t j0 = b * kPanel;
     const int ncols = int(std::min<int64_t>(kPanel, H - j0));
@@ -229,13 +240,13 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
     // from h0 / c0 (all of them at the first step; more in a packed reverse sequence).
     const int64_t m1 = s == 0 ? 0 : std::min(st.n, p.steps[s - 1].n);
     for (int part = 0; part < 2; ++part) {
-      const int64_t r0 = part ? m1 : 0, r1 = part ? st.n : m1, m = r1 - r0;
+      const int64_t r0 = std::max(lo, part ? m1 : 0), r1 = std::min(hi, part ? st.n : m1), m = r1 - r0;
       if (m <= 0) continue;
       const float *hp, *cp;
       int64_t hs, cs;
       if (part == 0) {
-        hp = p.y + p.steps[s - 1].off * H;
-        cp = p.c_all + p.steps[s - 1].off * H;
+        hp = p.y + (p.steps[s - 1].off + r0) * H;
+        cp = p.c_all + (p.steps[s - 1].off + r0) * H;
         hs = cs = H;
       } else {
         hp = p.h0 + r0 * p.h0_stride;
@@ -250,12 +261,10 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
       float* act = p.act + (st.off + r0) * G;
       for (int64_t g = 0; g < 4; ++g)
         pgemm::gemm_panel(m, seg, nseg, pgemm::panel(p.w_packed, b, g, 4, K), act + g * H + j0, G, ncols,
-                          p.x == nullptr);
-      LstmFwdParams q{};
+                          p.x == nullptr, p.bias ? p.bias + g * H + j0 : nullptr);
+      LstmFwdParams q{};  // the biases are in already
       q.gates = act;
       q.gates_stride = G;
-      q.bias[0] = p.bias[0];
-      q.bias[1] = p.bias[1];
       q.act = act;
       q.act_stride = G;
       q.c = cp;
@@ -272,7 +281,7 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
     // Rows [nn, n) end at this step: their final state.
     const int64_t nn = s + 1 < p.nsteps ? std::min(p.steps[s + 1].n, st.n) : 0;
     if (p.h_n)
-      for (int64_t r = nn; r < st.n; ++r) {
+      for (int64_t r = std::max(nn, lo); r < std::min(st.n, hi); ++r) {
         std::memcpy(p.h_n + r * H + j0, p.y + (st.off + r) * H + j0, ncols * sizeof(float));
         std::memcpy(p.c_n + r * H + j0, p.c_all + (st.off + r) * H + j0, ncols * sizeof(float));
       }

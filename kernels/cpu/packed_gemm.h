@@ -4,10 +4,13 @@
 // VecF comes from the region, so the same source is the generic, AVX2 and AVX-512 code.
 // Included by the bodies that use it (cpu/lstm_body.h, cpu/packed_gemm_body.h).
 //
-// Packed layout, float [blocks][groups][K][kPanel]: B's columns form `groups` groups of
-// `group_cols` columns (an LSTM's gates i, f, g, o: 4 groups of H; a plain matrix: one
-// group); panel (b, g) holds columns g·group_cols + b·kPanel + j, j < kPanel, zero past
-// the group's end. Panel (b, 0..groups-1) are adjacent, so one task owning block b owns
+// Packed layout, float [blocks][groups][kPanel / kSub][K][kSub]: B's columns form
+// `groups` groups of `group_cols` columns (an LSTM's gates i, f, g, o: 4 groups of H; a
+// plain matrix: one group); panel (b, g) holds columns g·group_cols + b·kPanel + j,
+// j < kPanel, zero past the group's end, as two sub-panels of 16 columns each stored
+// k-major, so that one sub-panel is 64 contiguous bytes per k: a 16-wide AVX2 tile's B
+// is contiguous (a 32-wide row stride would use half of each cache line and half the
+// L1 sets). Panel (b, 0..groups-1) are adjacent, so one task owning block b owns
 // the same columns of every gate. K may be the concatenation of several sources (the
 // LSTM cell's [W_ih | W_hh]); A then comes as the same number of segments.
 //
@@ -20,6 +23,7 @@
 namespace pgemm {
 
 constexpr int kPanel = 32;  // columns per packed panel on every ISA: a packed copy does not depend on the ISA
+constexpr int kSub = 16;    // columns per sub-panel
 
 // One source of B: element (col, k) at p[col·s_col + k·s_k], k in [0, k).
 struct PackSrc {
@@ -60,13 +64,13 @@ inline void pack(const PackSrc* src, int nsrc, int64_t groups, int64_t group_col
       for (int s = 0; s < nsrc; ++s) {
         const PackSrc& S = src[s];
         for (int64_t j = 0; j < kPanel; ++j) {
-          float* oj = o + k0 * kPanel + j;
+          float* oj = o + (j / kSub) * K * kSub + k0 * kSub + j % kSub;
           if (j >= valid) {
-            for (int64_t k = 0; k < S.k; ++k) oj[k * kPanel] = 0.f;
+            for (int64_t k = 0; k < S.k; ++k) oj[k * kSub] = 0.f;
             continue;
           }
           const float* col = S.p + (g * group_cols + b * kPanel + j) * S.s_col;
-          for (int64_t k = 0; k < S.k; ++k) oj[k * kPanel] = col[k * S.s_k];
+          for (int64_t k = 0; k < S.k; ++k) oj[k * kSub] = col[k * S.s_k];
         }
         k0 += S.k;
       }
@@ -88,28 +92,36 @@ constexpr int nv_for(int mr) {
   return p;
 }
 
-// C rows [0, MR), columns [0, ncols) (ncols <= NV·W) (+)= A rows [r0, r0 + MR) · the
-// panel's columns starting at bp (row stride kPanel).
+// C rows [0, MR), columns [0, ncols) (ncols <= NV·W) (+)= bias + A rows [r0, r0 + MR) ·
+// the panel's (K rows) columns [j, j + ncols); j a multiple of NV·W; bias [ncols] (the
+// tile's columns) or nullptr.
 template <int MR, int NV>
-inline void tile(const ASeg* seg, int nseg, int64_t r0, const float* bp, float* c, int64_t ldc, int ncols,
-                 bool accumulate) {
+inline void tile(const ASeg* seg, int nseg, int64_t r0, const float* panel, int64_t K, int j, float* c, int64_t ldc,
+                 int ncols, bool accumulate, const float* bias) {
   constexpr int W = VecF::W;
+  const float* bp[NV];  // vector v's columns, row k at bp[v] + k·kSub
+  for (int v = 0; v < NV; ++v) bp[v] = panel + ((j + v * W) / kSub) * K * kSub + (j + v * W) % kSub;
   VecF s[MR][NV];
+  VecF bv0[NV];
+  for (int v = 0; v < NV; ++v) {
+    const int n = ncols - v * W;
+    bv0[v] = !bias || n <= 0 ? VecF::set1(0.f) : n >= W ? VecF::load(bias + v * W) : load_partial<VecF>(bias + v * W, n, 0.f);
+  }
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) {
       const int n = ncols - v * W;
-      if (!accumulate || n <= 0) s[i][v] = VecF::set1(0.f);
-      else if (n >= W) s[i][v] = VecF::load(c + i * ldc + v * W);
-      else s[i][v] = load_partial<VecF>(c + i * ldc + v * W, n, 0.f);
+      if (!accumulate || n <= 0) s[i][v] = bv0[v];
+      else if (n >= W) s[i][v] = VecF::load(c + i * ldc + v * W) + bv0[v];
+      else s[i][v] = load_partial<VecF>(c + i * ldc + v * W, n, 0.f) + bv0[v];
     }
-  const float* b = bp;
+  int64_t kb = 0;  // row of the panel
   for (int q = 0; q < nseg; ++q) {
     const float* a[MR];
     for (int i = 0; i < MR; ++i) a[i] = seg[q].a + (r0 + i) * seg[q].lda;
-    const int64_t K = seg[q].k;
-    for (int64_t k = 0; k < K; ++k, b += kPanel) {
+    const int64_t kq = seg[q].k;
+    for (int64_t k = 0; k < kq; ++k, ++kb) {
       VecF bv[NV];
-      for (int v = 0; v < NV; ++v) bv[v] = VecF::load(b + v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = VecF::load(bp[v] + kb * kSub);
       for (int i = 0; i < MR; ++i) {
         const VecF ai = VecF::set1(a[i][k]);
         for (int v = 0; v < NV; ++v) s[i][v] = VecF::fmadd(ai, bv[v], s[i][v]);
@@ -124,32 +136,40 @@ inline void tile(const ASeg* seg, int nseg, int64_t r0, const float* bp, float* 
     }
 }
 
-// MR rows starting at r0, the panel's first ncols columns, tile by tile.
+// MR rows starting at r0 (MR < kMR: the tail), the panel's first ncols columns.
 template <int MR>
-inline void rows(const ASeg* seg, int nseg, int64_t r0, const float* panel, float* c, int64_t ldc, int ncols,
-                 bool accumulate) {
+inline void rows(const ASeg* seg, int nseg, int64_t r0, const float* panel, int64_t K, float* c, int64_t ldc,
+                 int ncols, bool accumulate, const float* bias) {
   constexpr int NV = nv_for(MR), CW = NV * VecF::W;
   for (int j = 0; j < ncols; j += CW)
-    tile<MR, NV>(seg, nseg, r0, panel + j, c + r0 * ldc + j, ldc, std::min(CW, ncols - j), accumulate);
+    tile<MR, NV>(seg, nseg, r0, panel, K, j, c + r0 * ldc + j, ldc, std::min(CW, ncols - j), accumulate,
+                 bias ? bias + j : nullptr);
 }
 
 template <int MR>
-inline void rows_tail(int mr, const ASeg* seg, int nseg, int64_t r0, const float* panel, float* c, int64_t ldc,
-                      int ncols, bool accumulate) {
+inline void rows_tail(int mr, const ASeg* seg, int nseg, int64_t r0, const float* panel, int64_t K, float* c,
+                      int64_t ldc, int ncols, bool accumulate, const float* bias) {
   if constexpr (MR >= 1) {
-    if (mr == MR) return rows<MR>(seg, nseg, r0, panel, c, ldc, ncols, accumulate);
-    rows_tail<MR - 1>(mr, seg, nseg, r0, panel, c, ldc, ncols, accumulate);
+    if (mr == MR) return rows<MR>(seg, nseg, r0, panel, K, c, ldc, ncols, accumulate, bias);
+    rows_tail<MR - 1>(mr, seg, nseg, r0, panel, K, c, ldc, ncols, accumulate, bias);
   }
 }
 
-// C[m, ncols] (+)= A[m, ·] · one panel's first ncols columns (ncols <= kPanel); A's
-// segments together span the panel's K. C has row stride ldc; accumulate: add to C,
-// else overwrite it. One thread.
+// C[m, ncols] (+)= bias + A[m, ·] · one panel's first ncols columns (ncols <= kPanel);
+// A's segments together span the panel's K. C has row stride ldc; accumulate: add to C,
+// else overwrite it; bias [ncols] or nullptr, added to every row. One thread. Column slice outside, row blocks inside: the slice of
+// B (K × 16 floats on AVX2, 16 KiB at K = 256) stays in L1 for every row block.
 inline void gemm_panel(int64_t m, const ASeg* seg, int nseg, const float* panel, float* c, int64_t ldc, int ncols,
-                       bool accumulate) {
-  int64_t r = 0;
-  for (; r + kMR <= m; r += kMR) rows<kMR>(seg, nseg, r, panel, c, ldc, ncols, accumulate);
-  if (r < m) rows_tail<kMR - 1>(int(m - r), seg, nseg, r, panel, c, ldc, ncols, accumulate);
+                       bool accumulate, const float* bias = nullptr) {
+  constexpr int NV = nv_for(kMR), CW = NV * VecF::W;
+  int64_t K = 0;
+  for (int q = 0; q < nseg; ++q) K += seg[q].k;
+  const int64_t full = m - m % kMR;
+  for (int j = 0; j < ncols; j += CW)
+    for (int64_t r = 0; r < full; r += kMR)
+      tile<kMR, NV>(seg, nseg, r, panel, K, j, c + r * ldc + j, ldc, std::min(CW, ncols - j), accumulate,
+                    bias ? bias + j : nullptr);
+  if (full < m) rows_tail<kMR - 1>(int(m - full), seg, nseg, full, panel, K, c, ldc, ncols, accumulate, bias);
 }
 
 }  // namespace pgemm

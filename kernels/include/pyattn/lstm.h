@@ -76,7 +76,7 @@ struct LstmSeqFwdParams {
   int64_t x_stride;     //   part of the packed GEMM (K = C + H) and act is overwritten;
   int64_t in_features;  //   else act holds x·W_ihᵀ on entry (K = H) and is accumulated into
   const float* w_packed;  // lstm_pack_gates(): [W_ih | ] W_hh, gates interleaved per 32 units
-  const float* bias[2];   // [4H] each or nullptr (b_ih, b_hh)
+  const float* bias;      // [4H] or nullptr: b_ih + b_hh, added in the GEMM
   float* act;             // [total, 4H] out: activated gates (i, f, g, o)
   float* c_all;           // [total, H] out: c of every step
   float* y;               // [total, H] out: h of every step
