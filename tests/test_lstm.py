@@ -399,6 +399,10 @@ def test_opcheck_cell(dtype, gen):
     x, h, c = randn((3, 4), dtype, gen=gen), randn((3, 5), dtype, gen=gen), randn((3, 5), dtype, gen=gen)
     w_ih, w_hh, b_ih, b_hh, _ = [None if w is None else w.detach() for w in make_weights(4, 5, 5, dtype, gen)]
     torch.library.opcheck(OPS.lstm_cell_fwd.default, (x, h, c, w_ih, w_hh, b_ih, None))
+    if dtype == F32:  # packed weights: fp32 CPU only
+        torch.library.opcheck(OPS.lstm_cell_pack.default, (w_ih, w_hh))
+        packed = OPS.lstm_cell_pack(w_ih, w_hh)
+        torch.library.opcheck(OPS.lstm_cell_fwd.default, (x, h, c, w_ih, w_hh, b_ih, b_hh, packed))
     h1, c1, act = OPS.lstm_cell_fwd(x, h, c, w_ih, w_hh, b_ih, b_hh)
     torch.library.opcheck(OPS.lstm_cell_bwd.default, (torch.randn_like(h1), None, x, h, c, w_ih, w_hh, act, c1, True))
 
