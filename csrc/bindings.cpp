@@ -39,8 +39,12 @@ TORCH_LIBRARY(pyattn, m) {
 
   // LSTM, torch's gate order (i, f, g, o). See csrc/lstm.cpp for shapes. One step:
   // h', c' = cell(x, h, c); act holds the activated gates, saved for backward.
-  m.def("lstm_cell_fwd(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh)"
-        " -> (Tensor h_new, Tensor c_new, Tensor act)");
+  // w_packed: [W_ih | W_hh] from lstm_cell_pack (fp32 CPU), so that a loop of steps with the same
+  // weights packs them once; None packs per call. It must hold the w_ih and w_hh given.
+  m.def("lstm_cell_fwd(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh,"
+        " Tensor? w_packed=None) -> (Tensor h_new, Tensor c_new, Tensor act)");
+  // The weights of lstm_cell_fwd packed for its fp32 CPU GEMM: a flat float32 tensor.
+  m.def("lstm_cell_pack(Tensor w_ih, Tensor w_hh) -> Tensor");
   // Gradients of one step from dh' and dc' (None = 0); db is the gradient of b_ih and of
   // b_hh alike (empty when has_bias is false).
   m.def("lstm_cell_bwd(Tensor? dh, Tensor? dc, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor act,"
@@ -58,6 +62,10 @@ TORCH_LIBRARY(pyattn, m) {
         " Tensor w_hh, Tensor? w_hr, Tensor y, Tensor act, Tensor c_all, Tensor h_pre, Tensor? batch_sizes,"
         " bool reverse, bool has_bias) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db,"
         " Tensor dw_hr)");
+
+  // out = (c or 0) + a [m, k] · b [n, k]ᵀ through pyattn's packed fp32 CPU GEMM, b packed per call:
+  // the micro-kernel the LSTM ops run every step, as an op so that it is tested on its own.
+  m.def("packed_gemm(Tensor a, Tensor b, Tensor? c) -> Tensor");
 
   // word2vec negative sampling: one batch of SGD updates, in place on both tables.
   // centers [n], contexts [n, window_slots] (-1 = empty); negatives explicit (skip-gram

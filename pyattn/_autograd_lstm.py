@@ -18,12 +18,13 @@ def _needed(ctx, *grads):
 
 
 class LstmCell(torch.autograd.Function):
-    """One step: (h', c') from (x, h, c, w_ih, w_hh, b_ih, b_hh); the activated gates are
-    saved for backward."""
+    """One step: (h', c') from (x, h, c, w_ih, w_hh, b_ih, b_hh, w_packed); the activated
+    gates are saved for backward. w_packed (lstm_cell_pack of w_ih, w_hh, or None) only
+    spares the forward the packing: gradients go to w_ih and w_hh as without it."""
 
     @staticmethod
-    def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh):
-        h_new, c_new, act = _ops.lstm_cell_fwd(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh, w_packed=None):
+        h_new, c_new, act = _ops.lstm_cell_fwd(x, h, c, w_ih, w_hh, b_ih, b_hh, w_packed)
         ctx.save_for_backward(x, h, c, w_ih, w_hh, act, c_new)
         ctx.has_bias = b_ih is not None or b_hh is not None
         return h_new, c_new
@@ -32,7 +33,7 @@ class LstmCell(torch.autograd.Function):
     def backward(ctx, dh, dc):
         x, h, c, w_ih, w_hh, act, c_new = ctx.saved_tensors
         dx, dh0, dc0, dw_ih, dw_hh, db = _ops.lstm_cell_bwd(dh, dc, x, h, c, w_ih, w_hh, act, c_new, ctx.has_bias)
-        return _needed(ctx, dx, dh0, dc0, dw_ih, dw_hh, db, db)  # db: for b_ih and b_hh alike
+        return _needed(ctx, dx, dh0, dc0, dw_ih, dw_hh, db, db, None)  # db: for b_ih and b_hh alike
 
 
 class LstmSeq(torch.autograd.Function):

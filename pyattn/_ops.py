@@ -55,9 +55,16 @@ def _new(like, *shape):
 
 
 @torch.library.register_fake("pyattn::lstm_cell_fwd")
-def _lstm_cell_fwd_fake(x, h, c, w_ih, w_hh, b_ih, b_hh):
+def _lstm_cell_fwd_fake(x, h, c, w_ih, w_hh, b_ih, b_hh, w_packed=None):
     n, hsz = x.shape[0], w_ih.shape[0] // 4
     return _new(x, n, hsz), _new(x, n, hsz), _new(x, n, 4 * hsz)
+
+
+@torch.library.register_fake("pyattn::lstm_cell_pack")
+def _lstm_cell_pack_fake(w_ih, w_hh):
+    # kernels/cpu/packed_gemm.h: ceil(H / 32) blocks x 4 gates x K rows x 32 columns
+    hsz, k = w_ih.shape[0] // 4, w_ih.shape[1] + w_hh.shape[1]
+    return _new(w_ih, (hsz + 31) // 32 * 4 * k * 32)
 
 
 @torch.library.register_fake("pyattn::lstm_cell_bwd")
@@ -101,6 +108,11 @@ def _lstm_seq_bwd_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, y, act, c_al
     )
 def _update_fake(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss=True):
     return torch.empty((), dtype=torch.float64, device=w_in.device)
+
+
+@torch.library.register_fake("pyattn::packed_gemm")
+def _packed_gemm_fake(a, b, c):
+    return a.new_empty((a.shape[0], b.shape[0]))
 
 
 torch.library.register_fake("pyattn::sgns_update_")(_update_fake)

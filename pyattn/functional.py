@@ -303,21 +303,28 @@ def lstm_cell(
     w_hh: torch.Tensor,
     b_ih: Optional[torch.Tensor] = None,
     b_hh: Optional[torch.Tensor] = None,
+    w_packed: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM step, as ``nn.LSTMCell``: returns (h', c').
 
     gates = input @ w_ihᵀ + h @ w_hhᵀ + b_ih + b_hh in torch's order (i, f, g, o);
-    c' = f*c + i*g; h' = o*tanh(c'). The two GEMMs go through ATen; everything
-    elementwise (biases, activations, state update) is one fused kernel, as is its backward.
+    c' = f*c + i*g; h' = o*tanh(c'). In fp32 on the CPU the gates are one product with
+    [w_ih | w_hh] packed for pyattn's GEMM, fused with everything elementwise (biases,
+    activations, state update); elsewhere the two GEMMs go through ATen and the
+    elementwise part is one fused kernel. The backward is a fused kernel and ATen GEMMs.
 
     Args:
         input: ``[N, C]`` or unbatched ``[C]``; float32, float64 or bfloat16 (CPU).
         hx: ``(h, c)``, each ``[N, H]`` (``[H]`` unbatched), or None for zeros.
         w_ih: ``[4H, C]``; w_hh: ``[4H, H]``; b_ih, b_hh: ``[4H]`` or None.
+        w_packed: fp32 CPU only: ``torch.ops.pyattn.lstm_cell_pack(w_ih, w_hh)``, made
+            once for a loop of steps with unchanged weights (``pyattn.nn.LSTMCell`` keeps
+            one); None packs on every call. It must match w_ih and w_hh, which still
+            receive the gradients.
     """
     dim = input.dim()
     if dim == 2 and hx is not None:  # the loop's usual case first, with the least Python
-        h_new, c_new = LstmCell.apply(input, hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
+        h_new, c_new = LstmCell.apply(input, hx[0], hx[1], w_ih, w_hh, b_ih, b_hh, w_packed)
         return h_new, c_new
     if dim not in (1, 2):
         raise ValueError(f"lstm_cell: input has {dim} dims, expected 1 (input_size) or 2 (batch, input_size)")
@@ -331,7 +338,7 @@ def lstm_cell(
             if t.dim() != 1:
                 raise ValueError(f"lstm_cell: {name} has {t.dim()} dims, expected 1 like input (shape {tuple(input.shape)})")
         h, c = h.unsqueeze(0), c.unsqueeze(0)
-    h_new, c_new = LstmCell.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    h_new, c_new = LstmCell.apply(x, h, c, w_ih, w_hh, b_ih, b_hh, w_packed)
     return (h_new, c_new) if dim == 2 else (h_new.squeeze(0), c_new.squeeze(0))
 
 
@@ -351,9 +358,10 @@ def lstm(
     """A stacked (optionally bidirectional, optionally projected) LSTM over a sequence.
 
     Each layer and direction runs every time step in one C++ call (no Python loop over
-    time): the input GEMM of all steps at once, per step the recurrent GEMM (ATen) and
-    the fused pointwise kernel; backward through time likewise, with the weight gradients
-    as GEMMs over all steps.
+    time): the input GEMM of all steps at once (ATen), then per step the recurrent GEMM
+    and the fused pointwise kernel (fp32 CPU without projection: pyattn's GEMM on W_hh
+    packed once, fused with the pointwise part; else ATen); backward through time
+    likewise, with the weight gradients as GEMMs over all steps.
 
     Args:
         input: time-major ``[T, N, C]``; or packed ``[sum(batch_sizes), C]`` with

@@ -139,7 +139,11 @@ SEQ_CASES = {
 @pytest.mark.parametrize("case", list(SEQ_CASES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
 def test_seq_matches_reference(device, dtype, case, gen):
-    T, N, C, H, P, bs, reverse = SEQ_CASES[case]
+    check_seq(SEQ_CASES[case], dtype, device, gen, case)
+
+
+def check_seq(spec, dtype, device, gen, case=""):
+    T, N, C, H, P, bs, reverse = spec
     proj = P > 0
     P = P or H
     bs_t = torch.tensor(bs) if bs is not None else None  # on the CPU, as PackedSequence keeps it
@@ -164,6 +168,86 @@ def test_seq_matches_reference(device, dtype, case, gen):
     for g, k in zip(grads, names):
         mag = max(float(np.abs(rg[k]).max(initial=0.0)), 1.0)
         assert_close(g, rg[k], tol=tol, magnitude=mag, msg=f"{case} {k}")
+
+
+# fp32 on the CPU without projection runs the fused loop (packed GEMM + pointwise per
+# 32-unit block, kernels/cpu/packed_gemm.h): hidden sizes past one block and not a
+# multiple of it, batches past a micro-kernel row block (6 AVX2, 12 AVX-512, 4 generic)
+# and of one row, growing and shrinking packed batches. Batches of 16 or more also do
+# the input product per step in the loop (csrc/lstm.cpp fuse_input); smaller ones first.
+FUSED_CASES = {
+    # name: (T, N, C, H, 0, batch_sizes or None, reverse)
+    "dense": (4, 13, 5, 37, 0, None, False),
+    "reverse_h70": (3, 7, 9, 70, 0, None, True),
+    "n1": (5, 1, 3, 33, 0, None, False),
+    "n25_h64_fused_x": (3, 25, 8, 64, 0, None, False),
+    "packed": (5, 9, 4, 40, 0, [9, 7, 7, 2, 1], False),
+    "packed_fused_x": (5, 19, 4, 40, 0, [19, 16, 9, 2, 1], False),
+    "packed_reverse_fused_x": (5, 19, 4, 40, 0, [19, 16, 9, 2, 1], True),
+}
+
+
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_seq_matches_reference(isa, case, gen):
+    check_seq(FUSED_CASES[case], F32, "cpu", gen, case)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_seq_any_thread_count(threads, gen):
+    """One worker runs every task itself; more share them (3 > the cores here: workers
+    that are descheduled while others wait). The result is the same."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_seq((6, 17, 7, 100, 0, [17, 17, 9, 9, 4, 1], True), F32, "cpu", gen, f"{threads} threads")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cell_packed_weights(isa, gen):
+    """lstm_cell_pack once, reused: the same outputs as packing per call, and the
+    gradients still reach w_ih and w_hh."""
+    n, c, h = 8, 11, 45
+    x, h0, c0 = randn((n, c), F32, gen=gen), randn((n, h), F32, gen=gen), randn((n, h), F32, gen=gen)
+    w_ih, w_hh, b_ih, b_hh, _ = make_weights(c, h, h, F32, gen)
+    packed = OPS.lstm_cell_pack(w_ih.detach(), w_hh.detach())
+    h1, c1 = lstm_cell(x, (h0, c0), w_ih, w_hh, b_ih, b_hh, w_packed=packed)
+    h2, c2 = lstm_cell(x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
+    assert torch.equal(h1, h2) and torch.equal(c1, c2)
+    g1 = torch.autograd.grad((h1.sum(), c1.sum()), (w_ih, w_hh))
+    g2 = torch.autograd.grad((h2.sum(), c2.sum()), (w_ih, w_hh))
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="w_packed has shape"):
+        lstm_cell(x, (h0, c0), w_ih, w_hh, b_ih, b_hh, w_packed=packed[:-1])
+
+
+def test_lstm_cell_module_repacks_when_weights_change(gen):
+    """The module's packed copy follows its weights: in-place updates (an optimizer step),
+    load_state_dict, and .data changes followed by repack()."""
+    torch.manual_seed(5)
+    ours, peer = pyattn.nn.LSTMCell(6, 35), torch.nn.LSTMCell(6, 35)
+    peer.load_state_dict(ours.state_dict())
+    x, hx = randn((4, 6), F32, gen=gen), (randn((4, 35), F32, gen=gen), randn((4, 35), F32, gen=gen))
+
+    def agree(msg):
+        for a, b in zip(ours(x, hx), peer(x, hx)):
+            assert_close(a, b.double(), F32, msg=msg)
+
+    agree("fresh")
+    opt_o, opt_p = torch.optim.SGD(ours.parameters(), lr=0.5), torch.optim.SGD(peer.parameters(), lr=0.5)
+    for m, opt in ((ours, opt_o), (peer, opt_p)):
+        m(x, hx)[0].pow(2).sum().backward()
+        opt.step()
+    agree("after an optimizer step")
+    peer.load_state_dict(pyattn.nn.LSTMCell(6, 35).state_dict())
+    ours.load_state_dict(peer.state_dict())
+    agree("after load_state_dict")
+    w = randn(tuple(peer.weight_hh.shape), F32, gen=gen)
+    peer.weight_hh.data.copy_(w)
+    ours.weight_hh.data.copy_(w)
+    ours.repack()
+    agree("after .data and repack()")
 
 
 def test_seq_bf16_within_2x_torch(gen):
@@ -315,6 +399,10 @@ def test_opcheck_cell(dtype, gen):
     x, h, c = randn((3, 4), dtype, gen=gen), randn((3, 5), dtype, gen=gen), randn((3, 5), dtype, gen=gen)
     w_ih, w_hh, b_ih, b_hh, _ = [None if w is None else w.detach() for w in make_weights(4, 5, 5, dtype, gen)]
     torch.library.opcheck(OPS.lstm_cell_fwd.default, (x, h, c, w_ih, w_hh, b_ih, None))
+    if dtype == F32:  # packed weights: fp32 CPU only
+        torch.library.opcheck(OPS.lstm_cell_pack.default, (w_ih, w_hh))
+        packed = OPS.lstm_cell_pack(w_ih, w_hh)
+        torch.library.opcheck(OPS.lstm_cell_fwd.default, (x, h, c, w_ih, w_hh, b_ih, b_hh, packed))
     h1, c1, act = OPS.lstm_cell_fwd(x, h, c, w_ih, w_hh, b_ih, b_hh)
     torch.library.opcheck(OPS.lstm_cell_bwd.default, (torch.randn_like(h1), None, x, h, c, w_ih, w_hh, act, c1, True))
 

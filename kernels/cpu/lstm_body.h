@@ -3,6 +3,12 @@
 //
 // One pass per row: the four gate blocks of a column chunk are read together, so the
 // gates, c and the outputs are each touched once. Rows go to threads in chunks.
+//
+// fp32 also has the whole recurrent loop here (seq_fwd / seq_bwd, end of file): the
+// per-step GEMM on packed weights (cpu/packed_gemm.h, a fragment of this region) fused
+// with the pointwise update, on persistent workers synchronised once per step.
+
+#include "cpu/packed_gemm.h"
 
 namespace lstmk {
 
@@ -79,8 +85,9 @@ inline void st(V v, T* p, int n) {
   else store_partial(v, p, n);
 }
 
+// Rows [r0, r1), hidden columns [j0, j1) of every gate (j0 a multiple of V::W).
 template <class V, class T>
-void fwd_rows(const LstmFwdParams& p, int64_t r0, int64_t r1) {
+void fwd_rows(const LstmFwdParams& p, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
   const int64_t H = p.hidden;
   const T* bias[2] = {static_cast<const T*>(p.bias[0]), static_cast<const T*>(p.bias[1])};
   for (int64_t r = r0; r < r1; ++r) {
@@ -89,8 +96,8 @@ void fwd_rows(const LstmFwdParams& p, int64_t r0, int64_t r1) {
     const T* c = static_cast<const T*>(p.c) + r * p.c_stride;
     T* c_out = static_cast<T*>(p.c_out) + r * p.c_out_stride;
     T* h_out = static_cast<T*>(p.h_out) + r * p.h_out_stride;
-    for (int64_t j = 0; j < H; j += V::W) {
-      const int n = int(std::min<int64_t>(V::W, H - j));
+    for (int64_t j = j0; j < j1; j += V::W) {
+      const int n = int(std::min<int64_t>(V::W, j1 - j));
       // gate k's pre-activation, biases added
       const auto pre = [&](int64_t k) {
         V v = ld<V>(z + k * H + j, n);
@@ -111,8 +118,9 @@ void fwd_rows(const LstmFwdParams& p, int64_t r0, int64_t r1) {
   }
 }
 
+// Rows [r0, r1), hidden columns [j0, j1) (j0 a multiple of V::W).
 template <class V, class T>
-void bwd_rows(const LstmBwdParams& p, int64_t r0, int64_t r1) {
+void bwd_rows(const LstmBwdParams& p, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
   using A = typename V::value_type;
   const int64_t H = p.hidden;
   const V one = V::set1(A(1)), zero = V::set1(A(0));
@@ -125,8 +133,8 @@ void bwd_rows(const LstmBwdParams& p, int64_t r0, int64_t r1) {
     const T* c_new = static_cast<const T*>(p.c_new) + r * p.c_new_stride;
     T* dz = static_cast<T*>(p.dgates) + r * p.dgates_stride;
     T* dc_out = static_cast<T*>(p.dc_out) + r * p.dc_out_stride;
-    for (int64_t j = 0; j < H; j += V::W) {
-      const int n = int(std::min<int64_t>(V::W, H - j));
+    for (int64_t j = j0; j < j1; j += V::W) {
+      const int n = int(std::min<int64_t>(V::W, j1 - j));
       V dhv = ld<V>(dh + j, n);
       if (dh2) dhv = dhv + ld<V>(dh2 + j, n);
       const V dcv = dc ? ld<V>(dc + j, n) : zero;
@@ -150,15 +158,180 @@ inline int64_t row_grain(int64_t hidden) { return std::max<int64_t>(1, (int64_t(
 
 template <class V, class T>
 void fwd_typed(const LstmFwdParams& p, ParallelFor parallel_for) {
-  parallel_for(p.n, row_grain(p.hidden), [&](int64_t r0, int64_t r1) { fwd_rows<V, T>(p, r0, r1); });
+  parallel_for(p.n, row_grain(p.hidden), [&](int64_t r0, int64_t r1) { fwd_rows<V, T>(p, r0, r1, 0, p.hidden); });
 }
 
 template <class V, class T>
 void bwd_typed(const LstmBwdParams& p, ParallelFor parallel_for) {
-  parallel_for(p.n, row_grain(p.hidden), [&](int64_t r0, int64_t r1) { bwd_rows<V, T>(p, r0, r1); });
+  parallel_for(p.n, row_grain(p.hidden), [&](int64_t r0, int64_t r1) { bwd_rows<V, T>(p, r0, r1, 0, p.hidden); });
+}
+
+// ------------------------------------------------- fp32 recurrent loop, fused
+
+inline void cpu_relax() {
+#if PYATTN_X86
+  _mm_pause();
+#endif
+}
+
+inline void wait_at_least(const std::atomic<int64_t>& v, int64_t target) {
+  for (int spins = 0; v.load(std::memory_order_acquire) < target; ++spins) {
+    if (spins < (1 << 12)) cpu_relax();
+    else std::this_thread::yield();  // the other thread was descheduled: do not burn its core
+  }
+}
+
+// Runs task(s, t) for every step s in order and every task t < ntasks of it; step s + 1
+// starts after all of step s. Workers are the chunks parallel_for gives us: each runs its
+// own contiguous tasks of a step first (the same ones every step, so their weights stay
+// in its caches), then claims what others have not started, from the far end. A task is
+// claimed by moving its marker from s - 1 to s, so every task runs once, and a worker
+// only ever waits for tasks that a running worker has claimed: one thread alone (nested
+// parallelism, one thread) still runs everything, just without help.
+template <class Task>
+void run_steps(int64_t nsteps, int64_t ntasks, int threads, ParallelFor parallel_for, const Task& task) {
+  if (nsteps <= 0 || ntasks <= 0) return;
+  const int64_t nw = std::max<int64_t>(1, std::min<int64_t>(threads, ntasks));
+  std::unique_ptr<std::atomic<int64_t>[]> claimed(new std::atomic<int64_t>[ntasks]);
+  for (int64_t t = 0; t < ntasks; ++t) claimed[t].store(-1, std::memory_order_relaxed);
+  std::atomic<int64_t> done{0};  // tasks finished, all steps together
+  const auto worker = [&](int64_t w0, int64_t w1) {
+    const int64_t own0 = w0 * ntasks / nw, own1 = w1 * ntasks / nw;
+    const auto try_run = [&](int64_t s, int64_t t) {
+      int64_t expect = s - 1;
+      if (claimed[t].load(std::memory_order_relaxed) != expect ||
+          !claimed[t].compare_exchange_strong(expect, s, std::memory_order_acq_rel))
+        return;
+      task(s, t);
+      done.fetch_add(1, std::memory_order_release);
+    };
+    for (int64_t s = 0; s < nsteps; ++s) {
+      wait_at_least(done, s * ntasks);
+      for (int64_t t = own0; t < own1; ++t) try_run(s, t);
+      for (int64_t t = ntasks; t-- > 0;)
+        if (t < own0 || t >= own1) try_run(s, t);
+    }
+  };
+  if (nw == 1) worker(0, 1);
+  else parallel_for(nw, 1, worker);
+}
+
+// Forward: task (s, b, rows) = hidden units [32b, 32b + 32) of step s for a chunk of
+// its rows: their gate columns of every gate (+)= bias + [x |] h_prev · packed, then the
+// pointwise update of those columns.
+inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
+  using pgemm::kPanel;
+  const int64_t H = p.hidden, G = 4 * H, C = p.x ? p.in_features : 0, K = C + H;
+  // Tasks: (unit block, row chunk). Rows are split when there are few unit blocks, so
+  // that each worker has ~8 tasks per step to balance with (a worker that starts late,
+  // or is descheduled on a shared machine, costs at most one small task), but never
+  // into chunks of fewer than two micro-kernel row blocks.
+  int64_t nmax = 0;
+  for (int64_t s = 0; s < p.nsteps; ++s) nmax = std::max(nmax, p.steps[s].n);
+  const int64_t nblk = pgemm::blocks(H);
+  const int64_t rsplit = std::max<int64_t>(1, std::min<int64_t>((8 * p.threads + nblk - 1) / nblk, nmax / (2 * pgemm::kMR)));
+  const int64_t chunk = ((nmax + rsplit - 1) / rsplit + pgemm::kMR - 1) / pgemm::kMR * pgemm::kMR;
+  run_steps(p.nsteps, nblk * rsplit, p.threads, parallel_for, [&](int64_t s, int64_t task) {
+    const int64_t b = task / rsplit, lo = task % rsplit * chunk, hi = lo + chunk;
+    const LstmStep st = p.steps[s];
+    const int64_t j0 = b * kPanel;
+    const int ncols = int(std::min<int64_t>(kPanel, H - j0));
+    // Rows [0, m1) continue from the previous step's outputs; rows [m1, n) start now,
+    // from h0 / c0 (all of them at the first step; more in a packed reverse sequence).
+    const int64_t m1 = s == 0 ? 0 : std::min(st.n, p.steps[s - 1].n);
+    for (int part = 0; part < 2; ++part) {
+      const int64_t r0 = std::max(lo, part ? m1 : 0), r1 = std::min(hi, part ? st.n : m1), m = r1 - r0;
+      if (m <= 0) continue;
+      const float *hp, *cp;
+      int64_t hs, cs;
+      if (part == 0) {
+        hp = p.y + (p.steps[s - 1].off + r0) * H;
+        cp = p.c_all + (p.steps[s - 1].off + r0) * H;
+        hs = cs = H;
+      } else {
+        hp = p.h0 + r0 * p.h0_stride;
+        cp = p.c0 + r0 * p.c0_stride;
+        hs = p.h0_stride;
+        cs = p.c0_stride;
+      }
+      pgemm::ASeg seg[2];
+      int nseg = 0;
+      if (p.x) seg[nseg++] = {p.x + (st.off + r0) * p.x_stride, p.x_stride, C};
+      seg[nseg++] = {hp, hs, H};
+      float* act = p.act + (st.off + r0) * G;
+      for (int64_t g = 0; g < 4; ++g)
+        pgemm::gemm_panel(m, seg, nseg, pgemm::panel(p.w_packed, b, g, 4, K), act + g * H + j0, G, ncols,
+                          p.x == nullptr, p.bias ? p.bias + g * H + j0 : nullptr);
+      LstmFwdParams q{};  // the biases are in already
+      q.gates = act;
+      q.gates_stride = G;
+      q.act = act;
+      q.act_stride = G;
+      q.c = cp;
+      q.c_stride = cs;
+      q.c_out = p.c_all + (st.off + r0) * H;
+      q.c_out_stride = H;
+      q.h_out = p.y + (st.off + r0) * H;
+      q.h_out_stride = H;
+      q.dtype = DType::f32;
+      q.n = m;
+      q.hidden = H;
+      fwd_rows<VecF, float>(q, 0, m, j0, j0 + ncols);
+    }
+    // Rows [nn, n) end at this step: their final state.
+    const int64_t nn = s + 1 < p.nsteps ? std::min(p.steps[s + 1].n, st.n) : 0;
+    if (p.h_n)
+      for (int64_t r = std::max(nn, lo); r < std::min(st.n, hi); ++r) {
+        std::memcpy(p.h_n + r * H + j0, p.y + (st.off + r) * H + j0, ncols * sizeof(float));
+        std::memcpy(p.c_n + r * H + j0, p.c_all + (st.off + r) * H + j0, ncols * sizeof(float));
+      }
+  });
+}
+
+// Backward through time: phase q = 0..nsteps. Task (q, b), hidden units [32b, 32b + 32):
+// first dh_state of those units = dgates of the step done in phase q - 1 · W_hh (the
+// recurrent gradient), then that unit block's pointwise backward of step nsteps-1-q.
+inline void seq_bwd(const LstmSeqBwdParams& p, ParallelFor parallel_for) {
+  using pgemm::kPanel;
+  const int64_t H = p.hidden, G = 4 * H;
+  run_steps(p.nsteps + 1, pgemm::blocks(H), p.threads, parallel_for, [&](int64_t q, int64_t b) {
+    const int64_t j0 = b * kPanel;
+    const int ncols = int(std::min<int64_t>(kPanel, H - j0));
+    if (q > 0) {
+      const LstmStep later = p.steps[p.nsteps - q];
+      const pgemm::ASeg seg{p.dgates + later.off * G, G, G};
+      pgemm::gemm_panel(later.n, &seg, 1, pgemm::panel(p.w_packed, b, 0, 1, G), p.dh_state + j0, H, ncols, false);
+    }
+    if (q == p.nsteps) return;
+    const LstmStep st = p.steps[p.nsteps - 1 - q];
+    LstmBwdParams r{};
+    r.dh = p.dh_state;
+    r.dh_stride = H;
+    r.dh2 = p.dy ? p.dy + st.off * H : nullptr;
+    r.dh2_stride = H;
+    r.dc = p.dc_state;
+    r.dc_stride = H;
+    r.act = p.act + st.off * G;
+    r.act_stride = G;
+    r.c = p.c_prev + st.off * H;
+    r.c_stride = H;
+    r.c_new = p.c_all + st.off * H;
+    r.c_new_stride = H;
+    r.dgates = p.dgates + st.off * G;
+    r.dgates_stride = G;
+    r.dc_out = p.dc_state;
+    r.dc_out_stride = H;
+    r.dtype = DType::f32;
+    r.n = st.n;
+    r.hidden = H;
+    bwd_rows<VecF, float>(r, 0, st.n, j0, j0 + ncols);
+  });
 }
 
 }  // namespace lstmk
+
+inline void lstm_seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) { lstmk::seq_fwd(p, parallel_for); }
+inline void lstm_seq_bwd(const LstmSeqBwdParams& p, ParallelFor parallel_for) { lstmk::seq_bwd(p, parallel_for); }
 
 inline void lstm_fwd(const LstmFwdParams& p, ParallelFor parallel_for) {
   switch (p.dtype) {

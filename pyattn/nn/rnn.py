@@ -24,6 +24,11 @@ class LSTMCell(nn.Module):
     Parameters ``weight_ih [4H, C]``, ``weight_hh [4H, H]``, ``bias_ih``, ``bias_hh [4H]``,
     each drawn from U(-1/sqrt(H), 1/sqrt(H)) in that order (torch's). ``forward(input,
     hx=None)`` takes ``[N, C]`` or ``[C]`` and returns ``(h', c')``.
+
+    In fp32 on the CPU the module keeps its two weights packed for pyattn's GEMM and
+    re-packs them only when they change (their ``_version`` or storage), so a Python loop
+    of steps packs once. A change made through ``.data`` is invisible to the version
+    counter: call ``repack()`` after one.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
@@ -41,11 +46,30 @@ class LSTMCell(nn.Module):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
+        self.repack()
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for w in self.parameters():
             nn.init.uniform_(w, -stdv, stdv)
+
+    def repack(self) -> None:
+        """Drops the packed weights; the next fp32 CPU forward packs them again."""
+        self._packed: Optional[torch.Tensor] = None  # a cache, not state: not in state_dict
+        self._packed_key: Optional[tuple] = None
+
+    def _packed_weights(self) -> Optional[torch.Tensor]:
+        """[weight_ih | weight_hh] packed (lstm_cell_pack), re-made when either changed;
+        None where the op would not use it (not fp32 on the CPU) or under torch.compile."""
+        w_ih, w_hh = self.weight_ih, self.weight_hh
+        if w_ih.dtype != torch.float32 or w_ih.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        key = (w_ih._version, w_hh._version, w_ih.data_ptr(), w_hh.data_ptr())
+        if key != self._packed_key:
+            with torch.no_grad():
+                self._packed = torch.ops.pyattn.lstm_cell_pack(w_ih, w_hh)
+            self._packed_key = key
+        return self._packed
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
@@ -62,7 +86,7 @@ class LSTMCell(nn.Module):
             if hx[0].shape != want or hx[1].shape != want:
                 name, t = ("hx[0] (h)", hx[0]) if hx[0].shape != want else ("hx[1] (c)", hx[1])
                 raise ValueError(f"LSTMCell: {name} has shape {tuple(t.shape)}, expected {want}")
-        return F.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return F.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self._packed_weights())
 
 
 class LSTM(nn.Module):

@@ -59,6 +59,62 @@ struct LstmBwdParams {
   int64_t n, hidden;
 };
 
+// ---- fp32 CPU: the recurrent loop of a whole sequence (or one cell step) in one call.
+// The recurrent weights come packed for kernels/cpu/packed_gemm.h (lstm_pack_* below);
+// steps run in order, each split into tasks of 32 hidden units that compute those units'
+// four gate columns (the GEMM) and then their pointwise update while the gates are in
+// cache. Threads: `threads` workers share a step's tasks; step s+1 starts once step s
+// is done (a spin wait on a counter: one sync per step, no fork per step).
+
+// One step: rows [0, n) of the batch, starting at row `off` of act / c_all / y.
+struct LstmStep {
+  int64_t off, n;
+};
+
+struct LstmSeqFwdParams {
+  const float* x;       // [n0, C] or nullptr. Given (the cell): the gates' input product is
+  int64_t x_stride;     //   part of the packed GEMM (K = C + H) and act is overwritten;
+  int64_t in_features;  //   else act holds x·W_ihᵀ on entry (K = H) and is accumulated into
+  const float* w_packed;  // lstm_pack_gates(): [W_ih | ] W_hh, gates interleaved per 32 units
+  const float* bias;      // [4H] or nullptr: b_ih + b_hh, added in the GEMM
+  float* act;             // [total, 4H] out: activated gates (i, f, g, o)
+  float* c_all;           // [total, H] out: c of every step
+  float* y;               // [total, H] out: h of every step
+  const float* h0;        // [n0, H], row stride h0_stride: state before the first step
+  const float* c0;        //   (rows that start later in a packed reverse sequence too)
+  int64_t h0_stride, c0_stride;
+  float* h_n;             // [n0, H] or nullptr: the final state of each row (the step where
+  float* c_n;             //   the row ends); contiguous
+  const LstmStep* steps;  // processing order; rows per step may grow or shrink by any amount
+  int64_t nsteps, hidden;
+  int threads;
+};
+
+struct LstmSeqBwdParams {
+  const float* w_packed;  // lstm_pack_hh_t(): W_hhᵀ packed, K = 4H, columns H
+  const float* dy;        // [total, H] or nullptr (= 0): gradient reaching y
+  const float* act;       // [total, 4H] the forward's activated gates
+  const float* c_prev;    // [total, H] each step's previous c (row by row)
+  const float* c_all;     // [total, H] the forward's c
+  float* dgates;          // [total, 4H] out
+  float* dh_state;        // [n0, H] in: dh_n; out: dh0 (rows as they start), contiguous
+  float* dc_state;        // [n0, H] in: dc_n; out: dc0
+  const LstmStep* steps;  // the forward's processing order; run backwards
+  int64_t nsteps, hidden;
+  int threads;
+};
+
+// Packed sizes in floats; pack into `out` (the weights' element strides given).
+int64_t lstm_packed_gates_size(int64_t in_features, int64_t hidden);  // in_features 0: W_hh only
+void lstm_pack_gates_cpu(const float* w_ih, int64_t ih_s0, int64_t ih_s1, int64_t in_features, const float* w_hh,
+                         int64_t hh_s0, int64_t hh_s1, int64_t hidden, float* out, ParallelFor parallel_for);
+int64_t lstm_packed_hh_t_size(int64_t hidden);
+void lstm_pack_hh_t_cpu(const float* w_hh, int64_t s0, int64_t s1, int64_t hidden, float* out,
+                        ParallelFor parallel_for);
+
+void lstm_seq_fwd_cpu(const LstmSeqFwdParams& p, ParallelFor parallel_for);
+void lstm_seq_bwd_cpu(const LstmSeqBwdParams& p, ParallelFor parallel_for);
+
 void lstm_fwd_cpu(const LstmFwdParams& p, ParallelFor parallel_for);
 void lstm_bwd_cpu(const LstmBwdParams& p, ParallelFor parallel_for);
 
