@@ -1,5 +1,5 @@
 // torch glue for the negative-sampling ops: argument checks, index conversion, CPU
-// and CUDA registration of the update ops (sgns_loss: CPU only so far).
+// and CUDA registration of the update ops and sgns_loss.
 #include <torch/library.h>
 
 #include "dispatch.h"
@@ -158,15 +158,17 @@ LossArgs loss_args(const at::Tensor& w_in_t, const at::Tensor& w_out_t, const at
   p.negatives = a.negatives.data_ptr<int64_t>();
   p.b = a.centers.size(0);
   p.k = a.negatives.size(1);
-  TORCH_CHECK(w_in_t.is_cpu(), op, ": only CPU tensors are supported so far (got ", w_in_t.device(), ")");
+  if (w_in_t.is_cuda())
+    TORCH_CHECK(p.dim * int64_t(w_in_t.element_size()) <= kNegSamplingCudaMaxRowBytes, op, ": dim ", p.dim,
+                " is too large: the CUDA kernel supports dim * element size <= ", kNegSamplingCudaMaxRowBytes, " bytes");
   return a;
 }
 
 void run_loss(LossArgs& a, const char* op) {
-  int64_t bad = -1;
-  a.p.bad_index = &bad;
-  if (a.p.b > 0) sgns_loss_cpu(a.p, &torch_parallel_for);
-  raise_bad_index(bad, a.p.vocab, op);
+  at::Tensor bad = at::full({1}, -1, a.w_in.options().dtype(at::kLong));
+  a.p.bad_index = bad.data_ptr<int64_t>();
+  if (a.p.b > 0) run_kernel(a.w_in, op, a.p, &sgns_loss_cpu, PYATTN_CUDA_LAUNCHER(sgns_loss_cuda));
+  raise_bad_index(bad.item<int64_t>(), a.p.vocab, op);  // on CUDA: waits for the kernel
 }
 
 at::Tensor loss_fwd(const at::Tensor& w_in, const at::Tensor& w_out, const at::Tensor& centers,
@@ -227,6 +229,9 @@ TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
 TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {
   m.impl("sgns_update_", &sgns_update);
   m.impl("cbow_update_", &cbow_update);
+  m.impl("sgns_loss_fwd", &loss_fwd);
+  m.impl("sgns_loss_fwd_grad", &loss_fwd_grad);
+  m.impl("sgns_loss_bwd", &loss_bwd);
 }
 
 }  // namespace pyattn

@@ -324,6 +324,29 @@ def test_sgns_loss_sparse_matches_reference(reduction, dtype, rng):
         assert_close(a[1].grad.to_dense(), e_out, msg="d output_vectors")
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_sgns_loss_on_device(device, dtype, sparse, rng):
+    """Loss and gradients on every device (on CUDA, the warp-per-example kernel), with a
+    repeated row and a dim that is not a multiple of the warp; an out-of-range id raises."""
+    vocab, b = 40, 37
+    w_in, w_out, c, o, n = _loss_inputs(rng, vocab, 45, b, 5, dtype)
+    c[3] = o[3] = n[3, 1] = 5
+    a = [t.to(device).requires_grad_(True) for t in (w_in, w_out)]
+    loss = sgns_loss(a[0], a[1], c.to(device), o.to(device), n.to(device), reduction="none", sparse=sparse)
+    assert_close(loss, ref.sgns_loss(to_np(w_in), to_np(w_out), c.numpy(), o.numpy(), n.numpy()), msg="loss")
+    dloss = rng.normal(size=b)
+    loss.backward(torch.tensor(dloss, dtype=dtype, device=device))
+    e_in, e_out = ref.sgns_loss_grad(to_np(w_in), to_np(w_out), c.numpy(), o.numpy(), n.numpy(), dloss)
+    grads = [g.to_dense() if g.is_sparse else g for g in (a[0].grad, a[1].grad)]
+    assert_close(grads[0], e_in, msg="d input_vectors")
+    assert_close(grads[1], e_out, msg="d output_vectors")
+    o_bad = o.clone()
+    o_bad[7] = vocab + 3
+    with pytest.raises(USER_ERRORS, match=f"token id {vocab + 3} is out of range"):
+        sgns_loss(a[0], a[1], c.to(device), o_bad.to(device), n.to(device))
+
+
 def test_sgns_loss_sparse_retain_graph_and_one_table(rng):
     """A second backward (retain_graph) adds the same gradient again and does not alias the
     first one's values; with one table frozen only the other gets a gradient."""

@@ -1,4 +1,5 @@
-// CUDA negative-sampling updates (semantics in pyattn/negative_sampling.h): one warp per
+// CUDA negative-sampling updates and the sgns_loss kernel (semantics in
+// pyattn/negative_sampling.h). Updates: one warp per
 // example (a skip-gram pair or a CBOW center), lanes striding over dim. The example's
 // input vector h and its gradient e live in shared memory (a slice per warp); each
 // target's logit is a warp-shuffle reduction, then every lane updates its columns of e
@@ -158,7 +159,84 @@ void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
   negsamp_update<T><<<unsigned(std::max<int64_t>(blocks, 1)), kWarp * kWarpsPerBlock, smem, stream>>>(p);
 }
 
+// sgns_loss (semantics in SgnsLossParams, mirroring cpu/negative_sampling_body.h's
+// LossExample): one warp per example, lanes striding over dim. Each logit x_j = h . u_j
+// is a warp-shuffle sum; the loss is sum_j max(-z_j, 0) + log1p(q) with z_j = +-x_j and
+// q = prod_j (1 + exp(-|z_j|)) - 1 built from positive terms (full precision when every
+// term is tiny), as on the CPU. With gradients, lanes write d_u[b, j] = g_j h as soon as
+// g_j is known and accumulate d_h[b] = sum_j g_j u_j in the warp's shared-memory slice.
+__device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {
+  if (i >= 0 && i < p.vocab) return true;
+  atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
+  return false;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kWarp * kWarpsPerBlock) sgns_loss_kernel(const SgnsLossParams p) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t d = p.dim, nt = p.k + 1;
+  T* acc = reinterpret_cast<T*>(smem_raw) + size_t(warp) * size_t(d);  // d_h of this warp's example
+  const bool grads = p.d_u != nullptr;
+  const int64_t stride = int64_t(gridDim.x) * kWarpsPerBlock;
+  for (int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + warp; b < p.b; b += stride) {
+    auto target = [&](int64_t j) { return j == 0 ? p.contexts[b] : p.negatives[b * p.k + j - 1]; };
+    bool ok = in_range(p, p.centers[b]);
+    for (int64_t j = 0; ok && j < nt; ++j) ok = in_range(p, target(j));
+    T* dh = grads ? static_cast<T*>(p.d_h) + b * d : nullptr;
+    T* du = grads ? static_cast<T*>(p.d_u) + b * nt * d : nullptr;
+    if (!ok) {  // an out-of-range id (recorded): loss 0 and zero gradients
+      if (grads) {
+        for (int64_t c = lane; c < d; c += kWarp) dh[c] = T(0);
+        for (int64_t c = lane; c < nt * d; c += kWarp) du[c] = T(0);
+      }
+      if (p.loss && lane == 0) static_cast<T*>(p.loss)[b] = T(0);
+      continue;
+    }
+    const T f = !grads ? T(0) : p.dloss ? static_cast<const T*>(p.dloss)[b] : T(p.grad_scale);
+    const T* h = static_cast<const T*>(p.w_in) + p.centers[b] * p.w_in_stride;
+    if (grads)
+      for (int64_t c = lane; c < d; c += kWarp) acc[c] = T(0);
+    T loss = T(0), q = T(0);
+    for (int64_t j = 0; j < nt; ++j) {
+      const T* u = static_cast<const T*>(p.w_out) + target(j) * p.w_out_stride;
+      T part = T(0);
+      for (int64_t c = lane; c < d; c += kWarp) part += h[c] * u[c];
+      const T x = warp_sum(part);
+      const T z = j == 0 ? x : -x;
+      const T e = exp_acc(z < T(0) ? z : -z);
+      loss += z < T(0) ? -z : T(0);
+      q += e + q * e;
+      if (grads) {
+        const T sig_neg_z = (z >= T(0) ? e : T(1)) / (T(1) + e);  // d softplus(-z)/dz = -sigmoid(-z)
+        const T g = f * (j == 0 ? -sig_neg_z : sig_neg_z);
+        for (int64_t c = lane; c < d; c += kWarp) {
+          du[j * d + c] = g * h[c];
+          acc[c] += g * u[c];
+        }
+      }
+    }
+    if (grads)
+      for (int64_t c = lane; c < d; c += kWarp) dh[c] = acc[c];
+    if (p.loss && lane == 0) static_cast<T*>(p.loss)[b] = loss + log1p_acc(q);
+    __syncwarp();
+  }
+}
+
 }  // namespace
+
+void sgns_loss_cuda(const SgnsLossParams& p, cudaStream stream) {
+  const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  cudaMemsetAsync(p.bad_index, 0xff, sizeof(int64_t), s);  // -1: no bad id
+  if (p.b == 0) return;
+  const int64_t blocks = std::min<int64_t>((p.b + kWarpsPerBlock - 1) / kWarpsPerBlock, int64_t(1) << 16);
+  const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
+  const size_t smem = size_t(kWarpsPerBlock) * size_t(p.dim) * elem;
+  if (p.dtype == DType::f64)
+    sgns_loss_kernel<double><<<unsigned(blocks), kWarp * kWarpsPerBlock, smem, s>>>(p);
+  else
+    sgns_loss_kernel<float><<<unsigned(blocks), kWarp * kWarpsPerBlock, smem, s>>>(p);
+}
 
 void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream) {
   const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);

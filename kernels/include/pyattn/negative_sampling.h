@@ -84,5 +84,8 @@ void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor 
 // Launch on `stream` (one warp per example); the caller checks the launch afterwards.
 void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream);
 void sgns_loss_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
+// Launch on `stream` (one warp per example, dim * element size <= kNegSamplingCudaMaxRowBytes);
+// bad_index is device memory there.
+void sgns_loss_cuda(const SgnsLossParams& p, cudaStream stream);
 
 }  // namespace pyattn
