@@ -20,6 +20,8 @@ from typing import Iterable, Optional, Union
 import numpy as np
 import torch
 
+import pyattn
+
 from .corpus import EncodedCorpus, encode, line_sentences
 from .keyedvectors import KeyedVectors
 
@@ -101,9 +103,12 @@ class Word2Vec:
         self._check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
                          epochs, batch_words, cbow_mean)
         dev = torch.device(device)
-        if dev.type != "cpu":
-            raise ValueError(f"Word2Vec: device={device!r} is not supported yet: only the CPU update kernels "
-                             f"exist so far (the CUDA kernel is not written)")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"Word2Vec: device={device!r}: expected 'cpu' or 'cuda'")
+        if dev.type == "cuda" and not (pyattn.build_info()["cuda"] and torch.cuda.is_available()):
+            raise ValueError(f"Word2Vec: device={device!r}, but " + (
+                "torch sees no CUDA GPU" if pyattn.build_info()["cuda"] else
+                "pyattn was built without CUDA (rebuild where torch has CUDA and nvcc is installed)"))
         self.vector_size, self.alpha, self.min_alpha, self.window = vector_size, alpha, min_alpha, window
         self.min_count, self.max_vocab_size, self.sample, self.seed = min_count, max_vocab_size, sample, seed
         self.workers, self.sg, self.negative, self.ns_exponent = workers, int(bool(sg)), negative, ns_exponent
@@ -167,6 +172,9 @@ class Word2Vec:
         sentence = np.repeat(np.arange(len(c.sentence_ends)), np.diff(np.concatenate([[0], c.sentence_ends])))
         rng = np.random.default_rng(self.seed)
         op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
+        dev = self.device
+        if dev.type == "cuda":  # train device copies; the vectors come back when training ends
+            w_in, w_out, table = w_in.to(dev), w_out.to(dev), table.to(dev)
         total_raw = c.raw_words * epochs
         bar = _progress(total_raw, self.progress)
         threads = torch.get_num_threads()
@@ -182,7 +190,7 @@ class Word2Vec:
                 lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
                 want_loss = self.compute_loss and b % 8 == 0
                 seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b
-                loss = op(w_in, w_out, centers, ctx, None, table, self.negative, lr, seed, want_loss)
+                loss = op(w_in, w_out, centers.to(dev), ctx.to(dev), None, table, self.negative, lr, seed, want_loss)
                 if want_loss:
                     examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
                     loss_sum += float(loss)
@@ -202,6 +210,9 @@ class Word2Vec:
             torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
+            if dev.type == "cuda":
+                self.wv.vectors[...] = w_in.cpu().numpy()
+                self.syn1neg.copy_(w_out.cpu())
         self.train_seconds = time.perf_counter() - t0
         self.words_per_second = c.raw_words * epochs / self.train_seconds
         self.wv.fill_norms()
