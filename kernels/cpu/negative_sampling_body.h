@@ -211,19 +211,24 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   *p.bad_index = bad.load();
 }
 
-// y[0:d] = alpha * x[0:d], y overwritten and never read, with non-temporal stores
-// (V::stream) from the first vector-aligned element on: sgns_loss writes its gradients
+// y[0:d] = alpha * x[0:d], y overwritten and never read: sgns_loss writes its gradients
 // once, ~ (k + 2) * dim values per example (11 MB for a 4096 x (1 + 5) batch at dim 100),
-// and ordinary stores would first read every destination line from memory. The caller
-// issues V::stream_fence() before the data is handed on.
+// and ordinary stores would first read every destination line from memory. fp32 on x86
+// uses 16-byte non-temporal stores from the first 16-byte boundary on: gradient rows
+// start every dim * 4 bytes, and with 16-byte granularity a row of a dim divisible by 4
+// has no partial stores at either end (full-vector granularity would split lines between
+// ordinary and non-temporal stores, which measured slower). The caller fences (sfence)
+// before the data is handed on.
 template <class V, class T>
 inline void scale_to_streaming(typename V::value_type alpha, const T* x, T* y, int64_t d) {
-  using A = typename V::value_type;
-  constexpr int W = V::W;
   int64_t i = 0;
-  for (; i < d && reinterpret_cast<uintptr_t>(y + i) % (sizeof(T) * W) != 0; ++i) y[i] = narrow<T>(alpha * widen(x[i]));
-  const V a = V::set1(alpha);
-  for (; i + W <= d; i += W) (a * V::load(x + i)).stream(y + i);
+#if PYATTN_X86
+  if constexpr (std::is_same_v<T, float>) {
+    for (; i < d && (reinterpret_cast<uintptr_t>(y + i) & 15) != 0; ++i) y[i] = alpha * x[i];
+    const __m128 a = _mm_set1_ps(alpha);
+    for (; i + 4 <= d; i += 4) _mm_stream_ps(y + i, _mm_mul_ps(a, _mm_loadu_ps(x + i)));
+  }
+#endif
   for (; i < d; ++i) y[i] = narrow<T>(alpha * widen(x[i]));
 }
 
@@ -339,7 +344,9 @@ void loss_pass(const SgnsLossParams& p, ParallelFor parallel_for) {
                          grads ? static_cast<T*>(p.d_u) + b * nt * d : nullptr);
       if (p.loss) static_cast<T*>(p.loss)[b] = narrow<T>(l);
     }
-    V::stream_fence();
+#if PYATTN_X86
+    _mm_sfence();  // scale_to_streaming's non-temporal stores, before the gradients are handed on
+#endif
   });
   *p.bad_index = bad.load();
 }
