@@ -98,7 +98,7 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, boo
     const int tail = int(n - nv);
     const int64_t padded = nv + (tail ? W : 0);  // scratch columns written by pass 1
 
-    // Pass 1: z to scratch and its max (two accumulators hide the max latency).
+    // Pass 1: u to scratch and its max (two accumulators hide the max latency).
     V m0 = V::set1(-std::numeric_limits<A>::infinity()), m1 = m0;
     int64_t j = 0;
     for (; j + 2 * W <= nv; j += 2 * W) {
@@ -125,7 +125,7 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, boo
     }
 
     // Pass 2: e = 2^((u - max) * scale * log2e) in place, and its sum (-inf lanes give 0).
-    const V vmx = V::set1(mx), log2e = V::set1(kScaleLater ? A(p.scale) * kLog2eA : kLog2eA);
+    const V vmx = V::set1(mx), log2e = V::set1(kScaleLater ? A(p.scale) * kLog2eA : kLog2eA);  // u -> log2 units
     V s0 = V::set1(A(0)), s1 = s0;
     for (j = 0; j + 2 * W <= padded; j += 2 * W) {
       prefetch_next_row<V, T, MK>(next.x, next.mask, j);
