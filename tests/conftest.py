@@ -2,6 +2,7 @@
 
 * ``TOLERANCES``: per-dtype (atol, rtol) used to compare a kernel against its float64
   NumPy reference (``pyattn/reference``).
+* ``cpu_isa`` fixture: each CPU code path (generic, AVX2, AVX-512, AVX512-BF16) this CPU has.
 * ``device`` fixture: "cpu" always; "cuda" only when torch sees a GPU and pyattn was
   built with CUDA, otherwise the CUDA cases are reported as skipped with the reason.
 * Fresh but reproducible randomness: each run draws a run seed (printed in the header,
@@ -104,6 +105,36 @@ DEVICES = [
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param
+
+
+# --------------------------------------------------------------------- CPU code paths
+
+CPU_ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]  # lowest to highest
+
+
+def _cpu_isa_params():
+    """Every CPU code path; those above this CPU's best are reported as skipped."""
+    try:
+        import pyattn
+
+        best = pyattn.build_info()["cpu_isa_best"]
+    except Exception:  # an import failure is reported by the tests themselves
+        best = "generic"
+    top = CPU_ISAS.index(best) if best in CPU_ISAS else 0
+    return [pytest.param(isa, marks=pytest.mark.skipif(i > top, reason=f"this CPU's best ISA is {best}"))
+            for i, isa in enumerate(CPU_ISAS)]
+
+
+@pytest.fixture(params=_cpu_isa_params())
+def cpu_isa(request) -> str:
+    """Runs the test on one CPU code path (pyattn.set_cpu_isa), then restores the previous one."""
+    import pyattn
+
+    before = pyattn.build_info()["cpu_isa"]
+    pyattn.set_cpu_isa(request.param)
+    assert pyattn.build_info()["cpu_isa"] == request.param
+    yield request.param
+    pyattn.set_cpu_isa(before)
 
 
 # ---------------------------------------------------------------------------- dtypes

@@ -180,28 +180,19 @@ def test_matches_reference(device, dtype, shape, mask_kind, gen):
     check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{_shape_id(shape)} {mask_kind}")
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-def test_every_cpu_isa(isa, dtype, gen):
-    order = ["generic", "avx2", "avx512", "avx512_bf16"]
-    if order.index(isa) > order.index(pyattn.build_info()["cpu_isa_best"]):
-        pytest.skip(f"this CPU lacks {isa}")
-    before = pyattn.build_info()["cpu_isa"]
-    pyattn.set_cpu_isa(isa)
-    try:
-        for shape, kind, p in [((2, 4, 2, 70, 130, 33, 17), "add_neginf", 0.0), ((1, 2, 1, 67, 67, 64, 64), "causal_br", 0.0),
-                               ((2, 4, 2, 70, 130, 33, 17), "bool_bcast", 0.3)]:
-            q, k, v = qkv(shape, dtype, gen)
-            kw, ref = make_case(shape, kind, dtype, gen)
-            check_against_reference(q, k, v, kw, ref, msg=f"{isa} {kind} p={p}", dropout_p=p,
-                                    drop_seed=int(torch.randint(0, 2**62, (), generator=gen)))
-        # the dropout op's own (scalar) loop, compiled per ISA too
-        x = randn((2, 3, 5, 77), dtype, gen=gen)
-        seed = torch.randint(0, 2**62, (2,), generator=gen)
-        mult = ref_dropout_mask(seed.numpy(), 0.4, (2,), 3, 5, 77)
-        assert_close(OPS.attention_dropout(x, seed, 0.4), to_np(x) * mult, dtype, msg=f"{isa} attention_dropout")
-    finally:
-        pyattn.set_cpu_isa(before)
+def test_every_cpu_isa(cpu_isa, dtype, gen):
+    for shape, kind, p in [((2, 4, 2, 70, 130, 33, 17), "add_neginf", 0.0), ((1, 2, 1, 67, 67, 64, 64), "causal_br", 0.0),
+                           ((2, 4, 2, 70, 130, 33, 17), "bool_bcast", 0.3)]:
+        q, k, v = qkv(shape, dtype, gen)
+        kw, ref = make_case(shape, kind, dtype, gen)
+        check_against_reference(q, k, v, kw, ref, msg=f"{cpu_isa} {kind} p={p}", dropout_p=p,
+                                drop_seed=int(torch.randint(0, 2**62, (), generator=gen)))
+    # the dropout op's own (scalar) loop, compiled per ISA too
+    x = randn((2, 3, 5, 77), dtype, gen=gen)
+    seed = torch.randint(0, 2**62, (2,), generator=gen)
+    mult = ref_dropout_mask(seed.numpy(), 0.4, (2,), 3, 5, 77)
+    assert_close(OPS.attention_dropout(x, seed, 0.4), to_np(x) * mult, dtype, msg=f"{cpu_isa} attention_dropout")
 
 
 def test_fully_masked_rows_give_zero(device, gen):

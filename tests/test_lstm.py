@@ -33,22 +33,6 @@ def _dtype_id(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _isas() -> list[str]:
-    order = ["generic", "avx2", "avx512"]
-    best = pyattn.build_info()["cpu_isa_best"]
-    best = "avx512" if best == "avx512_bf16" else best
-    return order[: order.index(best) + 1]
-
-
-@pytest.fixture(params=_isas())
-def isa(request):
-    """Runs the test on one CPU code path, then restores the default."""
-    before = pyattn.build_info()["cpu_isa"]
-    pyattn.set_cpu_isa(request.param)
-    yield request.param
-    pyattn.set_cpu_isa(before)
-
-
 def make_weights(c, h, p, dtype, gen, bias=True, proj=False, scale=0.5, device="cpu"):
     """(w_ih, w_hh, b_ih, b_hh, w_hr) as leaf tensors; None where absent."""
     d = device
@@ -65,7 +49,7 @@ def np_or_none(t):
 # ------------------------------------------------------------- activations (kernel)
 
 
-def test_activations_accurate_to_fp32(isa):
+def test_activations_accurate_to_fp32(cpu_isa):
     """gates = x @ I: the saved activations are sigmoid/tanh of x itself, in fp32."""
     h = 37  # 4H = 148 columns: full vectors and a tail on every ISA
     specials = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 0.625, -0.625, 88.0, -88.0, 200.0, -200.0])
@@ -89,7 +73,7 @@ def test_activations_accurate_to_fp32(isa):
 
 @pytest.mark.parametrize("shape", [(1, 3, 1), (4, 7, 19), (3, 16, 32), (5, 9, 40)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-def test_cell_matches_reference(isa, dtype, shape, gen):
+def test_cell_matches_reference(cpu_isa, dtype, shape, gen):
     check_cell(shape, dtype, "cpu", gen)
 
 
@@ -188,7 +172,7 @@ FUSED_CASES = {
 
 
 @pytest.mark.parametrize("case", list(FUSED_CASES))
-def test_fused_seq_matches_reference(isa, case, gen):
+def test_fused_seq_matches_reference(cpu_isa, case, gen):
     check_seq(FUSED_CASES[case], F32, "cpu", gen, case)
 
 
@@ -204,7 +188,7 @@ def test_fused_seq_any_thread_count(threads, gen):
         torch.set_num_threads(before)
 
 
-def test_cell_packed_weights(isa, gen):
+def test_cell_packed_weights(cpu_isa, gen):
     """lstm_cell_pack once, reused: the same outputs as packing per call, and the
     gradients still reach w_ih and w_hh."""
     n, c, h = 8, 11, 45

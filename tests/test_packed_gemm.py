@@ -21,21 +21,6 @@ OPS = torch.ops.pyattn
 F32 = torch.float32
 
 
-def _isas() -> list[str]:
-    order = ["generic", "avx2", "avx512"]
-    best = pyattn.build_info()["cpu_isa_best"]
-    best = "avx512" if best == "avx512_bf16" else best
-    return order[: order.index(best) + 1]
-
-
-@pytest.fixture(params=_isas())
-def isa(request):
-    before = pyattn.build_info()["cpu_isa"]
-    pyattn.set_cpu_isa(request.param)
-    yield request.param
-    pyattn.set_cpu_isa(before)
-
-
 def check(a, b, c=None):
     """out against float64, within the rounding bound of a k-term fp32 dot product."""
     out = OPS.packed_gemm(a, b, c)
@@ -56,20 +41,20 @@ SHAPES = [  # (m, n, k)
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES, ids=lambda v: str(v))
-def test_matches_float64(isa, m, n, k, gen):
+def test_matches_float64(cpu_isa, m, n, k, gen):
     a, b = randn((m, k), F32, gen=gen), randn((n, k), F32, gen=gen)
     check(a, b)
     check(a, b, randn((m, n), F32, gen=gen, std=3.0))  # accumulate into c
 
 
-def test_strided_operands(isa, gen):
+def test_strided_operands(cpu_isa, gen):
     """a with a row stride, b given transposed (unit stride along n) and sliced."""
     a = randn((23, 70), F32, gen=gen)[:, 3:60]           # lda 70
     b = randn((57, 50), F32, gen=gen).t()[5:45]           # [40, 57], strides (1, 50)
     check(a, b)
 
 
-def test_every_output_written(isa, gen):
+def test_every_output_written(cpu_isa, gen):
     """Outputs are exactly a·bᵀ for integer-valued inputs (exact in fp32): catches a
     column or row the kernel skips or writes twice, whatever the rounding."""
     a = torch.randint(-3, 4, (29, 37), generator=gen).float()

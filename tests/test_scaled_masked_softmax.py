@@ -472,31 +472,6 @@ def test_bwd_op_strided(device, dtype, gen):
 
 # ------------------------------------------------------------ every CPU code path
 
-CPU_ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]  # lowest to highest
-
-
-def _isa_params():
-    best = pyattn.build_info().get("cpu_isa_best", pyattn.build_info()["cpu_isa"])
-    top = CPU_ISAS.index(best) if best in CPU_ISAS else 0
-    return [
-        pytest.param(isa, marks=pytest.mark.skipif(i > top, reason=f"this CPU's best ISA is {best}"))
-        for i, isa in enumerate(CPU_ISAS)
-    ]
-
-
-@pytest.fixture
-def cpu_isa(request):
-    """Force one CPU code path for the test, then restore the previous one."""
-    if not hasattr(pyattn, "set_cpu_isa"):
-        pytest.skip("pyattn.set_cpu_isa is not available")
-    before = pyattn.build_info()["cpu_isa"]
-    pyattn.set_cpu_isa(request.param)
-    assert pyattn.build_info()["cpu_isa"] == request.param
-    yield request.param
-    pyattn.set_cpu_isa(before)
-
-
-@pytest.mark.parametrize("cpu_isa", _isa_params(), indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
 def test_every_cpu_isa(cpu_isa, dtype, gen):
     """The best ISA runs in every other test; here each lower one (vector bodies and

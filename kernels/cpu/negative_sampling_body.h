@@ -71,13 +71,6 @@ inline A exp_neg_abs(A x) {
   return t < A(std::numeric_limits<A>::min_exponent - 1) ? A(0) : scalar_exp2(t);
 }
 
-// 64-bit mix of a counter (splitmix64's finaliser): the k-th negative of example e.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 template <class V, class T>
 struct Updater {
   using A = typename V::value_type;
@@ -94,19 +87,7 @@ struct Updater {
     bad.store(i, std::memory_order_relaxed);
     return false;
   }
-  int64_t negative(int64_t example, int64_t j) const {
-    if (p.negatives) return p.negatives[example * p.k + j];
-    const uint64_t r = mix64(p.seed * 0x9e3779b97f4a7c15ULL + uint64_t(example * p.k + j) + 1);
-    const uint64_t slot = ((r >> 32) * uint64_t(p.table_size)) >> 32;  // uniform in [0, table_size)
-    switch (p.table_kind) {
-      case TableKind::alias: {
-        const int64_t* row = static_cast<const int64_t*>(p.table) + 2 * slot;
-        return (r & 0xffffffffULL) < uint64_t(row[0]) ? int64_t(slot) : row[1];
-      }
-      case TableKind::slots_int64: return static_cast<const int64_t*>(p.table)[slot];
-      default: return int64_t(static_cast<const int32_t*>(p.table)[slot]);
-    }
-  }
+  int64_t negative(int64_t example, int64_t j) const { return draw_negative(p, example, j); }
 
   void prefetch_row(const T* row) const {
     const char* b = reinterpret_cast<const char*>(row);

@@ -23,14 +23,6 @@ constexpr int kWarpsPerBlock = 4;
 static_assert(kWarpsPerBlock * 2 * kNegSamplingCudaMaxRowBytes <= 48 * 1024, "h and e slices must fit the default shared memory");
 constexpr unsigned kFullMask = 0xffffffffu;
 
-__device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-__device__ __forceinline__ float exp_acc(float x) { return expf(x); }
-__device__ __forceinline__ double exp_acc(double x) { return exp(x); }
 __device__ __forceinline__ float log1p_acc(float x) { return log1pf(x); }
 __device__ __forceinline__ double log1p_acc(double x) { return log1p(x); }
 
@@ -51,23 +43,6 @@ __device__ __forceinline__ A warp_sum(A v) {
   return v;
 }
 
-struct Draw {
-  const NegSamplingUpdateParams& p;
-  __device__ int64_t operator()(int64_t example, int64_t j) const {
-    if (p.negatives) return p.negatives[example * p.k + j];
-    const uint64_t r = mix64(p.seed * 0x9e3779b97f4a7c15ULL + uint64_t(example * p.k + j) + 1);
-    const uint64_t slot = ((r >> 32) * uint64_t(p.table_size)) >> 32;
-    switch (p.table_kind) {
-      case TableKind::alias: {
-        const int64_t* row = static_cast<const int64_t*>(p.table) + 2 * slot;
-        return (r & 0xffffffffULL) < uint64_t(row[0]) ? int64_t(slot) : row[1];
-      }
-      case TableKind::slots_int64: return static_cast<const int64_t*>(p.table)[slot];
-      default: return int64_t(static_cast<const int32_t*>(p.table)[slot]);
-    }
-  }
-};
-
 __device__ __forceinline__ bool valid(const NegSamplingUpdateParams& p, int64_t i) {
   if (i >= 0 && i < p.vocab) return true;
   atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
@@ -80,11 +55,10 @@ template <class T>
 __device__ T run_targets(const NegSamplingUpdateParams& p, const T* h, T* e, int64_t pos, int64_t example, int lane) {
   const int64_t d = p.dim;
   const T lr = T(p.lr);
-  const Draw draw{p};
   for (int64_t c = lane; c < d; c += kWarp) e[c] = T(0);
   T loss = T(0);
   for (int64_t j = -1; j < p.k; ++j) {
-    const int64_t t = j < 0 ? pos : draw(example, j);
+    const int64_t t = j < 0 ? pos : draw_negative(p, example, j);
     if (j >= 0 && (t == pos || !valid(p, t))) continue;
     T* u = static_cast<T*>(p.w_out) + t * p.w_out_stride;
     T part = T(0);

@@ -25,17 +25,7 @@
 namespace pyattn {
 namespace dropout_math {
 
-// A bijection of 64-bit words in which every input bit affects every output bit: the
-// xorshift-multiply finaliser of splitmix64 (shifts and odd multipliers from Stafford's
-// "Mix13"); each step is invertible.
-PYATTN_HD uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
+using ::pyattn::mix64;  // hd_math.h
 
 // The prefix of the row key shared by every row of one (b, h): computed once per head.
 PYATTN_HD uint64_t head_key(uint64_t key0, uint64_t key1, uint64_t b, uint64_t h) {

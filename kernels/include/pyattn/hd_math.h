@@ -1,8 +1,10 @@
 // Scalar math usable on the host and in CUDA device code, for the shared arithmetic
-// headers (softmax_math.h, lstm_math.h) that CPU tests exercise for the GPU.
+// headers (softmax_math.h, lstm_math.h, dropout_math.h, negative_sampling.h) that CPU
+// tests exercise for the GPU.
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__)
 #define PYATTN_HD __host__ __device__ __forceinline__
@@ -27,6 +29,19 @@ PYATTN_HD double exp_acc(double v) {
 #else
   return std::exp(v);
 #endif
+}
+
+// A bijection of 64-bit words in which every input bit affects every output bit: the
+// xorshift-multiply finaliser of splitmix64 (shifts and odd multipliers from Stafford's
+// "Mix13"); each step is invertible. The counter-based draws (dropout masks, negative
+// samples) hash their coordinates with it, identically on CPU and GPU.
+PYATTN_HD uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
 }
 
 }  // namespace pyattn

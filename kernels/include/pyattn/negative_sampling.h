@@ -7,6 +7,7 @@
 #pragma once
 
 #include "pyattn/common.h"
+#include "pyattn/hd_math.h"
 
 namespace pyattn {
 
@@ -75,6 +76,22 @@ struct SgnsLossParams {
                              // set exactly when d_h is
   int64_t* bad_index;        // [1]: an out-of-range id met, or -1
 };
+
+// The j-th negative of `example` (explicit, or drawn from the table as described above):
+// one definition for the CPU and CUDA kernels, so both draw the same ids.
+PYATTN_HD int64_t draw_negative(const NegSamplingUpdateParams& p, int64_t example, int64_t j) {
+  if (p.negatives) return p.negatives[example * p.k + j];
+  const uint64_t r = mix64(p.seed * 0x9e3779b97f4a7c15ULL + uint64_t(example * p.k + j) + 1);
+  const uint64_t slot = ((r >> 32) * uint64_t(p.table_size)) >> 32;  // uniform in [0, table_size)
+  switch (p.table_kind) {
+    case TableKind::alias: {
+      const int64_t* row = static_cast<const int64_t*>(p.table) + 2 * slot;
+      return (r & 0xffffffffULL) < uint64_t(row[0]) ? int64_t(slot) : row[1];
+    }
+    case TableKind::slots_int64: return static_cast<const int64_t*>(p.table)[slot];
+    default: return int64_t(static_cast<const int32_t*>(p.table)[slot]);
+  }
+}
 
 // CUDA envelope: dim * sizeof(element) <= this (dim <= 1536 fp32, 768 fp64), since each
 // warp keeps h and e for its example in shared memory.
