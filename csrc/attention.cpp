@@ -246,6 +246,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   return {dq, dk, dv, dmask};
 }
 
+// Inference with the weights (nn.MultiheadAttention, need_weights): (out, weights), the
+// weights [batch, heads, lq, lk], or their mean over heads [batch, lq, lk]. No backward.
+std::tuple<at::Tensor, at::Tensor> with_weights(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                                                const std::optional<at::Tensor>& mask, double scale,
+                                                bool average_heads) {
+  constexpr const char* op = "attention_with_weights";
+  AttentionWeightsParams p{};
+  check_qkv(q_in, k_in, v_in, op, &p.s);
+  const auto keep = prepare_masks(q_in, mask, std::nullopt, scale, false, false, -1, -1, op, &p.s);
+  prepare_dropout(0.0, std::nullopt, op, &p.s);
+  const at::Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
+  at::Tensor out = at::empty({p.s.batch, p.s.heads_q, p.s.lq, p.s.dv}, q.options());
+  at::Tensor weights = average_heads ? empty_output({p.s.batch, p.s.lq, p.s.lk}, q.options())
+                                     : empty_output({p.s.batch, p.s.heads_q, p.s.lq, p.s.lk}, q.options());
+  if (out.numel() == 0) return {out, weights};
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.out = out.data_ptr();
+  p.weights = weights.data_ptr();
+  p.average_heads = average_heads;
+  set_strides(p.q_stride, q);
+  set_strides(p.k_stride, k);
+  set_strides(p.v_stride, v);
+  set_strides(p.out_stride, out);
+  run_kernel(q, op, p, &attention_weights_cpu, nullptr);
+  return {out, weights};
+}
+
 // x [batch, heads, lq, lk] times the dropout multipliers the fused kernels use for the same
 // key: y = x .* Z / (1 - p). Its own backward (register_autograd applies it to dy).
 at::Tensor dropout(const at::Tensor& x_in, const at::Tensor& dropout_seed, double dropout_p) {
@@ -277,6 +306,7 @@ TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
   m.impl("attention_fwd", &fwd);
   m.impl("attention_bwd", &bwd);
   m.impl("attention_dropout", &dropout);
+  m.impl("attention_with_weights", &with_weights);
 }
 
 TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {

@@ -36,6 +36,11 @@ TORCH_LIBRARY(pyattn, m) {
   // x [B, H, Lq, Lk] .* (the attention_fwd dropout mask of the same seed and p) / (1 - p): the
   // probabilities the fused forward used, for APIs that return attention weights.
   m.def("attention_dropout(Tensor x, Tensor dropout_seed, float dropout_p) -> Tensor");
+  // Inference with the attention weights (nn.MultiheadAttention, need_weights; CPU, no backward):
+  // (out [B, Hq, Lq, Dv], weights) with weights = softmax(scale * q k^T + mask), [B, Hq, Lq, Lk], or
+  // their mean over the heads [B, Lq, Lk] when average_heads. mask as attention_fwd's.
+  m.def("attention_with_weights(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, bool average_heads) "
+        "-> (Tensor, Tensor)");
 
   // LSTM, torch's gate order (i, f, g, o). See csrc/lstm.cpp for shapes. One step:
   // h', c' = cell(x, h, c); act holds the activated gates, saved for backward.

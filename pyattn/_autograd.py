@@ -80,6 +80,18 @@ def _attention_dropout_backward(ctx, dy):
 torch.library.register_autograd(
     "pyattn::attention_dropout", _attention_dropout_backward, setup_context=_attention_dropout_setup_context
 )
+def _attention_with_weights_backward(ctx, dout, dweights):
+    raise RuntimeError(
+        "attention_with_weights is inference only (no backward); for gradients, compute the weights with "
+        "scaled_masked_softmax, as pyattn.nn.MultiheadAttention does when grad is enabled"
+    )
+
+
+torch.library.register_autograd(
+    "pyattn::attention_with_weights", _attention_with_weights_backward, setup_context=lambda ctx, inputs, output: None
+)
+
+
 def _sgns_loss_setup_context(ctx, inputs, output):
     w_in, w_out, centers, contexts, negatives = inputs
     ctx.save_for_backward(w_in, w_out, centers, contexts, negatives)

@@ -42,6 +42,15 @@ def _attention_bwd_fake(dout, q, k, v, out, lse, dlse, mask, key_lengths, scale,
     return dq, dk, dv, q.new_empty(shape)
 
 
+@torch.library.register_fake("pyattn::attention_with_weights")
+def _attention_with_weights_fake(q, k, v, mask, scale, average_heads):
+    for t, what in ((q, "query"), (k, "key"), (v, "value")):
+        torch._check(t.dim() == 4, lambda: f"attention_with_weights: {what} has {t.dim()} dims, expected 4")
+    out = q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+    weights_shape = (q.shape[0], q.shape[2], k.shape[2]) if average_heads else (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    return out, q.new_empty(weights_shape)
+
+
 @torch.library.register_fake("pyattn::attention_dropout")
 def _attention_dropout_fake(x, dropout_seed, dropout_p):
     torch._check(x.dim() == 4, lambda: f"attention_dropout: x has {x.dim()} dims, expected 4")

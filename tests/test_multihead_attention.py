@@ -207,3 +207,51 @@ def test_fully_masked_query_gives_zeros(need_weights, gen):
         assert_close(w[keep], w_t[keep], torch.float64, msg="unmasked weights")
     out.sum().backward()
     assert torch.isfinite(q.grad).all() and torch.all(q.grad[1] == 0)
+
+
+@pytest.mark.parametrize("average", [True, False])
+@pytest.mark.parametrize("name", list(CASES))
+def test_inference_with_weights_matches_torch(name, average, gen):
+    """No grad, need_weights=True: the fused attention_with_weights kernel (torch runs
+    its own inference path) gives torch's output and weights."""
+    case = CASES[name]
+    ours, theirs = _pair(case, 32, 4, gen, 0.0)
+    ours.eval()
+    theirs.eval()
+    q, k, v, attn_mask, kpm = _inputs(case, 32, gen)
+    kw = dict(key_padding_mask=kpm, attn_mask=attn_mask, need_weights=True, average_attn_weights=average)
+    with torch.no_grad():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out_o, w_o = ours(q, k, v, **kw)
+        out_t, w_t = theirs(q, k, v, **kw)
+    assert "pyattn::attention_with_weights" in {evt.name for evt in prof.events()}, "not the fused path"
+    assert out_o.shape == out_t.shape and w_o.shape == w_t.shape
+    assert_close(out_o, out_t, torch.float64, msg=f"{name} out")
+    assert_close(w_o, w_t, torch.float64, msg=f"{name} weights")
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_self_attention_one_tensor(batch_first, need_weights, grad, gen):
+    """query is key is value: one packed input projection, heads as strided views of it;
+    outputs, weights and gradients (inputs and parameters) match torch's."""
+    e, heads, n, l = 32, 4, 3, 11
+    ours, theirs = _pair(dict(kw=dict(batch_first=batch_first)), e, heads, gen, 0.0)
+    x = torch.randn((n, l, e) if batch_first else (l, n, e), dtype=torch.float64, generator=gen)
+    x.requires_grad_(grad)
+    mask = torch.ones(l, l, dtype=torch.bool).triu(1)
+    with torch.set_grad_enabled(grad):
+        out_o, w_o = ours(x, x, x, attn_mask=mask, need_weights=need_weights)
+        out_t, w_t = theirs(x, x, x, attn_mask=mask, need_weights=need_weights)
+    assert_close(out_o, out_t, torch.float64, msg="out")
+    if need_weights:
+        assert_close(w_o, w_t, torch.float64, msg="weights")
+    if not grad:
+        return
+    dy = torch.randn(out_t.shape, dtype=torch.float64, generator=gen)
+    params_o = [p for _, p in sorted(ours.named_parameters())]
+    params_t = [p for _, p in sorted(theirs.named_parameters())]
+    for nm, a, b in zip(["x"] + [nm for nm, _ in sorted(ours.named_parameters())],
+                        torch.autograd.grad(out_o, [x] + params_o, dy), torch.autograd.grad(out_t, [x] + params_t, dy)):
+        assert_close(a, b, torch.float64, msg=f"grad {nm}")

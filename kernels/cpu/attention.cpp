@@ -14,6 +14,10 @@ void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for) {
   PYATTN_CPU_DISPATCH(attention_fwd, p, parallel_for)
 }
 
+void attention_weights_cpu(const AttentionWeightsParams& p, ParallelFor parallel_for) {
+  PYATTN_CPU_DISPATCH(attention_weights, p, parallel_for)
+}
+
 void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for) {
   PYATTN_CPU_DISPATCH(attention_bwd, p, parallel_for)
 }

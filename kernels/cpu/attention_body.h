@@ -549,6 +549,148 @@ void dropout_typed(const AttentionDropoutParams& p, ParallelFor parallel_for) {
                });
 }
 
+
+// ---- attention with its weights (need_weights inference), in row layout ----
+// The weights are wanted, so rows of the score matrix are formed in full, each softmaxed
+// once. A task is a block of kBQ queries of batch item b, every query head in turn:
+//   S [nq, lkp] = Q K'^T           (K'^T [d, lkp]: k * scale * log2 e, transposed once per
+//                                   call for each kv head, columns past lk zero)
+//   E = 2^(S - row max), l = row sums; weights row = E / l (per head), or
+//   wacc [nq, lkp] += E / (l * heads_q), written after the last head (head mean)
+//   O [nq, dvp] = E V, out row = O / l.
+// S and wacc stay in the cache, so each weight is written to memory once.
+
+template <class V>
+struct WeightsWork {
+  using A = typename V::value_type;
+  std::vector<A> buf;
+  A *qr, *s, *o, *wacc, *rinv;
+  WeightsWork(int64_t d, int64_t lkp, int64_t dvp, bool average)
+      : buf(size_t(kBQ * d + kBQ * lkp + kBQ * dvp + (average ? kBQ * lkp : 0) + kBQ)) {
+    A* p = buf.data();
+    qr = p; p += kBQ * d;      // query rows [kBQ, d]
+    s = p; p += kBQ * lkp;     // scores, then E [kBQ, lkp]
+    o = p; p += kBQ * dvp;     // E V [kBQ, dvp]
+    rinv = p; p += kBQ;        // 1 / l per row (0 for a row with no key left)
+    wacc = p;                  // head mean [kBQ, lkp], when average
+  }
+};
+
+// Score row z [lkp] of query i (head h, batch item b), base 2, becomes E = 2^(z - max)
+// over the keys the masks leave (0 elsewhere and past lk); returns 1 / sum(E), or 0
+// when no key is left.
+template <class V, class T>
+typename V::value_type softmax_row_unnormalised(const AttentionShape& s, const KeyRange& r, int64_t b, int64_t h,
+                                                int64_t i, int64_t lkp, typename V::value_type* z) {
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  constexpr A kNegInf = -std::numeric_limits<A>::infinity();
+  const A log2e = A(1.44269504088896340735992468100189214);
+  if (s.mask_kind != MaskKind::none) {
+    const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + i * s.mask_stride[2];
+    if (s.mask_kind == MaskKind::boolean) {
+      const uint8_t* m = static_cast<const uint8_t*>(s.mask) + mo;
+      for (int64_t j = 0; j < s.lk; ++j)
+        if (!m[j]) z[j] = kNegInf;
+    } else {
+      const T* m = static_cast<const T*>(s.mask) + mo;
+      for (int64_t j = 0; j < s.lk; ++j) z[j] += A(widen(m[j])) * log2e;
+    }
+  }
+  const int64_t lo = r.lo(i), hi = std::max(lo, r.hi(i));
+  std::fill(z, z + lo, kNegInf);
+  std::fill(z + hi, z + lkp, kNegInf);  // also the padding columns
+  V mx = V::set1(kNegInf);
+  for (int64_t j = 0; j < lkp; j += W) mx = V::max(mx, V::load(z + j));
+  const A m = mx.hmax();
+  const V shift = V::set1(m == kNegInf ? A(0) : m);  // a row with nothing left: 2^(-inf - 0) = 0
+  V sum = V::set1(A(0));
+  for (int64_t j = 0; j < lkp; j += W) {
+    const V e = V::exp2(V::load(z + j) - shift);
+    e.store(z + j);
+    sum = sum + e;
+  }
+  const A l = sum.hsum();
+  return l > A(0) ? A(1) / l : A(0);
+}
+
+// One block of queries [q0, q0 + kBQ) of batch item b, every head.
+template <class V, class T>
+void weights_block(const AttentionWeightsParams& p, int64_t b, int64_t q0, const typename V::value_type* kt_all,
+                   const typename V::value_type* vt_all, WeightsWork<V>& w) {
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  const AttentionShape& s = p.s;
+  const int64_t d = s.d, dv = s.dv, lk = s.lk, lkp = round_up(lk, W), dvp = round_up(dv, W);
+  const int64_t nq = std::min(kBQ, s.lq - q0), group = s.heads_q / s.heads_kv;
+  const bool v_in_place = std::is_same_v<T, A> && dv % W == 0;
+  const KeyRange r = KeyRange::of(s, b);
+  const A head_share = A(1) / A(s.heads_q);
+  T* weights = static_cast<T*>(p.weights);
+  for (int64_t h = 0; h < s.heads_q; ++h) {
+    const int64_t hk = h / group;
+    const T* q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + q0 * p.q_stride[2];
+    for (int64_t ii = 0; ii < nq; ++ii) copy_row<V>(q + ii * p.q_stride[2], d, d, w.qr + ii * d);
+    const A* kt = kt_all + (b * s.heads_kv + hk) * d * lkp;
+    gemm<V, false>(nq, lkp, d, w.qr, d, 1, kt, lkp, w.s, lkp);  // S = Q K'^T
+    for (int64_t ii = 0; ii < nq; ++ii) {
+      A* e = w.s + ii * lkp;
+      const A inv = softmax_row_unnormalised<V, T>(s, r, b, h, q0 + ii, lkp, e);
+      w.rinv[ii] = inv;
+      if (!p.average_heads) {
+        store_scaled<V>(e, lk, inv, weights + ((b * s.heads_q + h) * s.lq + q0 + ii) * lk);
+        continue;
+      }
+      const V share = V::set1(inv * head_share);
+      A* acc = w.wacc + ii * lkp;
+      for (int64_t j = 0; j < lkp; j += W)
+        (h == 0 ? V::load(e + j) * share : V::fmadd(V::load(e + j), share, V::load(acc + j))).store(acc + j);
+    }
+    const A* va = v_in_place ? reinterpret_cast<const A*>(static_cast<const T*>(p.v) + b * p.v_stride[0] +
+                                                          hk * p.v_stride[1])
+                             : vt_all + (b * s.heads_kv + hk) * lk * dvp;
+    const int64_t vld = v_in_place ? p.v_stride[2] : dvp;
+    gemm<V, false>(nq, dvp, lk, w.s, lkp, 1, va, vld, w.o, dvp);  // O = E V
+    T* out = static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + q0 * p.out_stride[2];
+    for (int64_t ii = 0; ii < nq; ++ii) store_scaled<V>(w.o + ii * dvp, dv, w.rinv[ii], out + ii * p.out_stride[2]);
+  }
+  if (p.average_heads)
+    for (int64_t ii = 0; ii < nq; ++ii)
+      store_scaled<V>(w.wacc + ii * lkp, lk, A(1), weights + (b * s.lq + q0 + ii) * lk);
+}
+
+template <class V, class T>
+void weights_typed(const AttentionWeightsParams& p, ParallelFor parallel_for) {
+  using A = typename V::value_type;
+  constexpr int W = V::W;
+  const AttentionShape& s = p.s;
+  const int64_t d = s.d, lk = s.lk, lkp = round_up(lk, W), dvp = round_up(s.dv, W);
+  const bool v_in_place = std::is_same_v<T, A> && s.dv % W == 0;
+  // K'^T per kv head [d, lkp], and V converted to [lk, dvp] rows where it is not used in place.
+  std::vector<A> kt_all(size_t(s.batch * s.heads_kv * d * lkp));
+  std::vector<A> vt_all(v_in_place ? 0 : size_t(s.batch * s.heads_kv * lk * dvp));
+  const A c = A(s.scale) * A(1.44269504088896340735992468100189214);
+  parallel_for(s.batch * s.heads_kv, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / s.heads_kv, hk = t % s.heads_kv;
+      const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+      A* kt = kt_all.data() + t * d * lkp;
+      for (int64_t j = 0; j < lk; ++j)
+        for (int64_t dd = 0; dd < d; ++dd) kt[dd * lkp + j] = A(widen(k[j * p.k_stride[2] + dd])) * c;
+      for (int64_t dd = 0; dd < d; ++dd) std::fill(kt + dd * lkp + lk, kt + (dd + 1) * lkp, A(0));
+      if (v_in_place) continue;
+      const T* v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+      for (int64_t j = 0; j < lk; ++j) copy_row<V>(v + j * p.v_stride[2], s.dv, dvp, vt_all.data() + (t * lk + j) * dvp);
+    }
+  });
+  const int64_t nqb = (s.lq + kBQ - 1) / kBQ;
+  run_dynamic(
+      s.batch * nqb, s.num_threads, parallel_for, [&] { return WeightsWork<V>(d, lkp, dvp, p.average_heads); },
+      [&](int64_t t, WeightsWork<V>& w) {
+        weights_block<V, T>(p, t / nqb, (t % nqb) * kBQ, kt_all.data(), vt_all.data(), w);
+      });
+}
+
 }  // namespace attn
 
 inline void attention_fwd(const AttentionFwdParams& p, ParallelFor parallel_for) {
@@ -559,6 +701,12 @@ inline void attention_fwd(const AttentionFwdParams& p, ParallelFor parallel_for)
       attn::fwd_typed<V, T, true>(p, parallel_for);
     else
       attn::fwd_typed<V, T, false>(p, parallel_for);
+  });
+}
+
+inline void attention_weights(const AttentionWeightsParams& p, ParallelFor parallel_for) {
+  dispatch_dtype(p.s.dtype, [&](auto types) {
+    attn::weights_typed<typename decltype(types)::Vec, typename decltype(types)::Storage>(p, parallel_for);
   });
 }
 

@@ -19,6 +19,10 @@ def _to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 class MultiheadAttention(torch.nn.MultiheadAttention):
     """``torch.nn.MultiheadAttention`` with the attention itself computed by pyattn's fused
     kernel (``pyattn.functional.attention``): same constructor, parameters, state_dict
@@ -29,10 +33,15 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
       ``is_causal`` is, as in torch, a hint that ``attn_mask`` is causal; ``attn_mask``
       must then be given.
     * ``need_weights=True`` (torch's default) also returns the attention weights, which
-      need the full ``(L, S)`` matrix: the scores are then a GEMM, the weights pyattn's
-      fused ``scaled_masked_softmax`` and the output a second GEMM, as in torch but
-      without its separate scale, mask and softmax passes. ``need_weights=False`` takes
-      the fused attention kernel, which never forms the matrix (faster, O(L) memory).
+      need the full ``(L, S)`` matrix. Without autograd (inference, CPU) one fused kernel
+      forms each row of it in cache and writes each weight once, averaged over the heads
+      in the kernel (``torch.ops.pyattn.attention_with_weights``). With autograd, or on
+      CUDA, the scores are a GEMM, the weights pyattn's fused ``scaled_masked_softmax``
+      and the output a second GEMM. ``need_weights=False`` takes the fused attention
+      kernel, which never forms the matrix (O(L) memory) and has a fused backward.
+    * The projections run on the inputs in their own layout, the heads are strided views
+      of their outputs, and self-attention (``query is key is value``) projects with one
+      GEMM, as torch does.
     * A query whose keys are all masked gives 0 (torch gives NaN there).
     * ``dropout`` drops attention probabilities in training mode only, as torch's does,
       on the fused path and with ``need_weights=True`` alike; the returned weights are,
@@ -57,34 +66,41 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             raise RuntimeError("pyattn.nn.MultiheadAttention: is_causal is a hint that attn_mask is causal; "
                                "attn_mask must be given with it (as in torch)")
         batched = query.dim() == 3
-        if not batched:  # (L, E): one sequence
+        if not batched:  # (L, E): one sequence, seq-first (L, 1, E)
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        elif self.batch_first:  # work seq-first, (L, N, E), as torch does
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        # The projections run on the inputs as laid out ((N, L, E) when batch_first, else
+        # (L, N, E)): no transposed copies; the heads are strided views of their outputs.
+        bf = batched and self.batch_first
+        n = query.shape[0] if bf else query.shape[1]
+        h, hd, e = self.num_heads, self.head_dim, self.embed_dim
 
-        lq, n, e = query.shape
-        h, hd = self.num_heads, self.head_dim
-        if self.in_proj_weight is not None:
-            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        def heads(t):  # projection output -> (N, H, L, hd) view
+            if bf:
+                return t.unflatten(-1, (h, hd)).transpose(1, 2)
+            return t.unflatten(-1, (h, hd)).permute(1, 2, 0, 3)
+
+        if self.in_proj_weight is not None and query is key and key is value:  # self-attention: one GEMM
+            qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias).unflatten(-1, (3, e))
+            q, k, v = (heads(qkv.select(-2, i)) for i in range(3))
         else:
-            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+            if self.in_proj_weight is not None:
+                w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+            else:
+                w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+            b_q = b_k = b_v = None
+            if self.in_proj_bias is not None:
+                b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+            q, k, v = heads(F.linear(query, w_q, b_q)), heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v))
+        lq = q.shape[2]
 
         dtype = q.dtype
         mask = None  # additive or bool-keep, broadcastable to (N, H, L, S)
         extra = int(self.bias_k is not None) + int(self.add_zero_attn)
         if self.bias_k is not None:
-            k = torch.cat([k, self.bias_k.expand(1, n, e)])
-            v = torch.cat([v, self.bias_v.expand(1, n, e)])
-        s = k.shape[0]
-        q = q.reshape(lq, n, h, hd).permute(1, 2, 0, 3)  # (N, H, L, hd)
-        k = k.reshape(s, n, h, hd).permute(1, 2, 0, 3)
-        v = v.reshape(s, n, h, hd).permute(1, 2, 0, 3)
+            k = torch.cat([k, self.bias_k.view(1, h, 1, hd).expand(n, h, 1, hd)], dim=2)
+            v = torch.cat([v, self.bias_v.view(1, h, 1, hd).expand(n, h, 1, hd)], dim=2)
         if self.add_zero_attn:
             k = torch.cat([k, k.new_zeros(n, h, 1, hd)], dim=2)
             v = torch.cat([v, v.new_zeros(n, h, 1, hd)], dim=2)
@@ -113,24 +129,26 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         dropout_p = _check_dropout_p(self.dropout, "pyattn.nn.MultiheadAttention") if self.training else 0.0
         seed = _draw_dropout_seed() if dropout_p > 0.0 else None
         weights = None
-        if need_weights:  # the (L, S) weights are wanted: scores GEMM, fused softmax, GEMM
+        if need_weights and seed is None and q.device.type == "cpu" and not _needs_grad(q, k, v, mask):
+            # Inference: one fused kernel gives the output and the (head-mean) weights.
+            scale = hd**-0.5
+            out, weights = torch.ops.pyattn.attention_with_weights(q, k, v, mask, scale, average_attn_weights)
+        elif need_weights:  # the (L, S) weights with autograd: scores GEMM, fused softmax, GEMM
             masked_out = ~mask if mask is not None and mask.dtype == torch.bool else mask
             weights = scaled_masked_softmax(q @ k.transpose(-1, -2), masked_out, scale=hd**-0.5)  # (N, H, L, S)
             if seed is not None:  # torch returns the weights after dropout, as the output uses them
                 weights = torch.ops.pyattn.attention_dropout(weights, seed, dropout_p)
             out = weights @ v
+            if average_attn_weights:
+                weights = weights.mean(dim=1)
         else:  # the fused kernel: the (L, S) matrix is never formed
             out = _attention(q, k, v, mask=mask, key_padding_mask=None, key_lengths=None, causal=None, window=None,
                              scale=None, return_lse=False, dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
-        out = out.permute(2, 0, 1, 3).reshape(lq, n, e)
-        out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
-        if weights is not None:
-            if average_attn_weights:
-                weights = weights.mean(dim=1)
-            if not batched:
-                weights = weights.squeeze(0)
+        # (N, H, L, hd) -> the input's layout, (N, L, E) or (L, N, E), for the output projection.
+        out = out.transpose(1, 2) if bf else out.permute(2, 0, 1, 3)
+        out = F.linear(out.flatten(-2), self.out_proj.weight, self.out_proj.bias)
+        if weights is not None and not batched:
+            weights = weights.squeeze(0)
         if not batched:
             out = out.squeeze(1)
-        elif self.batch_first:
-            out = out.transpose(0, 1)
         return out, weights

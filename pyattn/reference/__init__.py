@@ -5,7 +5,7 @@ Each ``<op>.py`` here is the slow, obvious implementation that pins the op's sem
 against these. Plain NumPy only: nothing here imports torch.
 """
 
-from .attention import attention_bwd, attention_dropout_mask, attention_fwd, attention_keep
+from .attention import attention_bwd, attention_dropout_mask, attention_fwd, attention_keep, attention_weights
 from .lstm import (
     lstm_cell_bwd,
     lstm_cell_fwd,
@@ -27,6 +27,7 @@ __all__ = [
     "attention_bwd",
     "attention_keep",
     "attention_dropout_mask",
+    "attention_weights",
     "lstm_cell_fwd",
     "lstm_cell_bwd",
     "lstm_pointwise_fwd",

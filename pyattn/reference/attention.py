@@ -201,6 +201,21 @@ def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_
     return out, lse
 
 
+def attention_weights(q, k, v, mask=None, scale=None, average_heads=True):
+    """Attention with its weights (the attention_with_weights op, inference only).
+
+    Returns:
+        (out ``[..., hq, lq, dv]``, weights): the probabilities ``[..., hq, lq, lk]``, or
+        their mean over the query heads ``[..., lq, lk]`` when ``average_heads``; float64.
+    """
+    q, k, v = (np.asarray(t, dtype=np.float64) for t in (q, k, v))
+    if scale is None:
+        scale = 1.0 / np.sqrt(q.shape[-1])
+    p, _ = _softmax_lse(_scores(q, k, mask, scale, None, None, None))
+    out = p @ _expand_kv(v, q.shape[-3])
+    return out, (p.mean(axis=-3) if average_heads else p)
+
+
 def _sum_heads(g, hkv):
     """[..., hq, l, x] -> [..., hkv, l, x], summing each group of query heads."""
     hq = g.shape[-3]

@@ -86,7 +86,26 @@ struct AttentionDropoutParams {
   void* y;                             // [batch, heads, lq, lk] contiguous; overwritten, no aliasing
 };
 
+// Attention that also returns the weights, for inference with need_weights
+// (nn.MultiheadAttention): P = softmax(scale * q k^T + mask) row by row, out = P v, and
+//   weights [batch, heads_q, lq, lk] = P               (average_heads false)
+//   weights [batch, lq, lk] = mean over query heads of P (average_heads true)
+// without an autograd backward. s: mask only (no key_lengths, window or dropout: the
+// shape's other fields must say so). A row with no key left gives P = 0 and out = 0.
+// Scratch: K' = k * scale * log2(e) transposed, [batch * heads_kv, d, lk rounded up to
+// the vector width], allocated by the kernel (O(L d), like k).
+struct AttentionWeightsParams {
+  AttentionShape s;
+  const void* q; int64_t q_stride[3];
+  const void* k; int64_t k_stride[3];
+  const void* v; int64_t v_stride[3];
+  void* out; int64_t out_stride[3];  // overwritten; must not alias the inputs
+  void* weights;                     // contiguous, dtype; overwritten
+  bool average_heads;
+};
+
 void attention_fwd_cpu(const AttentionFwdParams& p, ParallelFor parallel_for);
+void attention_weights_cpu(const AttentionWeightsParams& p, ParallelFor parallel_for);
 void attention_bwd_cpu(const AttentionBwdParams& p, ParallelFor parallel_for);
 void attention_dropout_cpu(const AttentionDropoutParams& p, ParallelFor parallel_for);
 
