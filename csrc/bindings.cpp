@@ -17,6 +17,8 @@
 TORCH_LIBRARY(pyattn, m) {
   // y = softmax(scale * x + mask) over the last dim; mask: bool (True = masked out) or additive.
   m.def("scaled_masked_softmax_fwd(Tensor x, Tensor? mask, float scale, bool causal) -> Tensor");
+  // The same into a caller's out (x's shape and dtype, contiguous, not overlapping x).
+  m.def("scaled_masked_softmax_fwd_out(Tensor x, Tensor? mask, float scale, bool causal, Tensor(a!) out) -> ()");
   // dx = scale * y * (dy - sum(dy * y)), from the forward's output y.
   m.def("scaled_masked_softmax_bwd(Tensor y, Tensor dy, float scale) -> Tensor");
   // out = softmax(scale * q k^T + mask) v, fused; q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv];

@@ -1,5 +1,6 @@
 // torch glue for scaled_masked_softmax: argument checks, mask preparation, output
 // allocation, folding to the kernels' [batch, heads, sq, sk] view, CPU/CUDA registration.
+#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include "dispatch.h"
@@ -39,14 +40,18 @@ at::Tensor prepare_mask(const at::Tensor& x, const at::Tensor& mask, MaskKind* k
   return m.expand(x.sizes());
 }
 
-at::Tensor fwd(const at::Tensor& x_in, const std::optional<at::Tensor>& mask_in, double scale, bool causal) {
-  TORCH_CHECK(x_in.dim() >= 2, kOp, ": x has ", x_in.dim(), " dims, expected at least 2 (..., sq, sk)");
+void check_x(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 2, kOp, ": x has ", x.dim(), " dims, expected at least 2 (..., sq, sk)");
+}
+
+// y = softmax(scale * x + mask) into y (x's shape, contiguous, not overlapping x).
+void fwd_into(const at::Tensor& x_in, const std::optional<at::Tensor>& mask_in, double scale, bool causal,
+              const at::Tensor& y) {
   const DType dtype = to_dtype(x_in, kOp, "x");
   at::Tensor x = x_in.size(-1) > 1 && x_in.stride(-1) != 1 ? x_in.contiguous() : x_in;
   MaskKind kind = MaskKind::none;
   at::Tensor mask = mask_in.has_value() ? prepare_mask(x, *mask_in, &kind) : at::Tensor();
-  at::Tensor y = empty_output(x.sizes(), x.options());
-  if (x.numel() == 0) return y;
+  if (x.numel() == 0) return;
 
   Folded f = fold_leading_dims(mask.defined() ? std::vector<at::Tensor>{x, y, mask} : std::vector<at::Tensor>{x, y});
   if (!f.ok) {  // > 2 leading dims that do not merge: fall back to contiguous copies
@@ -74,7 +79,28 @@ at::Tensor fwd(const at::Tensor& x_in, const std::optional<at::Tensor>& mask_in,
   p.causal = causal;
   p.num_threads = at::get_num_threads();
   run_kernel(x, kOp, p, &scaled_masked_softmax_fwd_cpu, PYATTN_CUDA_LAUNCHER(scaled_masked_softmax_fwd_cuda));
+}
+
+at::Tensor fwd(const at::Tensor& x, const std::optional<at::Tensor>& mask, double scale, bool causal) {
+  check_x(x);
+  at::Tensor y = empty_output(x.sizes(), x.options());
+  fwd_into(x, mask, scale, causal, y);
   return y;
+}
+
+// The out= form: a caller that reuses y across calls skips the allocation and, for large
+// CPU outputs, the kernel's zeroing of freshly mapped pages on first touch.
+void fwd_out(const at::Tensor& x, const std::optional<at::Tensor>& mask, double scale, bool causal,
+             const at::Tensor& out) {
+  check_x(x);
+  TORCH_CHECK(out.sizes() == x.sizes(), kOp, ": out has shape ", out.sizes(), ", expected x's shape ", x.sizes());
+  TORCH_CHECK(out.scalar_type() == x.scalar_type(), kOp, ": out has dtype ", out.scalar_type(), ", expected x's dtype ",
+              x.scalar_type());
+  TORCH_CHECK(out.device() == x.device(), kOp, ": out is on ", out.device(), " but x is on ", x.device());
+  TORCH_CHECK(out.is_contiguous(), kOp, ": out must be contiguous");
+  TORCH_CHECK(at::get_overlap_status(out, x) == at::MemOverlapStatus::No, kOp,
+              ": out must not overlap x (no in-place softmax)");
+  fwd_into(x, mask, scale, causal, out);
 }
 
 at::Tensor bwd(const at::Tensor& y, const at::Tensor& dy_in, double scale) {
@@ -121,11 +147,13 @@ at::Tensor bwd(const at::Tensor& y, const at::Tensor& dy_in, double scale) {
 
 TORCH_LIBRARY_IMPL(pyattn, CPU, m) {
   m.impl("scaled_masked_softmax_fwd", &fwd);
+  m.impl("scaled_masked_softmax_fwd_out", &fwd_out);
   m.impl("scaled_masked_softmax_bwd", &bwd);
 }
 
 TORCH_LIBRARY_IMPL(pyattn, CUDA, m) {
   m.impl("scaled_masked_softmax_fwd", &fwd);
+  m.impl("scaled_masked_softmax_fwd_out", &fwd_out);
   m.impl("scaled_masked_softmax_bwd", &bwd);
 }
 

@@ -13,6 +13,13 @@ def _scaled_masked_softmax_fwd_fake(x, mask, scale, causal):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
+@torch.library.register_fake("pyattn::scaled_masked_softmax_fwd_out")
+def _scaled_masked_softmax_fwd_out_fake(x, mask, scale, causal, out):
+    torch._check(x.dim() >= 2, lambda: f"scaled_masked_softmax: x has {x.dim()} dims, expected at least 2")
+    torch._check(out.shape == x.shape, lambda: f"scaled_masked_softmax: out has shape {tuple(out.shape)}, "
+                                               f"expected x's shape {tuple(x.shape)}")
+
+
 @torch.library.register_fake("pyattn::scaled_masked_softmax_bwd")
 def _scaled_masked_softmax_bwd_fake(y, dy, scale):
     return torch.empty_like(y, memory_format=torch.contiguous_format)

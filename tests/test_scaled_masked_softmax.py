@@ -259,6 +259,55 @@ def test_large_output_streamed(device, dtype, causal, gen):
     assert torch.all(y[0, :, 3] == 0)
 
 
+# ------------------------------------------------------------------ out=
+
+
+@pytest.mark.parametrize("shape", [(3, 17), (2, 3, 9, 1030), (2, 4, 520, 1030)], ids=_shape_id)  # last: 17 MB
+@pytest.mark.parametrize("mask_kind", ["none", "bool_bcast", "add_bcast"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=_dtype_id)
+def test_out_matches_reference(device, dtype, mask_kind, shape, gen):
+    x = randn(shape, dtype, device, gen, std=2.0)
+    mask = make_mask(mask_kind, shape, dtype, device, gen)
+    scale, causal = draw_scale(gen), bool(torch.rand((), generator=gen) < 0.5)
+    out = randn(shape, dtype, device, gen)  # stale contents, all overwritten
+    y = scaled_masked_softmax(x, mask, scale=scale, causal=causal, out=out)
+    assert y is out
+    assert_close(out, ref_fwd(to_np(x), mask_for_ref(mask, dtype), scale, causal), dtype, msg="out=")
+    assert torch.equal(out, scaled_masked_softmax(x, mask, scale=scale, causal=causal)), "out= and return differ"
+
+
+def test_out_opcheck(device, gen):
+    x = randn((2, 3, 5, 7), torch.float32, device, gen)
+    mask = make_mask("bool_bcast", (2, 3, 5, 7), torch.float32, device, gen)
+    torch.library.opcheck(OPS.scaled_masked_softmax_fwd_out.default, (x, mask, 0.5, True, torch.empty_like(x)))
+
+
+OUT_BAD = {
+    "shape": (lambda x: torch.empty(3, 5), RuntimeError, r"out has shape"),
+    "dtype": (lambda x: torch.empty(3, 4, dtype=torch.float64), RuntimeError, r"out has dtype"),
+    "strided": (lambda x: torch.empty(4, 3).t(), RuntimeError, r"out must be contiguous"),
+    "aliases_x": (lambda x: x, RuntimeError, r"out must not overlap x"),
+    "not_a_tensor": (lambda x: [0.0], TypeError, r"out must be a torch.Tensor"),
+    "requires_grad": (lambda x: torch.empty(3, 4, requires_grad=True), RuntimeError, r"out= does not support autograd"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_BAD))
+def test_out_bad_inputs(case, gen):
+    make, error, pattern = OUT_BAD[case]
+    x = torch.randn(3, 4, generator=gen)
+    with pytest.raises(error, match=pattern):
+        scaled_masked_softmax(x, out=make(x))
+
+
+def test_out_rejects_autograd_inputs(gen):
+    x = torch.randn(3, 4, generator=gen, requires_grad=True)
+    with pytest.raises(RuntimeError, match="out= does not support autograd"):
+        scaled_masked_softmax(x, out=torch.empty(3, 4))
+    with torch.no_grad():
+        scaled_masked_softmax(x, out=torch.empty(3, 4))
+
+
 # ----------------------------------------------------- bf16 / fp16 against torch's own
 
 
