@@ -35,7 +35,8 @@ def _dtype_id(dtype) -> str:
 
 
 # (batch, heads_q, heads_kv, lq, lk, d, dv): lq = 1 (decoding), lq != lk both ways, odd
-# and unequal head dims, GQA and MQA, sizes one past a 64 block and exact multiples.
+# and unequal head dims, GQA and MQA, sizes one past a block (64 queries / backward keys,
+# 128 forward keys) and exact multiples.
 SHAPES = [
     (1, 1, 1, 1, 1, 8, 8),
     (2, 2, 2, 1, 37, 16, 16),
@@ -44,6 +45,7 @@ SHAPES = [
     (1, 2, 1, 130, 70, 64, 64),
     (1, 3, 3, 65, 65, 7, 5),
     (1, 1, 1, 128, 192, 64, 64),
+    (1, 2, 1, 40, 300, 16, 16),  # three forward key blocks (128, 128, 44): rescales across blocks
 ]
 
 
