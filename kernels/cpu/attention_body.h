@@ -490,9 +490,11 @@ void bwd_typed(const AttentionBwdParams& p, ParallelFor parallel_for) {
   // With fewer heads than about two per thread, each head's keys are split into `nsplit`
   // ranges as well; dq then gets one partial sum per range (fp32 scratch, summed after).
   const int64_t nkb = (s.lk + kBK - 1) / kBK, heads = s.batch * s.heads_kv;
-  const int64_t want = (2 * std::max(1, s.num_threads) + heads - 1) / heads;
-  const int64_t nsplit = std::max<int64_t>(1, std::min(want, nkb));
-  const int64_t split_keys = (nkb + nsplit - 1) / nsplit * kBK;
+  const int64_t want = std::max<int64_t>(1, std::min((2 * std::max(1, s.num_threads) + heads - 1) / heads, nkb));
+  const int64_t split_blocks = std::max<int64_t>(1, (nkb + want - 1) / want);  // lk = 0: one empty range
+  // Every range non-empty: 5 blocks in 4 wanted ranges are 3 ranges of 2, 2 and 1 blocks.
+  const int64_t nsplit = std::max<int64_t>(1, (nkb + split_blocks - 1) / split_blocks);
+  const int64_t split_keys = split_blocks * kBK;
   const int64_t part_rows = s.batch * s.heads_q * s.lq;  // one dq partial: [batch, heads_q, lq, dp]
   std::vector<A> dq_parts(nsplit > 1 ? size_t(nsplit * part_rows * dp) : 0);
 
