@@ -471,24 +471,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     dc_state.copy_(*dc_n_in);
   }
 
+  const bool fused = fused_cpu(x, proj) && !steps.empty();
   // Row r of step s came after row prev[r] of cat(outputs, initial state): the previous
-  // step's row, or row total + b of the initial state for a row starting at s.
-  at::Tensor prev_idx = at::empty({total}, at::TensorOptions().dtype(at::kLong));
-  {
+  // step's row, or row total + b of the initial state for a row starting at s. Gathered
+  // into [total, ·] copies only where needed: c_prev for the ATen loop (the fused loop
+  // finds each row's previous c itself), h_prev for dW_hh with a PackedSequence (without
+  // one, dW_hh comes from views of y and h0 below).
+  at::Tensor c_prev_all, h_prev_all;
+  if (!fused || packed) {
+    at::Tensor prev_idx = at::empty({total}, at::TensorOptions().dtype(at::kLong));
     int64_t* pi = prev_idx.data_ptr<int64_t>();
     for (size_t s = 0; s < steps.size(); ++s) {
       const auto [off, n] = steps[s];
       const int64_t pn = s ? steps[s - 1].rows : 0, poff = s ? steps[s - 1].off : 0;
       for (int64_t b = 0; b < n; ++b) pi[off + b] = b < pn ? poff + b : total + b;
     }
+    prev_idx = prev_idx.to(x.device());
+    if (!fused) c_prev_all = at::cat({c_all, c0}).index_select(0, prev_idx);  // [total, H]
+    if (packed) h_prev_all = at::cat({y, h0}).index_select(0, prev_idx);      // [total, P]
   }
-  prev_idx = prev_idx.to(x.device());
-  const at::Tensor h_prev_all = at::cat({y, h0}).index_select(0, prev_idx);     // [total, P]
-  const at::Tensor c_prev_all = at::cat({c_all, c0}).index_select(0, prev_idx); // [total, H]
 
   at::Tensor dgates = at::empty({total, 4 * H}, opts);
   at::Tensor dh_tot = proj ? at::empty({total, P}, opts) : at::Tensor();  // dy + recurrent dh, per step
-  if (fused_cpu(x, proj) && !steps.empty()) {
+  at::Tensor db = has_bias ? (fused ? at::zeros({4 * H}, opts) : at::Tensor()) : at::empty({0}, opts);
+  if (fused) {
     at::Tensor packed_t = at::empty({lstm_packed_hh_t_size(H)}, opts);
     lstm_pack_hh_t_cpu(w_hh.data_ptr<float>(), w_hh.stride(0), w_hh.stride(1), H, packed_t.data_ptr<float>(),
                        &torch_parallel_for);
@@ -498,9 +504,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.w_packed = packed_t.data_ptr<float>();
     p.dy = f32_or_null(dy);
     p.act = act.data_ptr<float>();
-    p.c_prev = c_prev_all.data_ptr<float>();
     p.c_all = c_all.data_ptr<float>();
+    p.c0 = c0.data_ptr<float>();
+    p.c0_stride = c0.stride(0);
     p.dgates = dgates.data_ptr<float>();
+    p.dbias = has_bias ? db.data_ptr<float>() : nullptr;
     p.dh_state = dh_state.data_ptr<float>();
     p.dc_state = dc_state.data_ptr<float>();
     p.steps = st.data();
@@ -509,7 +517,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.threads = loop_threads();
     lstm_seq_bwd_cpu(p, &torch_parallel_for);
   }
-  for (size_t k = fused_cpu(x, proj) ? 0 : steps.size(); k-- > 0;) {
+  for (size_t k = fused ? 0 : steps.size(); k-- > 0;) {
     const auto [off, n] = steps[k];
     at::Tensor dhs = dh_state.narrow(0, 0, n), dcs = dc_state.narrow(0, 0, n);
     const at::Tensor dg = dgates.narrow(0, off, n);
@@ -526,14 +534,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     }
     at::mm_out(dhs, dg, w_hh);  // the recurrent gradient for the previous step (or dh0)
   }
+  if (has_bias && !fused) db = dgates.sum(0);
   at::Tensor dx = at::mm(dgates, w_ih).reshape(x_in.sizes());
   at::Tensor dgt = dgates.t();
+  // dW_hh = Σ_rows dgates[row]ᵀ · (that row's previous h). Without a PackedSequence every
+  // step has N rows: the previous h of the steps after the first is y shifted by one step
+  // (forward: y's rows [0, total - N) go with dgates' rows [N, total); reverse: the other
+  // way round), and of the first step (in processing order) it is h0.
+  at::Tensor dw_hh;
+  if (packed || steps.empty()) {
+    dw_hh = at::mm(dgt, packed ? h_prev_all : y);
+  } else {
+    const int64_t first = reverse ? total - N : 0;  // dgates' rows of the first processed step
+    dw_hh = at::mm(dgates.narrow(0, first, N).t(), h0);
+    if (total > N) {
+      const at::Tensor dg_rest = dgates.narrow(0, reverse ? 0 : N, total - N);
+      dw_hh.addmm_(dg_rest.t(), y.narrow(0, reverse ? N : 0, total - N));
+    }
+  }
   return {dx,
           dh_state,
           dc_state,
           at::mm(dgt, x),
-          at::mm(dgt, h_prev_all),
-          has_bias ? dgates.sum(0) : at::empty({0}, opts),
+          dw_hh,
+          db,
           proj ? at::mm(dh_tot.t(), h_pre_in) : at::empty({0}, opts)};
 }
 

@@ -291,40 +291,64 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
 // Backward through time: phase q = 0..nsteps. Task (q, b), hidden units [32b, 32b + 32):
 // first dh_state of those units = dgates of the step done in phase q - 1 · W_hh (the
 // recurrent gradient), then that unit block's pointwise backward of step nsteps-1-q.
+// A task owns the same columns (of dh_state, dc_state, dbias and each gate of dgates) in
+// every phase, and phases are ordered, so nothing it writes is shared with another task.
 inline void seq_bwd(const LstmSeqBwdParams& p, ParallelFor parallel_for) {
   using pgemm::kPanel;
   const int64_t H = p.hidden, G = 4 * H;
   run_steps(p.nsteps + 1, pgemm::blocks(H), p.threads, parallel_for, [&](int64_t q, int64_t b) {
     const int64_t j0 = b * kPanel;
     const int ncols = int(std::min<int64_t>(kPanel, H - j0));
+    const int64_t s = p.nsteps - 1 - q;  // the step whose pointwise backward this phase does
+    // Rows [0, m1) came from the previous step's rows, [m1, n) started at step s (c0).
+    const LstmStep step = q < p.nsteps ? p.steps[s] : LstmStep{0, 0};
+    const int64_t m1 = s > 0 ? std::min(step.n, p.steps[s - 1].n) : 0;
     if (q > 0) {
       const LstmStep later = p.steps[p.nsteps - q];
       const pgemm::ASeg seg{p.dgates + later.off * G, G, G};
       pgemm::gemm_panel(later.n, &seg, 1, pgemm::panel(p.w_packed, b, 0, 1, G), p.dh_state + j0, H, ncols, false);
     }
     if (q == p.nsteps) return;
-    const LstmStep st = p.steps[p.nsteps - 1 - q];
     LstmBwdParams r{};
     r.dh = p.dh_state;
     r.dh_stride = H;
-    r.dh2 = p.dy ? p.dy + st.off * H : nullptr;
+    r.dh2 = p.dy ? p.dy + step.off * H : nullptr;
     r.dh2_stride = H;
     r.dc = p.dc_state;
     r.dc_stride = H;
-    r.act = p.act + st.off * G;
+    r.act = p.act + step.off * G;
     r.act_stride = G;
-    r.c = p.c_prev + st.off * H;
-    r.c_stride = H;
-    r.c_new = p.c_all + st.off * H;
+    r.c_new = p.c_all + step.off * H;
     r.c_new_stride = H;
-    r.dgates = p.dgates + st.off * G;
+    r.dgates = p.dgates + step.off * G;
     r.dgates_stride = G;
     r.dc_out = p.dc_state;
     r.dc_out_stride = H;
     r.dtype = DType::f32;
-    r.n = st.n;
+    r.n = step.n;
     r.hidden = H;
-    bwd_rows<VecF, float>(r, 0, st.n, j0, j0 + ncols);
+    // bwd_rows reads row r's previous c at r.c + r·c_stride: one call per source
+    if (m1 > 0) {
+      r.c = p.c_all + p.steps[s - 1].off * H;
+      r.c_stride = H;
+      bwd_rows<VecF, float>(r, 0, m1, j0, j0 + ncols);
+    }
+    if (m1 < step.n) {
+      r.c = p.c0;
+      r.c_stride = p.c0_stride;
+      bwd_rows<VecF, float>(r, m1, step.n, j0, j0 + ncols);
+    }
+    if (p.dbias) {  // the column sums of this block's dgates, still in L1
+      for (int64_t g = 0; g < 4; ++g)
+        for (int c = 0; c < ncols; c += VecF::W) {
+          const int n = std::min(VecF::W, ncols - c);
+          float* db = p.dbias + g * H + j0 + c;
+          const float* dz = p.dgates + step.off * G + g * H + j0 + c;
+          VecF acc = ld<VecF>(db, n);
+          for (int64_t row = 0; row < step.n; ++row) acc = acc + ld<VecF>(dz + row * G, n);
+          st(acc, db, n);
+        }
+    }
   });
 }
 

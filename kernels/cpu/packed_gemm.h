@@ -63,14 +63,21 @@ inline void pack(const PackSrc* src, int nsrc, int64_t groups, int64_t group_col
       int64_t k0 = 0;
       for (int s = 0; s < nsrc; ++s) {
         const PackSrc& S = src[s];
-        for (int64_t j = 0; j < kPanel; ++j) {
-          float* oj = o + (j / kSub) * K * kSub + k0 * kSub + j % kSub;
-          if (j >= valid) {
-            for (int64_t k = 0; k < S.k; ++k) oj[k * kSub] = 0.f;
-            continue;
+        const float* cols = S.p + (g * group_cols + b * kPanel) * S.s_col;
+        // 16 k x 32 columns at a time: the source rows or columns read (whichever of
+        // s_k, s_col is 1) and the 32 output lines written stay in L1, for either source
+        // layout (W as stored, or Wᵀ: a k-inner loop alone would read Wᵀ a float per line).
+        for (int64_t kb = 0; kb < S.k; kb += kSub) {
+          const int64_t ke = std::min<int64_t>(S.k, kb + kSub);
+          for (int64_t j = 0; j < kPanel; ++j) {
+            float* oj = o + (j / kSub) * K * kSub + (k0 + kb) * kSub + j % kSub;
+            if (j >= valid) {
+              for (int64_t k = kb; k < ke; ++k) oj[(k - kb) * kSub] = 0.f;
+              continue;
+            }
+            const float* col = cols + j * S.s_col;
+            for (int64_t k = kb; k < ke; ++k) oj[(k - kb) * kSub] = col[k * S.s_k];
           }
-          const float* col = S.p + (g * group_cols + b * kPanel + j) * S.s_col;
-          for (int64_t k = 0; k < S.k; ++k) oj[k * kSub] = col[k * S.s_k];
         }
         k0 += S.k;
       }

@@ -94,9 +94,11 @@ struct LstmSeqBwdParams {
   const float* w_packed;  // lstm_pack_hh_t(): W_hhᵀ packed, K = 4H, columns H
   const float* dy;        // [total, H] or nullptr (= 0): gradient reaching y
   const float* act;       // [total, 4H] the forward's activated gates
-  const float* c_prev;    // [total, H] each step's previous c (row by row)
-  const float* c_all;     // [total, H] the forward's c
+  const float* c_all;     // [total, H] the forward's c; a step's previous c is the previous
+  const float* c0;        //   step's row, or row r of c0 [n0, H] (row stride c0_stride) for a
+  int64_t c0_stride;      //   row that starts at that step, as in the forward
   float* dgates;          // [total, 4H] out
+  float* dbias;           // [4H] or nullptr: accumulated (+=) with the sum of dgates' rows
   float* dh_state;        // [n0, H] in: dh_n; out: dh0 (rows as they start), contiguous
   float* dc_state;        // [n0, H] in: dc_n; out: dc0
   const LstmStep* steps;  // the forward's processing order; run backwards
