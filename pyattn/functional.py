@@ -153,7 +153,7 @@ def attention(
         can see no key gets 0 (and lse -inf), and passes zero gradient.
 
     Envelope: CPU, any sizes. CUDA (a plain version-1 kernel, not yet run on a GPU by its
-    author): head dims ``d, dv <= 128``, batch and heads at most 65535.
+    author): head dims ``d, dv <= 256``, batch and heads at most 65535.
     """
     dropout_p = _check_dropout_p(dropout_p, "attention")
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -197,6 +197,24 @@ def test_every_cpu_isa(cpu_isa, dtype, gen):
     assert_close(OPS.attention_dropout(x, seed, 0.4), to_np(x) * mult, dtype, msg=f"{cpu_isa} attention_dropout")
 
 
+@pytest.mark.parametrize("d", [32, 96, 128, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=_dtype_id)
+def test_head_dims(device, dtype, d, gen):
+    """The head dims the issue names; on CUDA each picks a compiled D (64, 128, 256)."""
+    shape = (1, 2, 1, 37, 45, d, d)
+    q, k, v = qkv(shape, dtype, gen, device=device)
+    kw, ref = make_case(shape, "causal_br", dtype, gen, device=device)
+    check_against_reference(q, k, v, kw, ref, msg=f"d={d}")
+
+
+def test_cuda_head_dim_envelope(device):
+    if device != "cuda":
+        pytest.skip("the head-dim limit is the CUDA kernel's; the CPU takes any")
+    q = torch.randn(1, 1, 4, 257, device=device)
+    with pytest.raises(RuntimeError, match="head dims up to 256"):
+        OPS.attention_fwd(q, q, q, None, None, 0.1, False, False, -1, -1)
+
+
 def test_fully_masked_rows_give_zero(device, gen):
     q, k, v = qkv((2, 2, 2, 9, 11, 8, 8), torch.float32, gen, device=device)
     mask = torch.rand(2, 2, 9, 11, generator=gen) > 0.5

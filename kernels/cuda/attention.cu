@@ -1,6 +1,7 @@
 // CUDA attention, version 1 (semantics in pyattn/attention.h): simple and exact rather
 // than fast. One thread owns one query row (forward, dq) or one key row (dk, dv) with its
-// vectors in registers (head dims up to kMaxHeadDim); a block of kThreads rows walks
+// vectors in registers (head dims up to kMaxHeadDim; at 256 they spill to local memory:
+// correct, slow); a block of kThreads rows walks
 // tiles of keys (or queries) staged in shared memory, with the same online softmax as
 // the CPU kernel. No tensor cores: a FlashAttention-2 style warp-tiled kernel is the
 // next version. Tiles that causal / window / key_lengths rule out are skipped.
@@ -40,8 +41,11 @@ __device__ __forceinline__ double log_acc(double v) { return log(v); }
 
 template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
 
-// Keys tile: fewer keys for fp64 so that two [tile, kMaxHeadDim] arrays fit in 48 KiB.
-template <typename A> constexpr int kTile = sizeof(A) == 8 ? 16 : 32;
+// Rows per staged tile: fewer for fp64 and for D 256, so that the two [tile, D] arrays a
+// kernel stages (and the forward's score tile) fit in 48 KiB of static shared memory:
+// fp32 32 rows (16 at D 256), fp64 16 (8 at D 256).
+template <typename A, int D>
+constexpr int kTile = (sizeof(A) == 8 ? 16 : 32) * 128 / (D > 128 ? D : 128);
 
 // Keys query i may see from the causal / window / length rules: [lo(i), hi(i)).
 struct Rules {
@@ -88,7 +92,7 @@ __device__ __forceinline__ A drop_mult(const AttentionShape& s, DropRow r, int64
 // A, zero-padded to D columns and kTile rows.
 template <typename T, typename A, int D>
 __device__ __forceinline__ void stage(A (*tile)[D], const T* src, int64_t stride, int64_t r0, int n, int64_t width) {
-  for (int idx = threadIdx.x; idx < kTile<A> * D; idx += kThreads) {
+  for (int idx = threadIdx.x; idx < kTile<A, D> * D; idx += kThreads) {
     const int j = idx / D, d = idx % D;
     tile[j][d] = (j < n && d < width) ? to_acc(src[(r0 + j) * stride + d]) : A(0);
   }
@@ -97,7 +101,7 @@ __device__ __forceinline__ void stage(A (*tile)[D], const T* src, int64_t stride
 template <typename T, int D, bool DROP>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(AttentionFwdParams p) {
   using A = acc_t<T>;
-  constexpr int TK = kTile<A>;
+  constexpr int TK = kTile<A, D>;
   __shared__ A ks[TK][D];
   __shared__ A vs[TK][D];
   __shared__ A zs[TK][kThreads];  // this tile's scores, a column per thread
@@ -179,7 +183,7 @@ __device__ A delta(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t i)
 template <typename T, int D, bool DROP>
 __global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
   using A = acc_t<T>;
-  constexpr int TK = kTile<A>;
+  constexpr int TK = kTile<A, D>;
   __shared__ A ks[TK][D];
   __shared__ A vs[TK][D];
   const AttentionShape& s = p.s;
@@ -240,7 +244,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(AttentionBwdParams p) {
 template <typename T, int D, bool DROP>
 __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
   using A = acc_t<T>;
-  constexpr int TQ = kTile<A>;
+  constexpr int TQ = kTile<A, D>;
   __shared__ A qs[TQ][D];
   __shared__ A dos[TQ][D];
   __shared__ A lses[TQ];
@@ -319,6 +323,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
 template <typename F>
 void with_head_dim(int64_t n, F&& f) {
   if (n <= 64) return f(std::integral_constant<int, 64>{});
+  if (n <= 128) return f(std::integral_constant<int, 128>{});
   return f(std::integral_constant<int, kMaxHeadDim>{});
 }
 

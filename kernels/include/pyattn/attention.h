@@ -112,7 +112,7 @@ void attention_dropout_cpu(const AttentionDropoutParams& p, ParallelFor parallel
 // CUDA (kernels/cuda/attention.cu, version 1: one thread per row, no tensor cores).
 // Envelope, checked by csrc/: head dims d, dv <= kAttentionCudaMaxHeadDim; batch and
 // heads <= 65535 (grid y and z). Launch on `stream`; the caller checks the launch.
-constexpr int kAttentionCudaMaxHeadDim = 128;
+constexpr int kAttentionCudaMaxHeadDim = 256;
 void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream);
 void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream);
 void attention_dropout_cuda(const AttentionDropoutParams& p, cudaStream stream);
