@@ -59,10 +59,11 @@ TORCH_LIBRARY(pyattn, m) {
         " Tensor db)");
   // One layer, one direction, every step in one call. x: [T, N, C], or packed
   // [sum(batch_sizes), C] with batch_sizes (int64, CPU). act, c_all, h_pre (o*tanh(c),
-  // only with w_hr; else empty) are saved for lstm_seq_bwd.
+  // only with w_hr; else empty) are saved for lstm_seq_bwd; need_backward=False (inference)
+  // returns them empty and keeps them out of memory where it can.
   m.def("lstm_seq_fwd(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh,"
-        " Tensor? w_hr, Tensor? batch_sizes, bool reverse) -> (Tensor y, Tensor h_n, Tensor c_n, Tensor act,"
-        " Tensor c_all, Tensor h_pre)");
+        " Tensor? w_hr, Tensor? batch_sizes, bool reverse, bool need_backward=True) -> (Tensor y, Tensor h_n,"
+        " Tensor c_n, Tensor act, Tensor c_all, Tensor h_pre)");
   // Backward through time; dy, dh_n, dc_n may be None (= 0). db and dw_hr are empty when
   // there is no bias / projection.
   m.def("lstm_seq_bwd(Tensor? dy, Tensor? dh_n, Tensor? dc_n, Tensor x, Tensor h0, Tensor c0, Tensor w_ih,"

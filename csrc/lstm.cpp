@@ -308,7 +308,8 @@ std::vector<Step> make_steps(const char* op, const at::Tensor& x, const std::opt
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> seq_fwd(
     const at::Tensor& x_in, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih_in, const std::optional<at::Tensor>& b_hh_in,
-    const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& batch_sizes, bool reverse) {
+    const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& batch_sizes, bool reverse,
+    bool need_backward) {
   const bool packed = batch_sizes.has_value();
   TORCH_CHECK(x_in.dim() == (packed ? 2 : 3), kSeq, ": x has ", x_in.dim(), " dims, expected ",
               packed ? "2 (sum(batch_sizes), input_size) with batch_sizes" : "3 (seq_len, batch, input_size)");
@@ -333,15 +334,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   // Every step's input product (ATen), then, in place, the activations. The fused loop
   // with a batch of 16 or more does the input product per step itself (fuse_x).
+  // Without backward (inference) the fused loop keeps act and c in per-step scratch
+  // (LstmSeqFwdParams::scratch): no [total, ·] buffers to fault in and write back.
   const bool fuse_x = fused_cpu(x, proj) && fuse_input(N, x.size(1), H);
-  at::Tensor act = fuse_x ? at::empty({total, 4 * H}, opts) : at::mm(x, w_ih.t());
-  at::Tensor c_all = at::empty({total, H}, opts);
+  const bool scratch = !need_backward && fused_cpu(x, proj);
+  int64_t nmax = 0;
+  for (const Step& st : steps) nmax = std::max(nmax, st.rows);
+  at::Tensor act = fuse_x ? at::empty({scratch ? nmax : total, 4 * H}, opts) : at::mm(x, w_ih.t());
+  at::Tensor c_all = at::empty({scratch ? 2 * nmax : total, H}, opts);
   at::Tensor y = at::empty({total, P}, opts);
   at::Tensor h_pre = proj ? at::empty({total, H}, opts) : at::empty({0}, opts);
   at::Tensor h_n = at::empty({N, P}, opts), c_n = at::empty({N, H}, opts);
   const auto outputs = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> {
-    return {y.reshape(packed ? at::IntArrayRef{total, P} : at::IntArrayRef{x_in.size(0), N, P}), h_n, c_n, act, c_all,
-            h_pre};
+    // What backward would need is not returned (distinct empty tensors: outputs must not alias).
+    const auto saved = [&](const at::Tensor& t) { return need_backward ? t : at::empty({0}, opts); };
+    return {y.reshape(packed ? at::IntArrayRef{total, P} : at::IntArrayRef{x_in.size(0), N, P}), h_n, c_n,
+            saved(act), saved(c_all), saved(h_pre)};
   };
   if (steps.empty()) {  // no step: the state passes through
     h_n.copy_(h0);
@@ -364,6 +372,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     }
     p.act = act.data_ptr<float>();
     p.c_all = c_all.data_ptr<float>();
+    p.scratch = scratch;
     p.y = y.data_ptr<float>();
     p.h0 = h0.data_ptr<float>();
     p.c0 = c0.data_ptr<float>();

@@ -38,11 +38,16 @@ class LstmCell(torch.autograd.Function):
 
 class LstmSeq(torch.autograd.Function):
     """One layer, one direction, all steps: (y, h_n, c_n) from (x, h0, c0, w_ih, w_hh,
-    b_ih, b_hh, w_hr, batch_sizes, reverse); see lstm_seq_fwd in csrc/bindings.cpp."""
+    b_ih, b_hh, w_hr, batch_sizes, reverse, need_backward); see lstm_seq_fwd in
+    csrc/bindings.cpp. need_backward=False (inference: grad disabled or nothing requires
+    it; decided by the caller, as forward runs without grad) saves nothing, and the op
+    keeps its activations in per-step scratch."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
-        y, h_n, c_n, act, c_all, h_pre = _ops.lstm_seq_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_backward=True):
+        y, h_n, c_n, act, c_all, h_pre = _ops.lstm_seq_fwd(
+            x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_backward
+        )
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, y, act, c_all, h_pre, batch_sizes)
         ctx.reverse = reverse
         ctx.has_bias = b_ih is not None or b_hh is not None
@@ -54,4 +59,4 @@ class LstmSeq(torch.autograd.Function):
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = _ops.lstm_seq_bwd(
             dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, y, act, c_all, h_pre, batch_sizes, ctx.reverse, ctx.has_bias
         )
-        return _needed(ctx, dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr, None, None)
+        return _needed(ctx, dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr, None, None, None)

@@ -97,16 +97,17 @@ def _lstm_cell_bwd_fake(dh, dc, x, h, c, w_ih, w_hh, act, c_new, has_bias):
 
 
 @torch.library.register_fake("pyattn::lstm_seq_fwd")
-def _lstm_seq_fwd_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+def _lstm_seq_fwd_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_backward=True):
     hsz, psz, n = w_ih.shape[0] // 4, w_hh.shape[1], h0.shape[0]
     rows = x.shape[0] if batch_sizes is not None else x.shape[0] * x.shape[1]
+    saved = need_backward  # act, c_all, h_pre: empty without backward
     return (
         _new(x, *x.shape[:-1], psz),
         _new(x, n, psz),
         _new(x, n, hsz),
-        _new(x, rows, 4 * hsz),
-        _new(x, rows, hsz),
-        _new(x, rows, hsz) if w_hr is not None else _new(x, 0),
+        _new(x, rows, 4 * hsz) if saved else _new(x, 0),
+        _new(x, rows, hsz) if saved else _new(x, 0),
+        _new(x, rows, hsz) if saved and w_hr is not None else _new(x, 0),
     )
 
 

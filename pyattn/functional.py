@@ -417,7 +417,9 @@ def lstm(
         for d in range(ndir):
             k = layer * ndir + d
             w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
-            y, h_n, c_n = LstmSeq.apply(x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, d == 1)
+            args = (x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr)
+            need_backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+            y, h_n, c_n = LstmSeq.apply(*args, batch_sizes, d == 1, need_backward)
             outs.append(y)
             hs.append(h_n)
             cs.append(c_n)

@@ -187,6 +187,40 @@ def test_fused_seq_without_bias(cpu_isa, case, gen):
     check_seq(FUSED_CASES[case], F32, "cpu", gen, case, bias=False)
 
 
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_seq_inference_matches_reference(cpu_isa, case, gen):
+    """need_backward=False: act and c live in per-step scratch (one step's gates, two
+    steps' c, alternating); the outputs are the reference's and nothing is returned to save."""
+    T, N, C, H, _, bs, reverse = FUSED_CASES[case]
+    bs_t = torch.tensor(bs) if bs is not None else None
+    x = randn((sum(bs), C) if bs else (T, N, C), F32, gen=gen)
+    h0, c0 = randn((N, H), F32, gen=gen), randn((N, H), F32, gen=gen)
+    w_ih, w_hh, b_ih, b_hh, w_hr = (None if w is None else w.detach() for w in make_weights(C, H, H, F32, gen))
+    y, h_n, c_n, act, c_all, h_pre = OPS.lstm_seq_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse, False)
+    ry, rh, rc, _ = ref.lstm_seq_fwd(*map(np_or_none, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)), batch_sizes=bs,
+                                     reverse=reverse)
+    tol = SEQ_TOL[F32]
+    assert_close(y, ry, tol=tol, msg=f"{case} y")
+    assert_close(h_n, rh, tol=tol, msg=f"{case} h_n")
+    assert_close(c_n, rc, tol=tol, msg=f"{case} c_n")
+    assert act.numel() == c_all.numel() == h_pre.numel() == 0
+    saved = OPS.lstm_seq_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse, True)
+    assert all(torch.equal(a, b) for a, b in zip((y, h_n, c_n), saved[:3])), "scratch changed the arithmetic"
+
+
+def test_module_inference_saves_nothing_and_matches_training(gen):
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    m = pyattn.nn.LSTM(12, 40, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 20, 12, generator=gen)
+    with torch.no_grad():
+        y0, (h0, c0) = m(x)
+    y1, (h1, c1) = m(x)
+    assert y1.requires_grad and not y0.requires_grad
+    assert torch.equal(y0, y1.detach()) and torch.equal(h0, h1.detach()) and torch.equal(c0, c1.detach())
+    y1.sum().backward()  # the training call saved what backward needs
+    assert all(p.grad is not None for p in m.parameters())
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_fused_seq_any_thread_count(threads, gen):
     """One worker runs every task itself; more share them (3 > the cores here: workers
@@ -383,6 +417,7 @@ def test_opcheck_seq(dtype, packed, gen):
     x, h0, c0, (w_ih, w_hh, b_ih, b_hh, w_hr), bs = _op_args(gen, dtype, packed=packed)
     args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs, True)
     torch.library.opcheck(OPS.lstm_seq_fwd.default, args)
+    torch.library.opcheck(OPS.lstm_seq_fwd.default, args + (False,))  # inference: nothing saved
     y, h_n, c_n, act, c_all, h_pre = OPS.lstm_seq_fwd(*args)
     dy, dh, dc = torch.randn_like(y), torch.randn_like(h_n), None
     bargs = (dy, dh, dc, x, h0, c0, w_ih, w_hh, w_hr, y, act, c_all, h_pre, bs, True, True)

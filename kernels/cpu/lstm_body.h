@@ -231,6 +231,11 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
   const int64_t nblk = pgemm::blocks(H);
   const int64_t rsplit = std::max<int64_t>(1, std::min<int64_t>((8 * p.threads + nblk - 1) / nblk, nmax / (2 * pgemm::kMR)));
   const int64_t chunk = ((nmax + rsplit - 1) / rsplit + pgemm::kMR - 1) / pgemm::kMR * pgemm::kMR;
+  // First row of step s in act and in c_all: the step's own rows, or (scratch) one
+  // buffer for act and two alternating ones for c, reused every step.
+  const bool act_scratch = p.scratch && p.x != nullptr;
+  const auto act_row = [&](int64_t s) { return act_scratch ? int64_t(0) : p.steps[s].off; };
+  const auto c_row = [&](int64_t s) { return p.scratch ? s % 2 * nmax : p.steps[s].off; };
   run_steps(p.nsteps, nblk * rsplit, p.threads, parallel_for, [&](int64_t s, int64_t task) {
     const int64_t b = task / rsplit, lo = task % rsplit * chunk, hi = lo + chunk;
     const LstmStep st = p.steps[s];
@@ -246,7 +251,7 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
       int64_t hs, cs;
       if (part == 0) {
         hp = p.y + (p.steps[s - 1].off + r0) * H;
-        cp = p.c_all + (p.steps[s - 1].off + r0) * H;
+        cp = p.c_all + (c_row(s - 1) + r0) * H;
         hs = cs = H;
       } else {
         hp = p.h0 + r0 * p.h0_stride;
@@ -258,7 +263,7 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
       int nseg = 0;
       if (p.x) seg[nseg++] = {p.x + (st.off + r0) * p.x_stride, p.x_stride, C};
       seg[nseg++] = {hp, hs, H};
-      float* act = p.act + (st.off + r0) * G;
+      float* act = p.act + (act_row(s) + r0) * G;
       for (int64_t g = 0; g < 4; ++g)
         pgemm::gemm_panel(m, seg, nseg, pgemm::panel(p.w_packed, b, g, 4, K), act + g * H + j0, G, ncols,
                           p.x == nullptr, p.bias ? p.bias + g * H + j0 : nullptr);
@@ -269,7 +274,7 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
       q.act_stride = G;
       q.c = cp;
       q.c_stride = cs;
-      q.c_out = p.c_all + (st.off + r0) * H;
+      q.c_out = p.c_all + (c_row(s) + r0) * H;
       q.c_out_stride = H;
       q.h_out = p.y + (st.off + r0) * H;
       q.h_out_stride = H;
@@ -283,7 +288,7 @@ inline void seq_fwd(const LstmSeqFwdParams& p, ParallelFor parallel_for) {
     if (p.h_n)
       for (int64_t r = std::max(nn, lo); r < std::min(st.n, hi); ++r) {
         std::memcpy(p.h_n + r * H + j0, p.y + (st.off + r) * H + j0, ncols * sizeof(float));
-        std::memcpy(p.c_n + r * H + j0, p.c_all + (st.off + r) * H + j0, ncols * sizeof(float));
+        std::memcpy(p.c_n + r * H + j0, p.c_all + (c_row(s) + r) * H + j0, ncols * sizeof(float));
       }
   });
 }

@@ -79,6 +79,10 @@ struct LstmSeqFwdParams {
   const float* bias;      // [4H] or nullptr: b_ih + b_hh, added in the GEMM
   float* act;             // [total, 4H] out: activated gates (i, f, g, o)
   float* c_all;           // [total, H] out: c of every step
+  // Inference (nothing saved for backward): act is one step's scratch [max rows, 4H] (with
+  // x given; without, act must hold every step's input product as above) and c_all two
+  // steps' [2 * max rows, H], alternating, so both stay in the cache.
+  bool scratch;
   float* y;               // [total, H] out: h of every step
   const float* h0;        // [n0, H], row stride h0_stride: state before the first step
   const float* c0;        //   (rows that start later in a packed reverse sequence too)
