@@ -80,6 +80,8 @@ def _attention_dropout_backward(ctx, dy):
 torch.library.register_autograd(
     "pyattn::attention_dropout", _attention_dropout_backward, setup_context=_attention_dropout_setup_context
 )
+
+
 def _attention_with_weights_backward(ctx, dout, dweights):
     raise RuntimeError(
         "attention_with_weights is inference only (no backward); for gradients, compute the weights with "
