@@ -255,3 +255,27 @@ def test_self_attention_one_tensor(batch_first, need_weights, grad, gen):
     for nm, a, b in zip(["x"] + [nm for nm, _ in sorted(ours.named_parameters())],
                         torch.autograd.grad(out_o, [x] + params_o, dy), torch.autograd.grad(out_t, [x] + params_t, dy)):
         assert_close(a, b, torch.float64, msg=f"grad {nm}")
+
+
+def test_torch_compile_fullgraph(gen):
+    """Both weight paths trace whole: the fused inference op (need_weights=True, no grad)
+    and the fused attention with its backward (need_weights=False)."""
+    try:
+        torch.compile(lambda t: t + 1.0, fullgraph=True)(torch.ones(2))
+    except Exception as e:  # noqa: BLE001 - any failure means compile itself is unusable here
+        pytest.skip(f"torch.compile itself is unusable here: {type(e).__name__}: {e}")
+    torch._dynamo.reset()
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    m = pyattn.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    x = torch.randn(2, 9, 32, generator=gen)
+    with torch.no_grad():
+        out_c, w_c = torch.compile(lambda t: m(t, t, t, need_weights=True), fullgraph=True)(x)
+        out_e, w_e = m(x, x, x, need_weights=True)
+    assert_close(out_c, out_e.double().numpy(), torch.float32, msg="compiled out")
+    assert_close(w_c, w_e.double().numpy(), torch.float32, msg="compiled weights")
+    xr = x.clone().requires_grad_()
+    out_c, _ = torch.compile(lambda t: m(t, t, t, need_weights=False), fullgraph=True)(xr)
+    (g_c,) = torch.autograd.grad(out_c.sum(), xr)
+    xe = x.clone().requires_grad_()
+    (g_e,) = torch.autograd.grad(m(xe, xe, xe, need_weights=False)[0].sum(), xe)
+    assert_close(g_c, g_e.double().numpy(), torch.float32, msg="compiled grad")
