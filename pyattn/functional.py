@@ -33,10 +33,10 @@ def scaled_masked_softmax(
         causal: also mask key j > query i (top-left aligned), without a mask tensor.
         out: optional, written and returned instead of a new tensor: x's shape and dtype,
             contiguous, not overlapping x. A loop that reuses it skips the allocation
-            and, on the CPU, the first touch of freshly mapped pages (on a 2-core VM the
-            forward took twice as long into a fresh 100 MB output). No autograd: as for
-            torch's out= functions, x, mask and out must not require grad while grad is
-            enabled.
+            and, on the CPU, the OS zeroing freshly mapped pages on first touch (on a
+            2-core VM the forward took twice as long into a fresh 100 MB output). No
+            autograd: as for torch's out= functions, x, mask and out must not require
+            grad while grad is enabled.
 
     Returns:
         y (or out), contiguous, x's shape and dtype. A row with every key masked is all

@@ -4,8 +4,8 @@ Work is the minimum traffic in bytes: forward reads x and the mask once (at its 
 un-broadcast size) and writes y; backward reads y and dy and writes dx; fwd+bwd is the
 sum. Backward rows time forward and backward together, as training runs them.
 "into out=" rows give both sides preallocated outputs, as the copy ceiling has: on the
-2-core reference VM our forward into a fresh 100 MB CPU output (first touch of freshly
-mapped pages, huge pages advised) took about twice as long as into a reused one.
+2-core reference VM our forward into a fresh 100 MB CPU output took about twice as
+long as into a reused one, the OS zeroing each fresh (huge) page on first touch.
 """
 
 from __future__ import annotations
