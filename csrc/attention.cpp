@@ -148,6 +148,20 @@ void set_strides(int64_t* dst, const at::Tensor& t) {
   for (int k = 0; k < 3; ++k) dst[k] = t.stride(k);
 }
 
+// Pointers and strides of q, k, v and out (the forward's output, for backward), in any of
+// the params structs.
+template <class Params>
+void set_qkv_out(Params* p, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out) {
+  p->q = q.data_ptr();
+  p->k = k.data_ptr();
+  p->v = v.data_ptr();
+  p->out = out.data_ptr();
+  set_strides(p->q_stride, q);
+  set_strides(p->k_stride, k);
+  set_strides(p->v_stride, v);
+  set_strides(p->out_stride, out);
+}
+
 at::ScalarType lse_dtype(const at::Tensor& q) { return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
 std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
@@ -165,15 +179,8 @@ std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q_in, const at::Tensor&
   at::Tensor out = at::empty({p.s.batch, p.s.heads_q, p.s.lq, p.s.dv}, q.options());
   at::Tensor lse = at::empty({p.s.batch, p.s.heads_q, p.s.lq}, q.options().dtype(lse_dtype(q)));
   if (out.numel() == 0) return {out, lse};
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.v = v.data_ptr();
-  p.out = out.data_ptr();
+  set_qkv_out(&p, q, k, v, out);
   p.lse = lse.data_ptr();
-  set_strides(p.q_stride, q);
-  set_strides(p.k_stride, k);
-  set_strides(p.v_stride, v);
-  set_strides(p.out_stride, out);
   check_cuda_envelope(q, p.s, op);
   run_kernel(q, op, p, &attention_fwd_cpu, PYATTN_CUDA_LAUNCHER(attention_fwd_cuda));
   return {out, lse};
@@ -222,10 +229,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   at::Tensor dmask = mask_grad ? at::zeros({p.s.batch, p.s.heads_q, p.s.lq, p.s.lk}, q.options())
                                : at::empty({0}, q.options());
   if (dk.numel() == 0 && dq.numel() == 0) return {dq, dk, dv, dmask};
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.v = v.data_ptr();
-  p.out = out.data_ptr();
+  set_qkv_out(&p, q, k, v, out);
   p.dout = dout.data_ptr();
   p.lse = lse.data_ptr();
   p.dlse = dlse.defined() ? dlse.data_ptr() : nullptr;
@@ -233,10 +237,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   p.dk = dk.data_ptr();
   p.dv = dv.data_ptr();
   p.dmask = mask_grad ? dmask.data_ptr() : nullptr;
-  set_strides(p.q_stride, q);
-  set_strides(p.k_stride, k);
-  set_strides(p.v_stride, v);
-  set_strides(p.out_stride, out);
   set_strides(p.dout_stride, dout);
   set_strides(p.dq_stride, dq);
   set_strides(p.dk_stride, dk);
@@ -261,16 +261,9 @@ std::tuple<at::Tensor, at::Tensor> with_weights(const at::Tensor& q_in, const at
   at::Tensor weights = average_heads ? empty_output({p.s.batch, p.s.lq, p.s.lk}, q.options())
                                      : empty_output({p.s.batch, p.s.heads_q, p.s.lq, p.s.lk}, q.options());
   if (out.numel() == 0) return {out, weights};
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.v = v.data_ptr();
-  p.out = out.data_ptr();
+  set_qkv_out(&p, q, k, v, out);
   p.weights = weights.data_ptr();
   p.average_heads = average_heads;
-  set_strides(p.q_stride, q);
-  set_strides(p.k_stride, k);
-  set_strides(p.v_stride, v);
-  set_strides(p.out_stride, out);
   run_kernel(q, op, p, &attention_weights_cpu, nullptr);
   return {out, weights};
 }
