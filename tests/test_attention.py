@@ -264,17 +264,30 @@ def test_sdpa_matches_torch(case, dtype, gen):
     ours = scaled_dot_product_attention(q, k, v, **kw)
     theirs = F.scaled_dot_product_attention(q, k, v, **kw)
     assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
-    truth = F.scaled_dot_product_attention(*(t.detach().double() for t in (q, k, v)),
-                                           **{**kw, "attn_mask": None if mask is None else mask.detach().to(
-                                               torch.float64 if mask.is_floating_point() else torch.bool)})
-    assert_close(ours, truth, dtype, msg=f"{case} out")
+    # The truth: torch's SDPA on the same values in float64, forward and gradients.
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    m64 = None
+    if mask is not None:
+        m64 = mask.detach().double().requires_grad_(mask.requires_grad) if mask.is_floating_point() else mask
+    truth = F.scaled_dot_product_attention(q64, k64, v64, **{**kw, "attn_mask": m64})
+    assert_close(ours, truth.detach(), dtype, msg=f"{case} out")
     wrt = [q, k, v] + ([mask] if mask is not None and mask.requires_grad else [])
+    wrt64 = [q64, k64, v64] + ([m64] if mask is not None and mask.requires_grad else [])
     dout = randn(ours.shape, dtype, gen=gen)
     g_ours = torch.autograd.grad(ours, wrt, dout)
     g_theirs = torch.autograd.grad(theirs, wrt, dout)
-    for name, a, b in zip(("dq", "dk", "dv", "dmask"), g_ours, g_theirs):
-        assert a.shape == b.shape, f"{case} {name}"
-        assert_close(a, b.double(), dtype, magnitude=max(float(b.abs().max()), 1e-3), msg=f"{case} {name}")
+    g_truth = torch.autograd.grad(truth, wrt64, dout.double())
+    for name, a, b, t in zip(("dq", "dk", "dv", "dmask"), g_ours, g_theirs, g_truth):
+        assert a.shape == b.shape == t.shape, f"{case} {name}"
+        # Against the fp64 truth: within the dtype's tolerance at the gradient's size or,
+        # where a gradient is small against the terms summed into it, no further off than
+        # twice torch's own fp32 gradient (ours measured 0.3-0.9x its error at mqa_scale).
+        try:
+            assert_close(a, t, dtype, magnitude=max(float(t.abs().max()), 1e-3), msg=f"{case} {name}")
+        except AssertionError:
+            if dtype == torch.float64:
+                raise
+            assert_err_within_2x_torch(a, b, t, msg=f"{case} {name}")
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=_dtype_id)
