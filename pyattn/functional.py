@@ -13,6 +13,11 @@ from pyattn._autograd_lstm import LstmCell, LstmSeq
 __all__ = ["scaled_masked_softmax", "attention", "scaled_dot_product_attention", "lstm_cell", "lstm", "sgns_loss"]
 
 
+def _needs_grad(*tensors) -> bool:
+    """Whether autograd would record a call on these tensors (None entries ignored)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def scaled_masked_softmax(
     x: torch.Tensor,
     mask: Optional[torch.Tensor] = None,
@@ -52,7 +57,7 @@ def scaled_masked_softmax(
         return torch.ops.pyattn.scaled_masked_softmax_fwd(x, mask, float(scale), bool(causal))
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"scaled_masked_softmax: out must be a torch.Tensor or None, got {type(out).__name__}")
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, mask, out)):
+    if _needs_grad(x, mask, out):
         raise RuntimeError("scaled_masked_softmax: out= does not support autograd (x, mask or out requires grad); "
                            "call it under torch.no_grad() or without out=")
     torch.ops.pyattn.scaled_masked_softmax_fwd_out(x, mask, float(scale), bool(causal), out)
@@ -419,8 +424,7 @@ def lstm(
             k = layer * ndir + d
             w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
             args = (x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr)
-            need_backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-            y, h_n, c_n = LstmSeq.apply(*args, batch_sizes, d == 1, need_backward)
+            y, h_n, c_n = LstmSeq.apply(*args, batch_sizes, d == 1, _needs_grad(*args))
             outs.append(y)
             hs.append(h_n)
             cs.append(c_n)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pyattn.functional import _attention, _check_dropout_p, _draw_dropout_seed, scaled_masked_softmax
+from pyattn.functional import _attention, _check_dropout_p, _draw_dropout_seed, _needs_grad, scaled_masked_softmax
 
 __all__ = ["MultiheadAttention"]
 
@@ -17,10 +17,6 @@ def _to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
     return mask.to(dtype)
-
-
-def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class MultiheadAttention(torch.nn.MultiheadAttention):
