@@ -3,8 +3,10 @@
 // vectors in registers (head dims up to kMaxHeadDim; at 256 they spill to local memory:
 // correct, slow); a block of kThreads rows walks
 // tiles of keys (or queries) staged in shared memory, with the same online softmax as
-// the CPU kernel. No tensor cores: a FlashAttention-2 style warp-tiled kernel is the
-// next version. Tiles that causal / window / key_lengths rule out are skipped.
+// the CPU kernel. Tiles that causal / window / key_lengths rule out are skipped.
+// fp16 / bf16 forwards with head dims up to 128 on sm_80+ run the tensor-core kernel of
+// kernels/cuda/attention_tc.cu instead; everything else (fp32, fp64, older GPUs, head
+// dims above 128, every backward) runs here.
 //
 // Backward is two kernels, so no two threads ever add into the same gradient row:
 //   dq_kernel    per query: P from the saved lse, dS = P (dO.v - D), dq += dS k
@@ -24,12 +26,15 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/attention_common.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/attention.h"
 #include "pyattn/dropout_math.h"
 
 namespace pyattn {
 namespace {
+
+using namespace attention_cuda;
 
 constexpr int kThreads = 64;  // rows (queries or keys) per block, one per thread
 constexpr int kMaxHeadDim = kAttentionCudaMaxHeadDim;
@@ -39,54 +44,11 @@ __device__ __forceinline__ double exp_acc(double v) { return exp(v); }
 __device__ __forceinline__ float log_acc(float v) { return logf(v); }
 __device__ __forceinline__ double log_acc(double v) { return log(v); }
 
-template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
-
 // Rows per staged tile: fewer for fp64 and for D 256, so that the two [tile, D] arrays a
 // kernel stages (and the forward's score tile) fit in 48 KiB of static shared memory:
 // fp32 32 rows (16 at D 256), fp64 16 (8 at D 256).
 template <typename A, int D>
 constexpr int kTile = (sizeof(A) == 8 ? 16 : 32) * 128 / (D > 128 ? D : 128);
-
-// Keys query i may see from the causal / window / length rules: [lo(i), hi(i)).
-struct Rules {
-  int64_t off, wl, wr, lk;
-  __device__ int64_t lo(int64_t i) const { return wl >= 0 ? min(lk, max(int64_t(0), i + off - wl)) : 0; }
-  __device__ int64_t hi(int64_t i) const { return wr >= 0 ? min(lk, max(int64_t(0), i + off + wr + 1)) : lk; }
-};
-
-__device__ Rules rules_of(const AttentionShape& s, int64_t b) {
-  int64_t lk = s.lk;
-  if (s.key_lengths) lk = min(lk, max(int64_t(0), s.key_lengths[b]));
-  return {s.diag_offset, s.window_left, s.window_right, lk};
-}
-
-// The score z (scale already in) after every mask: -inf where key j is dropped.
-template <typename T, typename A>
-__device__ __forceinline__ A masked(const AttentionShape& s, const Rules& r, int64_t b, int64_t h, int64_t i,
-                                    int64_t j, A z) {
-  if (j < r.lo(i) || j >= r.hi(i)) return neg_inf<A>();
-  if (s.mask_kind == MaskKind::none) return z;
-  const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + i * s.mask_stride[2] + j;
-  if (s.mask_kind == MaskKind::boolean) return static_cast<const uint8_t*>(s.mask)[mo] ? z : neg_inf<A>();
-  return z + to_acc(static_cast<const T*>(s.mask)[mo]);
-}
-
-// Dropout row key of query row i of head h, batch item b, as its two 32-bit words.
-struct DropRow {
-  uint32_t lo, hi;
-};
-
-__device__ __forceinline__ DropRow drop_row(const AttentionShape& s, int64_t b, int64_t h, int64_t i) {
-  const uint64_t r = dropout_math::row_key(
-      dropout_math::head_key(s.dropout_key[0], s.dropout_key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
-  return {uint32_t(r), uint32_t(r >> 32)};
-}
-
-// keep ? kept : 0 for key column j of a row.
-template <typename A>
-__device__ __forceinline__ A drop_mult(const AttentionShape& s, DropRow r, int64_t j, A kept) {
-  return dropout_math::bits(r.lo, r.hi, uint32_t(j)) >= s.dropout_threshold ? kept : A(0);
-}
 
 // rows [r0, r0 + n) of a [rows, width] matrix (row stride `stride`) into tile[n][D], as
 // A, zero-padded to D columns and kTile rows.
@@ -369,6 +331,7 @@ void with_bool(bool on, F&& f) {
 
 void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
   const auto st = reinterpret_cast<cudaStream_t>(stream);
+  if (fwd_tensor_cores(p, st)) return;  // fp16 / bf16 on sm_80+ (kernels/cuda/attention_tc.cu)
   const dim3 grid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
   with_storage(p.s.dtype, [&](auto t) {
     using T = decltype(t);

@@ -1,0 +1,67 @@
+// Device helpers shared by the CUDA attention kernels (kernels/cuda/attention.cu, version
+// 1, and kernels/cuda/attention_tc.cu, the tensor-core forward): the masking rules and
+// the dropout keep mask, with the semantics of pyattn/attention.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/storage.cuh"
+#include "pyattn/attention.h"
+#include "pyattn/dropout_math.h"
+
+namespace pyattn {
+namespace attention_cuda {
+
+template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
+
+// Keys query i may see from the causal / window / length rules: [lo(i), hi(i)).
+struct Rules {
+  int64_t off, wl, wr, lk;
+  __device__ int64_t lo(int64_t i) const { return wl >= 0 ? min(lk, max(int64_t(0), i + off - wl)) : 0; }
+  __device__ int64_t hi(int64_t i) const { return wr >= 0 ? min(lk, max(int64_t(0), i + off + wr + 1)) : lk; }
+};
+
+__device__ __forceinline__ Rules rules_of(const AttentionShape& s, int64_t b) {
+  int64_t lk = s.lk;
+  if (s.key_lengths) lk = min(lk, max(int64_t(0), s.key_lengths[b]));
+  return {s.diag_offset, s.window_left, s.window_right, lk};
+}
+
+// The score z (scale already in) after every mask: -inf where key j is dropped.
+template <typename T, typename A>
+__device__ __forceinline__ A masked(const AttentionShape& s, const Rules& r, int64_t b, int64_t h, int64_t i,
+                                    int64_t j, A z) {
+  if (j < r.lo(i) || j >= r.hi(i)) return neg_inf<A>();
+  if (s.mask_kind == MaskKind::none) return z;
+  const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + i * s.mask_stride[2] + j;
+  if (s.mask_kind == MaskKind::boolean) return static_cast<const uint8_t*>(s.mask)[mo] ? z : neg_inf<A>();
+  return z + to_acc(static_cast<const T*>(s.mask)[mo]);
+}
+
+// Dropout row key of query row i of head h, batch item b, as its two 32-bit words.
+struct DropRow {
+  uint32_t lo, hi;
+};
+
+__device__ __forceinline__ DropRow drop_row(const AttentionShape& s, int64_t b, int64_t h, int64_t i) {
+  const uint64_t r = dropout_math::row_key(
+      dropout_math::head_key(s.dropout_key[0], s.dropout_key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
+  return {uint32_t(r), uint32_t(r >> 32)};
+}
+
+// keep ? kept : 0 for key column j of a row.
+template <typename A>
+__device__ __forceinline__ A drop_mult(const AttentionShape& s, DropRow r, int64_t j, A kept) {
+  return dropout_math::bits(r.lo, r.hi, uint32_t(j)) >= s.dropout_threshold ? kept : A(0);
+}
+
+// The tensor-core forward (fp16 / bf16 on sm_80 and newer, head dims up to
+// kTcMaxHeadDim): launches it and returns true when it serves p on the current device,
+// else returns false and launches nothing (the caller runs version 1).
+constexpr int kTcMaxHeadDim = 128;
+bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream);
+
+}  // namespace attention_cuda
+}  // namespace pyattn
