@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "cuda/attention_common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/attention.h"
 #include "pyattn/dropout_math.h"
@@ -337,7 +338,7 @@ void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
     using T = decltype(t);
     with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
       with_bool(p.s.dropout, [&](auto drop) {
-        fwd_kernel<T, decltype(dim)::value, decltype(drop)::value><<<grid, kThreads, 0, st>>>(p);
+        PYATTN_LAUNCH(grid, kThreads, 0, st, fwd_kernel<T, decltype(dim)::value, decltype(drop)::value>)(p);
       });
     });
   });
@@ -353,8 +354,8 @@ void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream) {
       with_bool(p.s.dropout, [&](auto drop) {
         constexpr int D = decltype(dim)::value;
         constexpr bool DROP = decltype(drop)::value;
-        if (p.s.lq > 0) dq_kernel<T, D, DROP><<<qgrid, kThreads, 0, st>>>(p);
-        if (p.s.lk > 0) dkdv_kernel<T, D, DROP><<<kgrid, kThreads, 0, st>>>(p);
+        if (p.s.lq > 0) PYATTN_LAUNCH(qgrid, kThreads, 0, st, dq_kernel<T, D, DROP>)(p);
+        if (p.s.lk > 0) PYATTN_LAUNCH(kgrid, kThreads, 0, st, dkdv_kernel<T, D, DROP>)(p);
       });
     });
   });
@@ -364,7 +365,7 @@ void attention_dropout_cuda(const AttentionDropoutParams& p, cudaStream stream) 
   const auto st = reinterpret_cast<cudaStream_t>(stream);
   const int64_t rows = p.batch * p.heads * p.lq;
   const unsigned grid = unsigned(rows < 65536 ? rows : 65536);
-  with_storage(p.dtype, [&](auto t) { dropout_kernel<decltype(t)><<<grid, 256, 0, st>>>(p); });
+  with_storage(p.dtype, [&](auto t) { PYATTN_LAUNCH(grid, 256, 0, st, dropout_kernel<decltype(t)>)(p); });
 }
 
 }  // namespace pyattn

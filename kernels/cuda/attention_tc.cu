@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "cuda/attention_common.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/attention.h"
 
@@ -90,7 +91,7 @@ __global__ void __launch_bounds__(kThreadsTc) fwd_tc_kernel(AttentionFwdParams p
   using FragBc = wmma::fragment<wmma::matrix_b, kF, kF, kF, T, wmma::col_major>;
   using FragBr = wmma::fragment<wmma::matrix_b, kF, kF, kF, T, wmma::row_major>;
   using L = Smem<D>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  PYATTN_DYNAMIC_SMEM(smem, 128);
   T* ks = reinterpret_cast<T*>(smem + L::k);
   T* vs = reinterpret_cast<T*>(smem + L::v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -223,17 +224,15 @@ __global__ void __launch_bounds__(kThreadsTc) fwd_tc_kernel(AttentionFwdParams p
 #endif
 }
 
-#ifndef PYATTN_CUDA_EMULATION  // tests/cuda_emulation runs the kernel above on CPU threads
 template <typename T, int D, bool DROP>
 bool launch(const AttentionFwdParams& p, cudaStream_t stream, int max_smem_optin) {
   constexpr int bytes = Smem<D>::bytes;
   if (bytes > max_smem_optin) return false;
   // Above 48 KiB a kernel must opt in (per device: so on every launch, it is cheap).
-  if (cudaFuncSetAttribute(fwd_tc_kernel<T, D, DROP>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
-      cudaSuccess)
-    return false;
+  const void* kernel = reinterpret_cast<const void*>(&fwd_tc_kernel<T, D, DROP>);
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
   const dim3 grid(unsigned((p.s.lq + kBQ - 1) / kBQ), unsigned(p.s.heads_q), unsigned(p.s.batch));
-  fwd_tc_kernel<T, D, DROP><<<grid, kThreadsTc, bytes, stream>>>(p);
+  PYATTN_LAUNCH(grid, kThreadsTc, bytes, stream, fwd_tc_kernel<T, D, DROP>)(p);
   return true;
 }
 
@@ -245,11 +244,8 @@ bool launch_typed(const AttentionFwdParams& p, cudaStream_t stream, int max_smem
   return p.s.dropout ? launch<T, 128, true>(p, stream, max_smem_optin) : launch<T, 128, false>(p, stream, max_smem_optin);
 }
 
-#endif  // PYATTN_CUDA_EMULATION
-
 }  // namespace
 
-#ifndef PYATTN_CUDA_EMULATION
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
   const DType dt = p.s.dtype;
   if (dt != DType::f16 && dt != DType::bf16) return false;
@@ -262,7 +258,6 @@ bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
   if (major < 8) return false;
   return dt == DType::f16 ? launch_typed<__half>(p, stream, optin) : launch_typed<__nv_bfloat16>(p, stream, optin);
 }
-#endif  // PYATTN_CUDA_EMULATION
 
 }  // namespace attention_cuda
 }  // namespace pyattn

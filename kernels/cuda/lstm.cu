@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/lstm.h"
 #include "pyattn/lstm_math.h"
@@ -95,7 +96,8 @@ void lstm_fwd_cuda(const LstmFwdParams& p, cudaStream stream) {
   if (p.n * p.hidden == 0) return;
   by_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    lstm_fwd_kernel<T><<<blocks_for(p.n * p.hidden), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(p);
+    PYATTN_LAUNCH(blocks_for(p.n * p.hidden), kThreads, 0, reinterpret_cast<cudaStream_t>(stream),
+                  lstm_fwd_kernel<T>)(p);
   });
 }
 
@@ -103,7 +105,8 @@ void lstm_bwd_cuda(const LstmBwdParams& p, cudaStream stream) {
   if (p.n * p.hidden == 0) return;
   by_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    lstm_bwd_kernel<T><<<blocks_for(p.n * p.hidden), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(p);
+    PYATTN_LAUNCH(blocks_for(p.n * p.hidden), kThreads, 0, reinterpret_cast<cudaStream_t>(stream),
+                  lstm_bwd_kernel<T>)(p);
   });
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "cuda/launch.cuh"
 #include "pyattn/negative_sampling.h"
 
 namespace pyattn {
@@ -78,7 +79,7 @@ __device__ T run_targets(const NegSamplingUpdateParams& p, const T* h, T* e, int
 
 template <class T>
 __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const NegSamplingUpdateParams p) {
-  extern __shared__ unsigned char smem_raw[];
+  PYATTN_DYNAMIC_SMEM(smem_raw, 16);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   T* h = reinterpret_cast<T*>(smem_raw) + size_t(warp) * 2 * p.dim;
   T* e = h + p.dim;
@@ -130,7 +131,7 @@ void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
   const size_t smem = size_t(kWarpsPerBlock) * 2 * size_t(p.dim) * sizeof(T);
   const int64_t examples = p.cbow ? p.n : p.n * p.window_slots;
   const int64_t blocks = std::min<int64_t>((examples + kWarpsPerBlock - 1) / kWarpsPerBlock, int64_t(1) << 16);
-  negsamp_update<T><<<unsigned(std::max<int64_t>(blocks, 1)), kWarp * kWarpsPerBlock, smem, stream>>>(p);
+  PYATTN_LAUNCH(unsigned(std::max<int64_t>(blocks, 1)), kWarp * kWarpsPerBlock, smem, stream, negsamp_update<T>)(p);
 }
 
 // sgns_loss (semantics in SgnsLossParams, mirroring cpu/negative_sampling_body.h's
@@ -147,7 +148,7 @@ __device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {
 
 template <class T>
 __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) sgns_loss_kernel(const SgnsLossParams p) {
-  extern __shared__ unsigned char smem_raw[];
+  PYATTN_DYNAMIC_SMEM(smem_raw, 16);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t d = p.dim, nt = p.k + 1;
   T* acc = reinterpret_cast<T*>(smem_raw) + size_t(warp) * size_t(d);  // d_h of this warp's example
@@ -207,9 +208,9 @@ void sgns_loss_cuda(const SgnsLossParams& p, cudaStream stream) {
   const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
   const size_t smem = size_t(kWarpsPerBlock) * size_t(p.dim) * elem;
   if (p.dtype == DType::f64)
-    sgns_loss_kernel<double><<<unsigned(blocks), kWarp * kWarpsPerBlock, smem, s>>>(p);
+    PYATTN_LAUNCH(unsigned(blocks), kWarp * kWarpsPerBlock, smem, s, sgns_loss_kernel<double>)(p);
   else
-    sgns_loss_kernel<float><<<unsigned(blocks), kWarp * kWarpsPerBlock, smem, s>>>(p);
+    PYATTN_LAUNCH(unsigned(blocks), kWarp * kWarpsPerBlock, smem, s, sgns_loss_kernel<float>)(p);
 }
 
 void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream) {

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/scaled_masked_softmax.h"
 #include "pyattn/softmax_math.h"
@@ -332,7 +333,7 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArg
 
 // Dynamic shared memory: one untyped declaration (extern arrays of different element
 // types would clash); each kernel casts it to its Acc.
-extern __shared__ __align__(32) unsigned char smem_raw[];
+PYATTN_DYNAMIC_SMEM(smem_raw, 32);
 
 // CACHE: logits z (sk Acc values) are parked in shared memory by pass 1. Each thread
 // reads back only the elements it wrote, so pass 2 needs no barrier for the cache.
@@ -490,11 +491,11 @@ struct FwdKernels {
   static constexpr int kCachedArrays = 1;
   template <typename T, int LOG2C, int V>
   static void warp(unsigned grid, cudaStream_t s, const FwdArgs<T>& a) {
-    smsm_fwd_warp<T, LOG2C, V><<<grid, kWarpKernelThreads, 0, s>>>(a);
+    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_fwd_warp<T, LOG2C, V>)(a);
   }
   template <typename T, int V, bool CACHE>
   static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const FwdArgs<T>& a) {
-    smsm_fwd_block<T, V, CACHE><<<grid, threads, smem, s>>>(a);
+    PYATTN_LAUNCH(grid, threads, smem, s, smsm_fwd_block<T, V, CACHE>)(a);
   }
 };
 
@@ -502,11 +503,11 @@ struct BwdKernels {
   static constexpr int kCachedArrays = 2;
   template <typename T, int LOG2C, int V>
   static void warp(unsigned grid, cudaStream_t s, const BwdArgs<T>& a) {
-    smsm_bwd_warp<T, LOG2C, V><<<grid, kWarpKernelThreads, 0, s>>>(a);
+    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_bwd_warp<T, LOG2C, V>)(a);
   }
   template <typename T, int V, bool CACHE>
   static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const BwdArgs<T>& a) {
-    smsm_bwd_block<T, V, CACHE><<<grid, threads, smem, s>>>(a);
+    PYATTN_LAUNCH(grid, threads, smem, s, smsm_bwd_block<T, V, CACHE>)(a);
   }
 };
 
@@ -521,7 +522,8 @@ void launch(const Args& a, bool vec, cudaStream_t stream) {
       with_int<0, kWarpMaxLog2>(ceil_log2(a.sk), [&](auto log2c) {
         constexpr int kLog2c = decltype(log2c)::value;
         // Rows shorter than a pack never take the vector path (sk % V == 0).
-        using Cfg = WarpCfg<kLog2c, ((1 << kLog2c) >= V ? V : 1)>;
+        constexpr int kPack = (1 << kLog2c) >= V ? V : 1;
+        using Cfg = WarpCfg<kLog2c, kPack>;
         const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
         K::template warp<T, kLog2c, Cfg::V>(unsigned(blocks), stream, a);
       });

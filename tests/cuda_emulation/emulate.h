@@ -1,88 +1,169 @@
-// Runs CUDA device code on CPU threads, for testing kernel logic on machines without a
-// GPU: one std::thread per CUDA thread of a block, std::barrier for __syncthreads and
-// __syncwarp, an exchange buffer for warp shuffles, and the part of nvcuda::wmma the
-// kernels use, where every lane holds the whole 16x16 fragment (so element-wise work on
-// fragments of one type lines up, as on the GPU; the products are computed in fp32).
-// Included before the .cu file under test, compiled by the host compiler with
-// -DPYATTN_CUDA_EMULATION. Not a general emulator: only what pyattn's kernels use.
+// Runs pyattn's CUDA code on CPU threads, to test kernel logic on machines without a GPU.
+// Included before a kernels/cuda/*.cu file, which the host compiler then compiles with
+// -DPYATTN_CUDA_EMULATION:
+// - a launch (PYATTN_LAUNCH, cuda/launch.cuh) runs the blocks one after another, each
+//   with one std::thread per CUDA thread;
+// - __shared__ variables become statics (one block runs at a time, so they are the
+//   block's), dynamic shared memory one static buffer (PYATTN_DYNAMIC_SMEM);
+// - __syncthreads / __syncwarp are barriers (a barrier that some thread never reaches
+//   aborts after a minute instead of hanging), shuffles go through an exchange buffer,
+//   atomics are std::atomic_ref;
+// - nvcuda::wmma keeps the whole 16x16 tile in every lane, so element-wise work on
+//   fragments of one type lines up as on the GPU; products are computed in fp32;
+// - the runtime calls the kernels make are stubs on host memory; the "device" has
+//   compute capability emu::g_cc_major.x and 227 KiB of opt-in shared memory.
+// Not a general emulator: only what pyattn's kernels use. It checks logic (indexing,
+// masks, reductions, barriers in the right places for this schedule), not WMMA's real
+// layouts, races under the GPU's scheduling, or speed.
 #pragma once
 
-#include <cuda_runtime.h>  // types (dim3, cudaStream_t) before the macros below
+#include <cuda_runtime.h>  // types (dim3, cudaStream_t, cudaError_t) before the macros below
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <barrier>
-#include <cmath>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
-#include <functional>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace emu {
 
+// A reusable barrier that aborts the process when a thread waits more than a minute.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const uint64_t gen = gen_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++gen_;
+      cv_.notify_all();
+      return;
+    }
+    if (!cv_.wait_for(lock, std::chrono::seconds(60), [&] { return gen_ != gen; })) {
+      std::fprintf(stderr, "cuda emulation: a barrier waited 60 s (a thread skipped __syncthreads?)\n");
+      std::abort();
+    }
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int n_, count_ = 0;
+  uint64_t gen_ = 0;
+};
+
 struct Block {
-  dim3 block_idx;
-  int threads;
-  std::barrier<>* all;
-  std::vector<std::barrier<>*> warps;
-  std::vector<float> xchg;  // [threads] shuffle exchange
+  dim3 block_idx, block_dim, grid_dim;
+  Barrier* all;
+  std::vector<Barrier*> warps;
+  std::vector<uint64_t> xchg;  // one shuffle slot per thread
 };
 
 inline thread_local dim3 t_thread_idx;
 inline thread_local Block* t_block = nullptr;
+inline int g_cc_major = 8, g_cc_minor = 0;
+alignas(128) inline unsigned char g_dynamic_smem[1 << 18];
 
 inline int lane() { return int(t_thread_idx.x) % 32; }
-inline std::barrier<>& warp_barrier() { return *t_block->warps[t_thread_idx.x / 32]; }
+inline Barrier& warp_barrier() { return *t_block->warps[t_thread_idx.x / 32]; }
 
-// Runs kernel() for every thread of every block of grid, blocks one after another.
-inline void launch(dim3 grid, int threads, const std::function<void()>& kernel) {
+// Runs kernel(args...) for every thread of every block of grid (1-d blocks).
+template <class... P, class... A>
+void run(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A&&... args) {
+  if (smem > sizeof(g_dynamic_smem)) {
+    std::fprintf(stderr, "cuda emulation: %zu bytes of dynamic shared memory asked for\n", smem);
+    std::abort();
+  }
+  const int threads = int(block.x);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        std::barrier<> all(threads);
-        std::vector<std::unique_ptr<std::barrier<>>> warps;
-        for (int w = 0; w < (threads + 31) / 32; ++w)
-          warps.push_back(std::make_unique<std::barrier<>>(std::min(32, threads - 32 * w)));
-        Block b{dim3(x, y, z), threads, &all, {}, std::vector<float>(size_t(threads))};
+        Barrier all(threads);
+        std::vector<std::unique_ptr<Barrier>> warps;
+        for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32, threads - 32 * w)));
+        Block b{dim3(x, y, z), block, grid, &all, {}, std::vector<uint64_t>(size_t(threads))};
         for (auto& w : warps) b.warps.push_back(w.get());
         std::vector<std::thread> pool;
         for (int t = 0; t < threads; ++t)
           pool.emplace_back([&, t] {
             t_thread_idx = dim3(unsigned(t), 0, 0);
             t_block = &b;
-            kernel();
+            kernel(args...);
           });
         for (auto& th : pool) th.join();
       }
 }
 
+// PYATTN_LAUNCH(grid, block, smem, stream, kernel)(args...)
+template <class... P>
+struct Launch {
+  dim3 grid, block;
+  size_t smem;
+  void (*kernel)(P...);
+  template <class... A>
+  void operator()(A&&... args) const {
+    run(grid, block, smem, kernel, std::forward<A>(args)...);
+  }
+};
+template <class... P>
+Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...)) {
+  return {grid, block, smem, kernel};
+}
+
 }  // namespace emu
 
+#define PYATTN_LAUNCH(grid, block, smem, stream, ...) ::emu::launch(dim3(grid), dim3(block), size_t(smem), &__VA_ARGS__)
+#define PYATTN_DYNAMIC_SMEM(name, align) unsigned char* const name = ::emu::g_dynamic_smem
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
-#define __shared__
-#define __launch_bounds__(n)
+#define __shared__ static
+#define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define threadIdx (::emu::t_thread_idx)
 #define blockIdx (::emu::t_block->block_idx)
+#define blockDim (::emu::t_block->block_dim)
+#define gridDim (::emu::t_block->grid_dim)
 
 inline void __syncthreads() { emu::t_block->all->arrive_and_wait(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier().arrive_and_wait(); }
-inline float __shfl_xor_sync(unsigned, float v, int mask) {
-  float* x = emu::t_block->xchg.data();
+template <class V>
+V __shfl_xor_sync(unsigned, V v, int lane_mask, int = 32) {
+  static_assert(sizeof(V) <= sizeof(uint64_t) && std::is_trivially_copyable_v<V>);
+  uint64_t* x = emu::t_block->xchg.data();
   const int me = int(threadIdx.x), base = me - emu::lane();
-  x[me] = v;
+  std::memcpy(&x[me], &v, sizeof(V));
   emu::warp_barrier().arrive_and_wait();
-  const float r = x[base + (emu::lane() ^ mask)];
+  V r;
+  std::memcpy(&r, &x[base + (emu::lane() ^ lane_mask)], sizeof(V));
   emu::warp_barrier().arrive_and_wait();
   return r;
+}
+template <class V>
+V atomicAdd(V* p, V v) {
+  return std::atomic_ref<V>(*p).fetch_add(v);
+}
+template <class V>
+V atomicExch(V* p, V v) {
+  return std::atomic_ref<V>(*p).exchange(v);
 }
 [[noreturn]] inline void __trap() { std::abort(); }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// The CUDA runtime functions the kernels' host code calls are defined, on the emulated
+// device, in runtime_stubs.cpp.
 
 namespace nvcuda::wmma {
 

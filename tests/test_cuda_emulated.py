@@ -1,0 +1,259 @@
+"""pyattn's CUDA kernels (attention, scaled masked softmax, the LSTM step) without a GPU, against the
+float64 references.
+
+tests/cuda_emulation/emulate.h lets the host compiler build kernels/cuda/*.cu and run
+every CUDA thread of a block on a CPU thread (barriers for __syncthreads / __syncwarp, an
+exchange buffer for shuffles, WMMA on whole tiles in every lane); bindings.cpp calls the
+kernels' own entry points (attention_fwd_cuda, scaled_masked_softmax_fwd_cuda, ...), so the dispatch
+between the tensor-core forward (fp16 / bf16 on compute capability 8+) and version 1 is
+exercised too. That checks the kernels' logic; WMMA's real fragment layouts, races under
+the GPU's scheduling and speed need a GPU (the CUDA cases of the other test files,
+scripts/gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TOLERANCES, assert_close, to_np
+from pyattn.reference import attention as ref
+from pyattn.reference import lstm as lstmref
+from pyattn.reference import scaled_masked_softmax as smref
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EMU = ROOT / "tests" / "cuda_emulation"
+LOW = [torch.float16, torch.bfloat16]
+
+
+def _cuda_include() -> pathlib.Path | None:
+    from torch.utils import cpp_extension
+
+    for home in (os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME, "/usr/local/cuda"):
+        if not home:
+            continue
+        for inc in (pathlib.Path(home) / "include", pathlib.Path(home) / "targets" / "x86_64-linux" / "include"):
+            if (inc / "cuda_fp16.h").is_file() and (inc / "cuda_runtime.h").is_file():
+                return inc
+    return None
+
+
+@pytest.fixture(scope="module")
+def emu():
+    inc = _cuda_include()
+    if inc is None:
+        pytest.skip("CUDA toolkit headers (cuda_fp16.h) not found: cannot compile the emulated kernels")
+    from torch.utils import cpp_extension
+
+    sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_tc.cpp",
+               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp"]
+    return cpp_extension.load(
+        name="pyattn_cuda_emulated",
+        sources=[str(EMU / f) for f in sources],
+        extra_include_paths=[str(EMU), str(ROOT / "kernels" / "include"), str(ROOT / "kernels"), str(inc)],
+        extra_cflags=["-std=c++20", "-O1", "-pthread", "-DPYATTN_CUDA_EMULATION", "-w"],
+        extra_ldflags=["-pthread"],
+        verbose=False,
+    )
+
+
+@pytest.fixture
+def cc80(emu):
+    emu.set_compute_capability(8, 0)
+    return emu
+
+
+@pytest.fixture
+def cc75(emu):
+    """A pre-Ampere device: fp16 / bf16 forwards take version 1."""
+    emu.set_compute_capability(7, 5)
+    yield emu
+    emu.set_compute_capability(8, 0)
+
+
+class Case:
+    """One attention problem: inputs, the kernel's arguments and the reference's."""
+
+    def __init__(self, gen, shape, dtype, *, mask=None, causal=None, window=None, key_lengths=None,
+                 dropout_p=0.0, seed=None):
+        b, hq, hkv, lq, lk, d, dv = shape
+        self.q = torch.randn(b, hq, lq, d, generator=gen).to(dtype)
+        self.k = torch.randn(b, hkv, lk, d, generator=gen).to(dtype)
+        self.v = torch.randn(b, hkv, lk, dv, generator=gen).to(dtype)
+        self.dtype = dtype
+        self.scale = 1.0 / np.sqrt(d)
+        self.ref_kw = dict(mask=None if mask is None else to_np(mask), scale=self.scale, causal=causal,
+                           window=window, key_lengths=key_lengths, dropout_p=dropout_p,
+                           dropout_seed=seed)
+        off = lk - lq if causal == "bottom_right" else 0
+        wl, wr = (-1, -1) if window is None else window
+        if causal is not None:
+            wr = 0 if wr < 0 else min(wr, 0)
+        kmask = torch.empty(0)
+        if mask is not None:
+            kmask = (mask.to(torch.uint8) if mask.dtype == torch.bool else mask).expand(b, hq, lq, lk)
+        kl = torch.empty(0, dtype=torch.int64) if key_lengths is None else torch.tensor(key_lengths)
+        drop, dscale = [], 0.0
+        if dropout_p > 0:
+            words = np.array(seed, dtype=np.int64)
+            t = dropout_p * 2.0**32
+            drop = [int(words[0]), int(words[1]), 0xFFFFFFFF if t >= 2.0**32 - 1 else int(t)]
+            dscale = 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0
+        self.args = (kmask, self.scale, off, wl, wr, kl, drop, dscale)
+
+    def fwd(self, emu):
+        return emu.attention_fwd(self.q, self.k, self.v, *self.args)
+
+    def ref_fwd(self):
+        return ref.attention_fwd(to_np(self.q), to_np(self.k), to_np(self.v), **self.ref_kw)
+
+
+def _check_fwd(emu, case, msg):
+    out, lse = case.fwd(emu)
+    r_out, r_lse = case.ref_fwd()
+    assert_close(out, r_out, case.dtype, msg=f"{msg}: out")
+    assert_close(lse, r_lse, case.dtype if case.dtype != torch.float64 else torch.float64, msg=f"{msg}: lse")
+
+
+# (batch, hq, hkv, lq, lk, d, dv)
+SHAPES = {
+    "self": (1, 2, 2, 70, 70, 64, 64),
+    "cross": (2, 2, 1, 33, 130, 64, 64),
+    "gqa_d128": (1, 4, 2, 40, 90, 128, 128),
+    "d32": (1, 1, 1, 20, 50, 32, 32),
+    "dv_ne_d": (1, 2, 1, 17, 65, 80, 48),
+    "lq1": (2, 2, 2, 1, 100, 64, 64),
+}
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_tensor_core_forward(cc80, gen, shape, dtype):
+    for causal in (None, "top_left", "bottom_right"):
+        _check_fwd(cc80, Case(gen, shape, dtype, causal=causal), f"causal={causal}")
+
+
+def _mask_cases(gen, shape, dtype):
+    b, hq, _, lq, lk, _, _ = shape
+    keep = torch.rand(b, 1, lq, lk, generator=gen) > 0.3
+    keep[0, 0, 3] = False  # a row with no key: out 0, lse -inf
+    add = (torch.randn(1, hq, lq, lk, generator=gen) * 2).to(dtype)
+    return {
+        "bool mask": dict(mask=keep),
+        "additive mask": dict(mask=add),
+        "key lengths, one item empty": dict(key_lengths=[0, lk - 23]),
+        "window": dict(window=(20, 5)),
+        "combined": dict(causal="bottom_right", window=(30, -1), mask=keep),
+    }
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
+def test_tensor_core_forward_masks(cc80, gen, dtype):
+    shape = (2, 2, 1, 50, 140, 64, 64)
+    for name, kw in _mask_cases(gen, shape, dtype).items():
+        _check_fwd(cc80, Case(gen, shape, dtype, **kw), name)
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
+def test_tensor_core_forward_dropout(cc80, gen, seed, dtype):
+    words = [seed & 0x7FFFFFFFFFFFFFFF, (seed * 7919) & 0x7FFFFFFFFFFFFFFF]
+    _check_fwd(cc80, Case(gen, (1, 2, 2, 40, 100, 64, 64), dtype, causal="top_left", dropout_p=0.3, seed=words),
+               "dropout 0.3")
+    out, _ = Case(gen, (1, 1, 1, 20, 40, 64, 64), dtype, dropout_p=1.0, seed=words).fwd(cc80)
+    assert not out.float().abs().max().item(), "dropout p = 1 must give a zero output"
+
+
+def test_tensor_core_forward_large_logits(cc80, gen):
+    case = Case(gen, (1, 1, 1, 20, 64, 64, 64), torch.float16)
+    case.q, case.k = case.q * 8, case.k * 8  # scores of several hundred: 2^(z - max) must not overflow
+    out, _ = case.fwd(cc80)
+    assert torch.isfinite(out.float()).all()
+    _check_fwd(cc80, case, "large logits")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["fp32", "fp64", "fp16", "bf16"])
+def test_version1_forward(cc75, gen, dtype):
+    """fp32 / fp64 always, and fp16 / bf16 on a pre-Ampere device, take version 1."""
+    for shape in ((1, 2, 1, 37, 70, 64, 64), (1, 1, 1, 5, 40, 200, 130)):
+        for causal in (None, "bottom_right"):
+            _check_fwd(cc75, Case(gen, shape, dtype, causal=causal), f"{shape} causal={causal}")
+    shape = (2, 2, 1, 30, 70, 64, 64)
+    for name, kw in _mask_cases(gen, shape, dtype).items():
+        _check_fwd(cc75, Case(gen, shape, dtype, **kw), name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["fp64", "fp32", "bf16"])
+def test_version1_backward(cc80, gen, seed, dtype):
+    words = [seed & 0x7FFFFFFFFFFFFFFF, (seed * 7919) & 0x7FFFFFFFFFFFFFFF]
+    shape = (2, 2, 1, 30, 70, 64, 48)
+    b, hq, _, lq, lk, _, dv = shape
+    add = (torch.randn(b, hq, lq, lk, generator=gen) * 2).to(dtype)
+    for name, kw in {"plain": {}, "causal": dict(causal="top_left"), "additive mask": dict(mask=add),
+                     "key lengths": dict(key_lengths=[0, 50]), "dropout": dict(dropout_p=0.25, seed=words)}.items():
+        case = Case(gen, shape, dtype, **kw)
+        out, lse = case.fwd(cc80)
+        dout = torch.randn(b, hq, lq, dv, generator=gen).to(dtype)
+        want_dmask = "mask" in kw
+        dq, dk, dv_, dmask = cc80.attention_bwd(case.q, case.k, case.v, out, dout, lse, *case.args, want_dmask)
+        r = ref.attention_bwd(to_np(dout), to_np(case.q), to_np(case.k), to_np(case.v), **case.ref_kw)
+        tol = TOLERANCES[dtype]
+        for got, want, what in ((dq, r[0], "dq"), (dk, r[1], "dk"), (dv_, r[2], "dv")):
+            assert_close(got, want, dtype, tol=tol, msg=f"{name}: {what}")
+        if want_dmask:
+            assert_close(dmask, r[3], dtype, tol=tol, msg=f"{name}: dmask")
+
+
+ALL = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])
+def test_softmax(emu, gen, dtype):
+    """Both kernel shapes (a warp group per row up to 1024 keys, a block per row above,
+    with and without the shared-memory cache), scalar and 16-byte loads, every mask."""
+    for b, h, sq, sk in ((2, 3, 5, 1), (1, 2, 7, 33), (2, 1, 4, 256), (1, 1, 3, 1000), (1, 1, 2, 3000),
+                         (1, 1, 2, 20000)):
+        x = (torch.randn(b, h, sq, sk, generator=gen) * 3).to(dtype)
+        masks = {"none": None, "bool": torch.rand(b, 1, sq, sk, generator=gen) > 0.7,
+                 "additive": (torch.randn(1, h, sq, sk, generator=gen)).to(dtype)}
+        masks["bool"][..., 0, :] = True  # a fully masked row gives zeros
+        for name, mask in masks.items():
+            for causal in (False, True):
+                kmask = torch.empty(0) if mask is None else mask
+                y = emu.softmax_fwd(x, kmask, 0.7, causal)
+                want = smref.scaled_masked_softmax_fwd(to_np(x), None if mask is None else to_np(mask), 0.7, causal)
+                assert_close(y, want, dtype, msg=f"fwd {tuple(x.shape)} mask={name} causal={causal}")
+                dy = torch.randn(b, h, sq, sk, generator=gen).to(dtype)
+                dx = emu.softmax_bwd(y, dy, 0.7)
+                want_dx = smref.scaled_masked_softmax_bwd(to_np(y), to_np(dy), 0.7)
+                # the size of a softmax gradient, as in test_scaled_masked_softmax.py
+                mag = 0.7 * float(to_np(y).max(initial=0.0)) * float(np.abs(to_np(dy)).max(initial=0.0))
+                assert_close(dx, want_dx, dtype, magnitude=mag, msg=f"bwd {tuple(x.shape)} mask={name} causal={causal}")
+    # strided x (every other row), which takes the scalar loads
+    x = torch.randn(1, 2, 8, 64, generator=gen).to(dtype)[:, :, ::2]
+    assert_close(emu.softmax_fwd(x, torch.empty(0), 1.0, False), smref.scaled_masked_softmax_fwd(to_np(x)),
+                 dtype, msg="strided x")
+
+
+@pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])
+def test_lstm_pointwise(emu, gen, dtype):
+    for n, hidden in ((1, 1), (3, 37), (5, 130)):
+        gates = (torch.randn(n, 4 * hidden, generator=gen) * 3).to(dtype)
+        c = torch.randn(n, hidden, generator=gen).to(dtype)
+        b_ih, b_hh = (torch.randn(4 * hidden, generator=gen).to(dtype) for _ in range(2))
+        h, c_new, act = emu.lstm_fwd(gates, c, b_ih, b_hh)
+        z = to_np(gates) + to_np(b_ih) + to_np(b_hh)
+        r_h, r_c, r_act = lstmref.lstm_pointwise_fwd(z, to_np(c))
+        for got, want, what in ((h, r_h, "h"), (c_new, r_c, "c'"), (act, r_act, "act")):
+            assert_close(got, want, dtype, msg=f"n{n} H{hidden} {what}")
+        dh, dc = (torch.randn(n, hidden, generator=gen).to(dtype) for _ in range(2))
+        for dc_in in (dc, torch.empty(0, dtype=dtype)):
+            dgates, dc_prev = emu.lstm_bwd(dh, dc_in, act, c, c_new)
+            r_dz, r_dc = lstmref.lstm_pointwise_bwd(to_np(dh), to_np(dc) if dc_in.numel() else np.zeros(dh.shape),
+                                                     to_np(act), to_np(c), to_np(c_new))
+            assert_close(dgates, r_dz, dtype, msg=f"n{n} H{hidden} dgates")
+            assert_close(dc_prev, r_dc, dtype, msg=f"n{n} H{hidden} dc")
