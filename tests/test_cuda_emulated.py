@@ -1,4 +1,5 @@
-"""pyattn's CUDA kernels (attention, scaled masked softmax, the LSTM step) without a GPU, against the
+"""pyattn's CUDA kernels (attention, scaled masked softmax, the LSTM step, negative
+sampling) without a GPU, against the
 float64 references.
 
 tests/cuda_emulation/emulate.h lets the host compiler build kernels/cuda/*.cu and run
@@ -23,6 +24,7 @@ import torch
 from conftest import TOLERANCES, assert_close, to_np
 from pyattn.reference import attention as ref
 from pyattn.reference import lstm as lstmref
+from pyattn.reference import negative_sampling as nsref
 from pyattn.reference import scaled_masked_softmax as smref
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def emu():
     from torch.utils import cpp_extension
 
     sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_tc.cpp",
-               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp"]
+               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_negative_sampling.cpp"]
     return cpp_extension.load(
         name="pyattn_cuda_emulated",
         sources=[str(EMU / f) for f in sources],
@@ -257,3 +259,51 @@ def test_lstm_pointwise(emu, gen, dtype):
                                                      to_np(act), to_np(c), to_np(c_new))
             assert_close(dgates, r_dz, dtype, msg=f"n{n} H{hidden} dgates")
             assert_close(dc_prev, r_dc, dtype, msg=f"n{n} H{hidden} dc")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("cbow", [False, True], ids=["skipgram", "cbow"])
+def test_negative_sampling_update(emu, gen, dtype, cbow):
+    """Every id appears once in the batch, so the lock-free (Hogwild) updates of
+    concurrent examples never meet and the result is the sequential reference's."""
+    n, slots, k, dim = 6, 1 if not cbow else 3, 4, 70
+    per_example = (slots + 1 + (k if cbow else slots * k))
+    ids = torch.randperm(n * per_example + 5, generator=gen)
+    vocab = int(ids.max()) + 1
+    w_in = (torch.randn(vocab, dim, generator=gen) * 0.3).to(dtype)
+    w_out = (torch.randn(vocab, dim, generator=gen) * 0.3).to(dtype)
+    take = iter(ids[: n * per_example].reshape(n, per_example))
+    rows = [next(take) for _ in range(n)]
+    centers = torch.stack([r[0] for r in rows])
+    contexts = torch.stack([r[1:1 + slots] for r in rows])
+    negs = torch.stack([r[1 + slots:] for r in rows]).reshape((n, k) if cbow else (n, slots, k))
+    contexts[0, -1] = -1  # an empty window slot
+    update = nsref.cbow_update if cbow else nsref.sgns_update
+    r_in, r_out, r_loss = update(to_np(w_in), to_np(w_out), centers.numpy(), contexts.numpy(), negs.numpy(), 0.05)
+    loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts.contiguous(), negs.contiguous(), 0.05, cbow)
+    assert bad == -1
+    assert_close(w_in, r_in, dtype, msg="w_in")
+    assert_close(w_out, r_out, dtype, msg="w_out")
+    assert_close(torch.tensor(loss, dtype=torch.float64), np.float64(r_loss), dtype, msg="loss")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_sgns_loss(emu, gen, dtype):
+    b, k, vocab, dim = 9, 5, 40, 33
+    w_in = (torch.randn(vocab, dim, generator=gen) * 0.5).to(dtype)
+    w_out = (torch.randn(vocab, dim, generator=gen) * 0.5).to(dtype)
+    centers, contexts = (torch.randint(0, vocab, (b,), generator=gen) for _ in range(2))
+    negs = torch.randint(0, vocab, (b, k), generator=gen)
+    dloss = torch.randn(b, generator=gen).to(dtype)
+    loss, d_h, d_u = emu.sgns_loss(w_in, w_out, centers, contexts, negs, dloss)
+    assert_close(loss, nsref.sgns_loss(to_np(w_in), to_np(w_out), centers.numpy(), contexts.numpy(), negs.numpy()),
+                 dtype, msg="loss")
+    # per-example gradients: d loss / d xp = -sigmoid(-xp), d loss / d xn = sigmoid(xn)
+    h, u = to_np(w_in)[centers.numpy()], to_np(w_out)
+    up, un = u[contexts.numpy()], u[negs.numpy()]
+    xp, xn = np.einsum("bd,bd->b", up, h), np.einsum("bkd,bd->bk", un, h)
+    gp = -1.0 / (1.0 + np.exp(xp)) * to_np(dloss)
+    gn = 1.0 / (1.0 + np.exp(-xn)) * to_np(dloss)[:, None]
+    assert_close(d_h, gp[:, None] * up + np.einsum("bk,bkd->bd", gn, un), dtype, msg="d_h")
+    want_du = np.concatenate([(gp[:, None] * h)[:, None], gn[:, :, None] * h[:, None, :]], axis=1)
+    assert_close(d_u, want_du, dtype, msg="d_u")

@@ -6,6 +6,7 @@
 #include "emulate.h"
 #include "pyattn/attention.h"
 #include "pyattn/lstm.h"
+#include "pyattn/negative_sampling.h"
 #include "pyattn/scaled_masked_softmax.h"
 
 namespace {
@@ -226,6 +227,68 @@ std::vector<at::Tensor> lstm_bwd(const at::Tensor& dh, const at::Tensor& dc, con
   return {dgates, dc_out};
 }
 
+// Skip-gram (contexts [n, slots]) or CBOW update in place of w_in, w_out [V, D] (fp32 or
+// fp64) with explicit negatives (skip-gram [n, slots, k], CBOW [n, k]). Returns
+// (summed loss, bad index or -1).
+std::tuple<double, int64_t> negsamp_update(at::Tensor w_in, at::Tensor w_out, const at::Tensor& centers,
+                                           const at::Tensor& contexts, const at::Tensor& negatives, double lr,
+                                           bool cbow) {
+  double loss = 0;
+  int64_t bad = 0;
+  NegSamplingUpdateParams p{};
+  p.w_in = w_in.data_ptr();
+  p.w_in_stride = w_in.stride(0);
+  p.w_out = w_out.data_ptr();
+  p.w_out_stride = w_out.stride(0);
+  p.dtype = dtype_of(w_in);
+  p.vocab = w_in.size(0);
+  p.dim = w_in.size(1);
+  p.centers = centers.data_ptr<int64_t>();
+  p.contexts = contexts.data_ptr<int64_t>();
+  p.n = centers.size(0);
+  p.window_slots = contexts.size(1);
+  p.negatives = negatives.data_ptr<int64_t>();
+  p.k = negatives.size(-1);
+  p.lr = lr;
+  p.cbow = cbow;
+  p.compute_loss = true;
+  p.loss = &loss;
+  p.bad_index = &bad;
+  negative_sampling_update_cuda(p, nullptr);
+  return {loss, bad};
+}
+
+// Per-pair skip-gram loss [b] and its per-example gradients d_h [b, D], d_u [b, 1 + k, D]
+// for an upstream gradient dloss [b].
+std::vector<at::Tensor> sgns_loss(const at::Tensor& w_in, const at::Tensor& w_out, const at::Tensor& centers,
+                                  const at::Tensor& contexts, const at::Tensor& negatives, const at::Tensor& dloss) {
+  const int64_t b = centers.size(0), k = negatives.size(1), D = w_in.size(1);
+  at::Tensor loss = at::empty({b}, w_in.options()), d_h = at::empty({b, D}, w_in.options());
+  at::Tensor d_u = at::empty({b, 1 + k, D}, w_in.options());
+  int64_t bad = 0;
+  SgnsLossParams p{};
+  p.w_in = w_in.data_ptr();
+  p.w_in_stride = w_in.stride(0);
+  p.w_out = w_out.data_ptr();
+  p.w_out_stride = w_out.stride(0);
+  p.dtype = dtype_of(w_in);
+  p.vocab = w_in.size(0);
+  p.dim = D;
+  p.centers = centers.data_ptr<int64_t>();
+  p.contexts = contexts.data_ptr<int64_t>();
+  p.negatives = negatives.data_ptr<int64_t>();
+  p.b = b;
+  p.k = k;
+  p.loss = loss.data_ptr();
+  p.dloss = dloss.data_ptr();
+  p.d_h = d_h.data_ptr();
+  p.d_u = d_u.data_ptr();
+  p.bad_index = &bad;
+  sgns_loss_cuda(p, nullptr);
+  TORCH_CHECK(bad == -1, "sgns_loss: bad index ", bad);
+  return {loss, d_h, d_u};
+}
+
 void set_compute_capability(int major, int minor) {
   emu::g_cc_major = major;
   emu::g_cc_minor = minor;
@@ -241,4 +304,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("softmax_bwd", &softmax_bwd);
   m.def("lstm_fwd", &lstm_fwd);
   m.def("lstm_bwd", &lstm_bwd);
+  m.def("negsamp_update", &negsamp_update);
+  m.def("sgns_loss", &sgns_loss);
 }
