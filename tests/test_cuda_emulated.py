@@ -189,25 +189,36 @@ def test_version1_forward(cc75, gen, dtype):
         _check_fwd(cc75, Case(gen, shape, dtype, **kw), name)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["fp64", "fp32", "bf16"])
-def test_version1_backward(cc80, gen, seed, dtype):
+def _check_bwd(emu, gen, seed, dtype, shape):
     words = [seed & 0x7FFFFFFFFFFFFFFF, (seed * 7919) & 0x7FFFFFFFFFFFFFFF]
-    shape = (2, 2, 1, 30, 70, 64, 48)
     b, hq, _, lq, lk, _, dv = shape
     add = (torch.randn(b, hq, lq, lk, generator=gen) * 2).to(dtype)
     for name, kw in {"plain": {}, "causal": dict(causal="top_left"), "additive mask": dict(mask=add),
-                     "key lengths": dict(key_lengths=[0, 50]), "dropout": dict(dropout_p=0.25, seed=words)}.items():
+                     "key lengths": dict(key_lengths=[0, lk - 20][-b:]), "dropout": dict(dropout_p=0.25, seed=words)}.items():
         case = Case(gen, shape, dtype, **kw)
-        out, lse = case.fwd(cc80)
+        out, lse = case.fwd(emu)
         dout = torch.randn(b, hq, lq, dv, generator=gen).to(dtype)
         want_dmask = "mask" in kw
-        dq, dk, dv_, dmask = cc80.attention_bwd(case.q, case.k, case.v, out, dout, lse, *case.args, want_dmask)
+        dq, dk, dv_, dmask = emu.attention_bwd(case.q, case.k, case.v, out, dout, lse, *case.args, want_dmask)
         r = ref.attention_bwd(to_np(dout), to_np(case.q), to_np(case.k), to_np(case.v), **case.ref_kw)
         tol = TOLERANCES[dtype]
         for got, want, what in ((dq, r[0], "dq"), (dk, r[1], "dk"), (dv_, r[2], "dv")):
             assert_close(got, want, dtype, tol=tol, msg=f"{name}: {what}")
         if want_dmask:
             assert_close(dmask, r[3], dtype, tol=tol, msg=f"{name}: dmask")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=["fp64", "fp32", "fp16", "bf16"])
+def test_version1_backward(cc75, gen, seed, dtype):
+    """fp32 / fp64 always, and fp16 / bf16 on a pre-Ampere device, take version 1."""
+    _check_bwd(cc75, gen, seed, dtype, (2, 2, 1, 30, 70, 64, 48))
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", [(2, 2, 1, 30, 70, 64, 48), (1, 4, 2, 70, 33, 100, 128)], ids=["gqa_d64", "d128"])
+def test_tensor_core_backward(cc80, gen, seed, dtype, shape):
+    _check_bwd(cc80, gen, seed, dtype, shape)
 
 
 ALL = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -4,9 +4,9 @@
 // correct, slow); a block of kThreads rows walks
 // tiles of keys (or queries) staged in shared memory, with the same online softmax as
 // the CPU kernel. Tiles that causal / window / key_lengths rule out are skipped.
-// fp16 / bf16 forwards with head dims up to 128 on sm_80+ run the tensor-core kernel of
-// kernels/cuda/attention_tc.cu instead; everything else (fp32, fp64, older GPUs, head
-// dims above 128, every backward) runs here.
+// fp16 / bf16 with head dims up to 128 on sm_80+ run the tensor-core kernels of
+// kernels/cuda/attention_tc.cu instead (forward and backward); everything else (fp32,
+// fp64, older GPUs, head dims above 128) runs here.
 //
 // Backward is two kernels, so no two threads ever add into the same gradient row:
 //   dq_kernel    per query: P from the saved lse, dS = P (dO.v - D), dq += dS k
@@ -129,18 +129,6 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(AttentionFwdParams p) {
   for (int d = 0; d < D; ++d)
     if (d < s.dv) orow[d] = from_acc<T>(acc[d] * inv);
   static_cast<A*>(p.lse)[(b * s.heads_q + h) * s.lq + i] = l > A(0) ? m + log_acc(l) : neg_inf<A>();
-}
-
-// D_i - dlse_i for query row i of head h (dO . O over dv).
-template <typename T, typename A>
-__device__ A delta(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t i) {
-  const AttentionShape& s = p.s;
-  const T* o = static_cast<const T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
-  const T* dout = static_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + i * p.dout_stride[2];
-  A dd = A(0);
-  for (int64_t d = 0; d < s.dv; ++d) dd += to_acc(o[d]) * to_acc(dout[d]);
-  if (p.dlse) dd -= static_cast<const A*>(p.dlse)[(b * s.heads_q + h) * s.lq + i];
-  return dd;
 }
 
 template <typename T, int D, bool DROP>
@@ -346,6 +334,7 @@ void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
 
 void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream) {
   const auto st = reinterpret_cast<cudaStream_t>(stream);
+  if (bwd_tensor_cores(p, st)) return;  // fp16 / bf16 on sm_80+ (kernels/cuda/attention_tc.cu)
   const dim3 qgrid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
   const dim3 kgrid(blocks_for(p.s.lk), unsigned(p.s.heads_kv), unsigned(p.s.batch));
   with_storage(p.s.dtype, [&](auto t) {

@@ -57,11 +57,25 @@ __device__ __forceinline__ A drop_mult(const AttentionShape& s, DropRow r, int64
   return dropout_math::bits(r.lo, r.hi, uint32_t(j)) >= s.dropout_threshold ? kept : A(0);
 }
 
-// The tensor-core forward (fp16 / bf16 on sm_80 and newer, head dims up to
-// kTcMaxHeadDim): launches it and returns true when it serves p on the current device,
-// else returns false and launches nothing (the caller runs version 1).
+// D_i - dlse_i for query row i of head h (dO . O over dv).
+template <typename T, typename A>
+__device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t i) {
+  const AttentionShape& s = p.s;
+  const T* o = static_cast<const T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
+  const T* dout = static_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + i * p.dout_stride[2];
+  A dd = A(0);
+  for (int64_t d = 0; d < s.dv; ++d) dd += to_acc(o[d]) * to_acc(dout[d]);
+  if (p.dlse) dd -= static_cast<const A*>(p.dlse)[(b * s.heads_q + h) * s.lq + i];
+  return dd;
+}
+
+// The tensor-core kernels (kernels/cuda/attention_tc.cu: fp16 / bf16 on compute
+// capability 8+, head dims up to kTcMaxHeadDim): each launches and returns true when it
+// serves p on the current device, else returns false and launches nothing (the caller
+// runs version 1).
 constexpr int kTcMaxHeadDim = 128;
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream);
+bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream);
 
 }  // namespace attention_cuda
 }  // namespace pyattn

@@ -122,7 +122,7 @@ Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...)) {
 
 }  // namespace emu
 
-#define PYATTN_LAUNCH(grid, block, smem, stream, ...) ::emu::launch(dim3(grid), dim3(block), size_t(smem), &__VA_ARGS__)
+#define PYATTN_LAUNCH(grid, block, smem, stream, ...) ::emu::launch(dim3(grid), dim3(block), size_t(smem), __VA_ARGS__)
 #define PYATTN_DYNAMIC_SMEM(name, align) unsigned char* const name = ::emu::g_dynamic_smem
 #define __global__
 #define __device__
