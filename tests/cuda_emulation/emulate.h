@@ -4,7 +4,8 @@
 // - a launch (PYATTN_LAUNCH, cuda/launch.cuh) runs the blocks one after another, each
 //   with one std::thread per CUDA thread;
 // - __shared__ variables become statics (one block runs at a time, so they are the
-//   block's), dynamic shared memory one static buffer (PYATTN_DYNAMIC_SMEM);
+//   block's), dynamic shared memory one static buffer (PYATTN_DYNAMIC_SMEM), poisoned
+//   before each block;
 // - __syncthreads / __syncwarp are barriers (a barrier that some thread never reaches
 //   aborts after a minute instead of hanging), shuffles go through an exchange buffer,
 //   atomics are std::atomic_ref;
@@ -88,6 +89,9 @@ void run(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A&&... args) 
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
+        // Shared memory starts undefined on the GPU: poison it (all-ones bytes read as NaN
+        // in floating point), so a kernel that reads before writing fails here too.
+        std::memset(g_dynamic_smem, 0xff, smem);
         Barrier all(threads);
         std::vector<std::unique_ptr<Barrier>> warps;
         for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32, threads - 32 * w)));
