@@ -48,7 +48,7 @@ constexpr int kThreadsTc = 32 * kWarps;
 constexpr int kBQ = 16 * kWarps;  // query rows per block
 constexpr int kBK = 64;           // keys per tile
 static_assert(kBQ == kBK, "Q is staged through the K tile");
-static_assert(kBK == 64, "the softmax gives each of a row's two lanes 32 of the tile's keys");
+static_assert(kBK == 64, "the softmax gives each of a row's two lanes every other key: 32 of a tile");
 constexpr int kF = 16;            // WMMA fragment side (m16n16k16)
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
@@ -61,9 +61,9 @@ constexpr int kPitchS = kBK + 4;                 // scores, fp32
 constexpr int kPitchP = kBK + 8;                 // probabilities, T
 template <int D> constexpr int kPitchO = D + 4;  // output staging, fp32
 
-// Shared memory layout of one block, in bytes (dynamic shared memory).
+// Shared memory of fwd_tc_kernel, in bytes (dynamic shared memory).
 template <int D>
-struct Smem {
+struct SmemFwd {
   static constexpr int k = 0;                                          // [kBK][kPitchT] T
   static constexpr int v = k + kBK * kPitchT<D> * 2;                   // [kBK][kPitchT] T
   static constexpr int s = v + kBK * kPitchT<D> * 2;                   // per warp [16][kPitchS] f32
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreadsTc) fwd_tc_kernel(AttentionFwdParams p
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: fwd_tensor_cores checks the device first
 #else
-  using L = Smem<D>;
+  using L = SmemFwd<D>;
   PYATTN_DYNAMIC_SMEM(smem, 128);
   T* ks = reinterpret_cast<T*>(smem + L::k);
   T* vs = reinterpret_cast<T*>(smem + L::v);
@@ -610,13 +610,13 @@ bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
   if (!serves(s) || s.lq == 0) return false;
   const int smem = usable_smem();
-  const int need = s.d > 64 || s.dv > 64 ? Smem<128>::bytes : Smem<64>::bytes;
+  const int need = s.d > 64 || s.dv > 64 ? SmemFwd<128>::bytes : SmemFwd<64>::bytes;
   if (need > smem) return false;
   dispatch(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
     const dim3 grid(unsigned((s.lq + kBQ - 1) / kBQ), unsigned(s.heads_q), unsigned(s.batch));
-    launch(&fwd_tc_kernel<T, D, decltype(drop)::value>, grid, Smem<D>::bytes, stream, p);
+    launch(&fwd_tc_kernel<T, D, decltype(drop)::value>, grid, SmemFwd<D>::bytes, stream, p);
   });
   return true;
 }
