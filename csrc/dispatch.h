@@ -68,4 +68,21 @@ void run_kernel(const at::Tensor& like, const char* op, const Params& params,
   cpu(params, &torch_parallel_for);
 }
 
+// For kernels that may decline a shape: runs cuda(params, stream) on `like`'s CUDA device
+// and returns whether it launched (checked). False for a CPU tensor or a CPU-only build
+// (cuda nullptr), so the caller's general path runs.
+template <class Params>
+bool try_cuda_kernel(const at::Tensor& like, const Params& params,
+                     typename NoDeduce<bool (*)(const Params&, cudaStream)>::type cuda) {
+  if (!like.is_cuda() || cuda == nullptr) return false;
+#ifdef PYATTN_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(like.device());
+  const bool launched = cuda(params, reinterpret_cast<cudaStream>(c10::cuda::getCurrentCUDAStream().stream()));
+  if (launched) C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return launched;
+#else
+  return false;
+#endif
+}
+
 }  // namespace pyattn

@@ -9,8 +9,11 @@
 //     on W_hh packed once per call, fused with the pointwise update, the whole time loop
 //     in one kernel call (lstm_seq_fwd_cpu / _bwd_cpu). The cell packs [W_ih | W_hh] per
 //     call, or takes them packed (lstm_cell_pack; nn.LSTMCell keeps a packed copy).
-//   - otherwise (fp64, bf16, fp16, projections, CUDA): at::addmm_ per step and the
-//     pointwise kernels.
+//   - CUDA without a projection and with at most kLstmPersistentMaxBatch (8) rows: one
+//     persistent kernel for the whole loop (kernels/cuda/lstm_persistent.cu), which
+//     keeps W_hh in shared memory, when the device can hold all its blocks at once;
+//   - otherwise (fp64, bf16, fp16, projections, larger CUDA batches): at::addmm_ per
+//     step and the pointwise kernels.
 //
 // Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
 //   x [T, N, C] (total = T·N) or, with batch_sizes, packed [total, C] (PackedSequence.data)
@@ -277,6 +280,23 @@ struct Step {
   int64_t off, rows;
 };
 
+// Whether the persistent CUDA loop may take this sequence (it may still decline, see
+// lstm_seq_fwd_persistent_cuda); x decides the device.
+bool persistent_cuda(const at::Tensor& x, bool proj, int64_t batch, const std::vector<Step>& steps) {
+  return x.is_cuda() && !proj && !steps.empty() && batch <= kLstmPersistentMaxBatch;
+}
+
+// The steps as the kernels' LstmStep array on x's device: int64 [nsteps, 2] (off, rows).
+at::Tensor steps_on_device(const std::vector<Step>& steps, const at::Tensor& x) {
+  static_assert(sizeof(Step) == sizeof(LstmStep), "Step and LstmStep share a layout");
+  at::Tensor t = at::empty({int64_t(steps.size()), 2}, at::TensorOptions().dtype(at::kLong));
+  std::copy_n(reinterpret_cast<const int64_t*>(steps.data()), 2 * steps.size(), t.data_ptr<int64_t>());
+  return t.to(x.device());
+}
+
+// One zeroed-at-launch counter for the persistent kernels' grid barrier.
+at::Tensor barrier_counter(const at::Tensor& x) { return at::empty({1}, x.options().dtype(at::kInt)); }
+
 // The steps in processing order (reverse: t = T-1 first). Checks batch_sizes.
 std::vector<Step> make_steps(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& batch_sizes,
                              int64_t N, bool reverse) {
@@ -387,6 +407,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     lstm_seq_fwd_cpu(p, &torch_parallel_for);
     return outputs();
   }
+  if (persistent_cuda(x, proj, N, steps)) {
+    const at::Tensor w = w_hh.contiguous(), h0c = h0.contiguous(), c0c = c0.contiguous();
+    const at::Tensor dev_steps = steps_on_device(steps, x), barrier = barrier_counter(x);
+    LstmSeqCudaFwdParams p{};
+    p.w_hh = w.data_ptr();
+    p.bias[0] = b_ih.defined() ? b_ih.data_ptr() : nullptr;
+    p.bias[1] = b_hh.defined() ? b_hh.data_ptr() : nullptr;
+    p.act = act.data_ptr();
+    p.c_all = c_all.data_ptr();
+    p.y = y.data_ptr();
+    p.h0 = h0c.data_ptr();
+    p.c0 = c0c.data_ptr();
+    p.h_n = h_n.data_ptr();
+    p.c_n = c_n.data_ptr();
+    p.steps = static_cast<const LstmStep*>(dev_steps.data_ptr());
+    p.nsteps = int64_t(steps.size());
+    p.batch = N;
+    p.hidden = H;
+    p.barrier = static_cast<unsigned*>(barrier.data_ptr());
+    p.dtype = to_dtype(x, kSeq, "x");
+    if (try_cuda_kernel(x, p, PYATTN_CUDA_LAUNCHER(lstm_seq_fwd_persistent_cuda))) return outputs();
+  }
   at::Tensor hbuf, cbuf;  // previous state assembled from two sources (reverse, packed)
   const at::Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr->t() : at::Tensor();
 
@@ -481,13 +523,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
 
   const bool fused = fused_cpu(x, proj) && !steps.empty();
+  at::Tensor dgates = at::empty({total, 4 * H}, opts);
+  at::Tensor dh_tot = proj ? at::empty({total, P}, opts) : at::Tensor();  // dy + recurrent dh, per step
+  // Accumulated by the whole-loop kernels; the per-step loop sums dgates at the end.
+  at::Tensor db = has_bias ? at::zeros({4 * H}, opts) : at::empty({0}, opts);
+  bool persistent = false;  // the persistent CUDA loop ran
+  if (persistent_cuda(x, proj, N, steps)) {
+    const at::Tensor w = w_hh.contiguous();
+    const at::Tensor dev_steps = steps_on_device(steps, x), barrier = barrier_counter(x);
+    LstmSeqCudaBwdParams p{};
+    p.w_hh = w.data_ptr();
+    p.dy = dy.defined() ? dy.data_ptr() : nullptr;
+    p.act = act.data_ptr();
+    p.c_all = c_all.data_ptr();
+    p.c0 = c0.data_ptr();
+    p.dgates = dgates.data_ptr();
+    p.dbias = has_bias ? db.data_ptr() : nullptr;
+    p.dh_state = dh_state.data_ptr();
+    p.dc_state = dc_state.data_ptr();
+    p.steps = static_cast<const LstmStep*>(dev_steps.data_ptr());
+    p.nsteps = int64_t(steps.size());
+    p.batch = N;
+    p.hidden = H;
+    p.barrier = static_cast<unsigned*>(barrier.data_ptr());
+    p.dtype = to_dtype(x, op, "x");
+    persistent = try_cuda_kernel(x, p, PYATTN_CUDA_LAUNCHER(lstm_seq_bwd_persistent_cuda));
+  }
   // Row r of step s came after row prev[r] of cat(outputs, initial state): the previous
   // step's row, or row total + b of the initial state for a row starting at s. Gathered
-  // into [total, ·] copies only where needed: c_prev for the ATen loop (the fused loop
-  // finds each row's previous c itself), h_prev for dW_hh with a PackedSequence (without
-  // one, dW_hh comes from views of y and h0 below).
+  // into [total, ·] copies only where needed: c_prev for the per-step loop (the
+  // whole-loop kernels find each row's previous c themselves), h_prev for dW_hh with a
+  // PackedSequence (without one, dW_hh comes from views of y and h0 below).
+  const bool looped = fused || persistent;
   at::Tensor c_prev_all, h_prev_all;
-  if (!fused || packed) {
+  if (!looped || packed) {
     at::Tensor prev_idx = at::empty({total}, at::TensorOptions().dtype(at::kLong));
     int64_t* pi = prev_idx.data_ptr<int64_t>();
     for (size_t s = 0; s < steps.size(); ++s) {
@@ -496,13 +565,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       for (int64_t b = 0; b < n; ++b) pi[off + b] = b < pn ? poff + b : total + b;
     }
     prev_idx = prev_idx.to(x.device());
-    if (!fused) c_prev_all = at::cat({c_all, c0}).index_select(0, prev_idx);  // [total, H]
+    if (!looped) c_prev_all = at::cat({c_all, c0}).index_select(0, prev_idx);  // [total, H]
     if (packed) h_prev_all = at::cat({y, h0}).index_select(0, prev_idx);      // [total, P]
   }
 
-  at::Tensor dgates = at::empty({total, 4 * H}, opts);
-  at::Tensor dh_tot = proj ? at::empty({total, P}, opts) : at::Tensor();  // dy + recurrent dh, per step
-  at::Tensor db = has_bias ? (fused ? at::zeros({4 * H}, opts) : at::Tensor()) : at::empty({0}, opts);
   if (fused) {
     at::Tensor packed_t = at::empty({lstm_packed_hh_t_size(H)}, opts);
     lstm_pack_hh_t_cpu(w_hh.data_ptr<float>(), w_hh.stride(0), w_hh.stride(1), H, packed_t.data_ptr<float>(),
@@ -526,7 +592,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.threads = loop_threads();
     lstm_seq_bwd_cpu(p, &torch_parallel_for);
   }
-  for (size_t k = fused ? 0 : steps.size(); k-- > 0;) {
+  for (size_t k = looped ? 0 : steps.size(); k-- > 0;) {
     const auto [off, n] = steps[k];
     at::Tensor dhs = dh_state.narrow(0, 0, n), dcs = dc_state.narrow(0, 0, n);
     const at::Tensor dg = dgates.narrow(0, off, n);
@@ -543,7 +609,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     }
     at::mm_out(dhs, dg, w_hh);  // the recurrent gradient for the previous step (or dh0)
   }
-  if (has_bias && !fused) db = dgates.sum(0);
+  if (has_bias && !looped) db = dgates.sum(0);
   at::Tensor dx = at::mm(dgates, w_ih).reshape(x_in.sizes());
   at::Tensor dgt = dgates.t();
   // dW_hh = Σ_rows dgates[row]ᵀ · (that row's previous h). Without a PackedSequence every

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TOLERANCES, assert_close, to_np
+from conftest import TOLERANCES, Tol, assert_close, randn, to_np
 from pyattn.reference import attention as ref
 from pyattn.reference import lstm as lstmref
 from pyattn.reference import negative_sampling as nsref
@@ -52,11 +52,14 @@ def emu():
     from torch.utils import cpp_extension
 
     sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_tc.cpp",
-               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_negative_sampling.cpp"]
+               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_lstm_persistent.cpp", "emu_negative_sampling.cpp"]
+    includes = [str(EMU), str(ROOT / "kernels" / "include"), str(ROOT / "kernels"), str(inc)]
+    if (inc / "cccl").is_dir():  # CUDA 13 keeps libcu++ (<cuda/atomic>) there
+        includes.append(str(inc / "cccl"))
     return cpp_extension.load(
         name="pyattn_cuda_emulated",
         sources=[str(EMU / f) for f in sources],
-        extra_include_paths=[str(EMU), str(ROOT / "kernels" / "include"), str(ROOT / "kernels"), str(inc)],
+        extra_include_paths=includes,
         extra_cflags=["-std=c++20", "-O1", "-pthread", "-DPYATTN_CUDA_EMULATION", "-w"],
         extra_ldflags=["-pthread"],
         verbose=False,
@@ -250,6 +253,82 @@ def test_softmax(emu, gen, dtype):
     x = torch.randn(1, 2, 8, 64, generator=gen).to(dtype)[:, :, ::2]
     assert_close(emu.softmax_fwd(x, torch.empty(0), 1.0, False), smref.scaled_masked_softmax_fwd(to_np(x)),
                  dtype, msg="strided x")
+
+
+# Over a sequence, low precision rounds h and c at every step: more room than one step.
+SEQ_TOL = {torch.float64: Tol(1e-11, 1e-9), torch.float32: Tol(2e-5, 1e-4), torch.float16: Tol(1e-2, 1e-2),
+           torch.bfloat16: Tol(6e-2, 6e-2)}
+
+
+def _steps(batch_sizes, reverse):
+    """int64 [nsteps, 2] (offset, rows) in processing order, as csrc/lstm.cpp's make_steps."""
+    offs = np.concatenate([[0], np.cumsum(batch_sizes)[:-1]])
+    steps = [(int(o), int(n)) for o, n in zip(offs, batch_sizes)]
+    return torch.tensor(steps[::-1] if reverse else steps, dtype=torch.int64).reshape(-1, 2)
+
+
+# (batch_sizes, hidden): the emulated device has 4 SMs, so H 13 gives 4 blocks of 4, 4, 4
+# and 1 units, H 37 blocks of 10 (the last 7), H 3 three blocks of one unit; shrinking
+# batch sizes are a PackedSequence (growing, when run in reverse).
+PERSISTENT_SHAPES = [([1, 1, 1], 3), ([3, 3, 3, 3], 13), ([8, 6, 6, 2, 1], 37), ([5], 9), ([2, 2], 1)]
+
+
+@pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_lstm_seq_persistent(emu, gen, dtype, reverse):
+    """The persistent sequence kernels against lstm_seq_fwd / _bwd; with W_ih the identity
+    the reference's x is the kernel's input product and its dx is dgates."""
+    tol = SEQ_TOL[dtype]
+    for batch_sizes, hidden in PERSISTENT_SHAPES:
+        n0, total, g4 = batch_sizes[0], sum(batch_sizes), 4 * hidden
+        steps = _steps(batch_sizes, reverse)
+        bias = bool(torch.randint(0, 2, (), generator=gen))
+        std = hidden ** -0.5
+        act_in, w_hh = randn((total, g4), dtype, gen=gen), randn((g4, hidden), dtype, gen=gen, std=std)
+        b_ih, b_hh = ((randn((g4,), dtype, gen=gen) if bias else torch.empty(0, dtype=dtype)) for _ in range(2))
+        h0, c0, dh_n, dc_n = (randn((n0, hidden), dtype, gen=gen) for _ in range(4))
+        dy = randn((total, hidden), dtype, gen=gen)
+        what = f"batch_sizes {batch_sizes} H{hidden} bias={bias}"
+
+        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, steps)
+        assert out, f"{what}: the kernel declined"
+        y, c_all, act, h_n, c_n = out
+        eye = np.eye(g4)
+        b = (to_np(b_ih), to_np(b_hh)) if bias else (None, None)
+        r_y, r_hn, r_cn, caches = lstmref.lstm_seq_fwd(to_np(act_in), to_np(h0), to_np(c0), eye, to_np(w_hh), *b,
+                                                       batch_sizes=batch_sizes, reverse=reverse)
+        for got, want, name in ((y, r_y, "y"), (h_n, r_hn, "h_n"), (c_n, r_cn, "c_n")):
+            assert_close(got, want, dtype, tol=tol, msg=f"{what} {name}")
+        order = steps[:, 0].tolist()  # the reference's caches are in processing order too
+        r_c = np.empty((total, hidden))
+        r_act = np.empty((total, g4))
+        for off, cache in zip(order, caches):
+            r_c[off:off + cache.c_new.shape[0]] = cache.c_new
+            r_act[off:off + cache.act.shape[0]] = cache.act
+        assert_close(c_all, r_c, dtype, tol=tol, msg=f"{what} c_all")
+        assert_close(act, r_act, dtype, tol=tol, msg=f"{what} act")
+
+        # Backward from the kernel's own saved act / c_all, against the reference's caches.
+        grads = emu.lstm_seq_persistent_bwd(dy, dh_n, dc_n, act, c_all, c0, w_hh, steps)
+        assert grads, f"{what}: the backward kernel declined"
+        dgates, db, dh0, dc0 = grads
+        r = lstmref.lstm_seq_bwd(to_np(dy), to_np(dh_n), to_np(dc_n), to_np(act_in), caches, eye, to_np(w_hh),
+                                 batch_sizes=batch_sizes, reverse=reverse)
+        for got, want, name in ((dgates, r["dx"], "dgates"), (db, r["db"], "db"), (dh0, r["dh0"], "dh0"),
+                                (dc0, r["dc0"], "dc0")):
+            assert_close(got, want, dtype, tol=tol, msg=f"{what} {name}")
+
+
+def test_lstm_seq_persistent_declines(emu, gen):
+    """More rows than kLstmPersistentMaxBatch (8), or a W_hh slice beyond shared memory:
+    nothing runs, and the caller's per-step loop takes over."""
+    f32 = torch.float32
+    for n0, hidden in ((9, 4), (2, 2000)):
+        steps = _steps([n0], False)
+        args = (randn((n0, 4 * hidden), f32, gen=gen), randn((4 * hidden, hidden), f32, gen=gen),
+                torch.empty(0), torch.empty(0), randn((n0, hidden), f32, gen=gen), randn((n0, hidden), f32, gen=gen),
+                steps)
+        assert emu.lstm_seq_persistent_fwd(*args) == [], f"n0 {n0} H{hidden}"
 
 
 @pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])

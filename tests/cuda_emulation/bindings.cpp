@@ -227,6 +227,66 @@ std::vector<at::Tensor> lstm_bwd(const at::Tensor& dh, const at::Tensor& dc, con
   return {dgates, dc_out};
 }
 
+// The persistent sequence kernels. steps: int64 [nsteps, 2] rows of (offset, rows), in
+// processing order; act_in [total, 4H] holds x·W_ihᵀ; b_ih / b_hh [4H] or empty.
+// Returns (y, c_all, act, h_n, c_n), or nothing when the kernel declined the shape.
+std::vector<at::Tensor> lstm_seq_persistent_fwd(const at::Tensor& act_in, const at::Tensor& w_hh,
+                                                const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& h0,
+                                                const at::Tensor& c0, const at::Tensor& steps) {
+  const int64_t total = act_in.size(0), H = w_hh.size(1), n0 = h0.size(0);
+  at::Tensor act = act_in.clone(), y = at::empty({total, H}, act.options()), c_all = at::empty_like(y);
+  at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
+  at::Tensor barrier = at::zeros({1}, at::kInt);
+  LstmSeqCudaFwdParams p{};
+  p.w_hh = w_hh.data_ptr();
+  p.bias[0] = b_ih.numel() ? b_ih.data_ptr() : nullptr;
+  p.bias[1] = b_hh.numel() ? b_hh.data_ptr() : nullptr;
+  p.act = act.data_ptr();
+  p.c_all = c_all.data_ptr();
+  p.y = y.data_ptr();
+  p.h0 = h0.data_ptr();
+  p.c0 = c0.data_ptr();
+  p.h_n = h_n.data_ptr();
+  p.c_n = c_n.data_ptr();
+  p.steps = reinterpret_cast<const LstmStep*>(steps.data_ptr<int64_t>());
+  p.nsteps = steps.size(0);
+  p.batch = n0;
+  p.hidden = H;
+  p.barrier = reinterpret_cast<unsigned*>(barrier.data_ptr<int>());
+  p.dtype = dtype_of(act);
+  if (!lstm_seq_fwd_persistent_cuda(p, nullptr)) return {};
+  return {y, c_all, act, h_n, c_n};
+}
+
+// dy [total, H] or empty; dh_n, dc_n [n0, H]; the forward's act, c_all. Returns
+// (dgates, db, dh0, dc0), or nothing when the kernel declined the shape.
+std::vector<at::Tensor> lstm_seq_persistent_bwd(const at::Tensor& dy, const at::Tensor& dh_n, const at::Tensor& dc_n,
+                                                const at::Tensor& act, const at::Tensor& c_all, const at::Tensor& c0,
+                                                const at::Tensor& w_hh, const at::Tensor& steps) {
+  const int64_t H = w_hh.size(1);
+  at::Tensor dgates = at::empty_like(act), db = at::zeros({4 * H}, act.options());
+  at::Tensor dh = dh_n.clone(), dc = dc_n.clone();
+  at::Tensor barrier = at::zeros({1}, at::kInt);
+  LstmSeqCudaBwdParams p{};
+  p.w_hh = w_hh.data_ptr();
+  p.dy = dy.numel() ? dy.data_ptr() : nullptr;
+  p.act = act.data_ptr();
+  p.c_all = c_all.data_ptr();
+  p.c0 = c0.data_ptr();
+  p.dgates = dgates.data_ptr();
+  p.dbias = db.data_ptr();
+  p.dh_state = dh.data_ptr();
+  p.dc_state = dc.data_ptr();
+  p.steps = reinterpret_cast<const LstmStep*>(steps.data_ptr<int64_t>());
+  p.nsteps = steps.size(0);
+  p.batch = dh_n.size(0);
+  p.hidden = H;
+  p.barrier = reinterpret_cast<unsigned*>(barrier.data_ptr<int>());
+  p.dtype = dtype_of(act);
+  if (!lstm_seq_bwd_persistent_cuda(p, nullptr)) return {};
+  return {dgates, db, dh, dc};
+}
+
 // Skip-gram (contexts [n, slots]) or CBOW update in place of w_in, w_out [V, D] (fp32 or
 // fp64) with explicit negatives (skip-gram [n, slots, k], CBOW [n, k]). Returns
 // (summed loss, bad index or -1).
@@ -304,6 +364,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("softmax_bwd", &softmax_bwd);
   m.def("lstm_fwd", &lstm_fwd);
   m.def("lstm_bwd", &lstm_bwd);
+  m.def("lstm_seq_persistent_fwd", &lstm_seq_persistent_fwd);
+  m.def("lstm_seq_persistent_bwd", &lstm_seq_persistent_bwd);
   m.def("negsamp_update", &negsamp_update);
   m.def("sgns_loss", &sgns_loss);
 }

@@ -2,17 +2,19 @@
 // Included before a kernels/cuda/*.cu file, which the host compiler then compiles with
 // -DPYATTN_CUDA_EMULATION:
 // - a launch (PYATTN_LAUNCH, cuda/launch.cuh) runs the blocks one after another, each
-//   with one std::thread per CUDA thread;
+//   with one std::thread per CUDA thread; a cooperative launch
+//   (PYATTN_LAUNCH_COOPERATIVE) runs all blocks at once, as a grid barrier needs;
 // - __shared__ variables become statics (one block runs at a time, so they are the
-//   block's), dynamic shared memory one static buffer (PYATTN_DYNAMIC_SMEM), poisoned
-//   before each block;
+//   block's; a cooperatively launched kernel must not have any), dynamic shared memory
+//   (PYATTN_DYNAMIC_SMEM) a buffer per running block, poisoned before the block runs;
 // - __syncthreads / __syncwarp are barriers (a barrier that some thread never reaches
 //   aborts after a minute instead of hanging), shuffles go through an exchange buffer,
 //   atomics are std::atomic_ref;
 // - nvcuda::wmma keeps the whole 16x16 tile in every lane, so element-wise work on
 //   fragments of one type lines up as on the GPU; products are computed in fp32;
 // - the runtime calls the kernels make are stubs on host memory; the "device" has
-//   compute capability emu::g_cc_major.x and 227 KiB of opt-in shared memory.
+//   compute capability emu::g_cc_major.x, emu::kSmCount SMs that take one block each,
+//   and 227 KiB of opt-in shared memory.
 // Not a general emulator: only what pyattn's kernels use. It checks logic (indexing,
 // masks, reductions, barriers in the right places for this schedule), not WMMA's real
 // layouts, races under the GPU's scheduling, or speed.
@@ -21,6 +23,7 @@
 #include <cuda_runtime.h>  // types (dim3, cudaStream_t, cudaError_t) before the macros below
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda/atomic>  // libcu++ compiles for the host too: grid barriers use it as is
 
 #include <atomic>
 #include <chrono>
@@ -65,6 +68,7 @@ class Barrier {
 
 struct Block {
   dim3 block_idx, block_dim, grid_dim;
+  unsigned char* smem;  // dynamic shared memory
   Barrier* all;
   std::vector<Barrier*> warps;
   std::vector<uint64_t> xchg;  // one shuffle slot per thread
@@ -73,39 +77,74 @@ struct Block {
 inline thread_local dim3 t_thread_idx;
 inline thread_local Block* t_block = nullptr;
 inline int g_cc_major = 8, g_cc_minor = 0;
-alignas(128) inline unsigned char g_dynamic_smem[1 << 18];
+constexpr int kSmCount = 4;
+constexpr size_t kMaxDynamicSmem = size_t(1) << 18;
+alignas(128) inline unsigned char g_dynamic_smem[kMaxDynamicSmem];
 
 inline int lane() { return int(t_thread_idx.x) % 32; }
 inline Barrier& warp_barrier() { return *t_block->warps[t_thread_idx.x / 32]; }
 
-// Runs kernel(args...) for every thread of every block of grid (1-d blocks).
-template <class... P, class... A>
-void run(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A&&... args) {
-  if (smem > sizeof(g_dynamic_smem)) {
+inline void check_smem(size_t smem) {
+  if (smem > kMaxDynamicSmem) {
     std::fprintf(stderr, "cuda emulation: %zu bytes of dynamic shared memory asked for\n", smem);
     std::abort();
   }
-  const int threads = int(block.x);
+}
+
+// One running block: its barriers, and its threads once started.
+struct RunningBlock {
+  Barrier all;
+  std::vector<std::unique_ptr<Barrier>> warps;
+  Block b;
+  RunningBlock(dim3 idx, dim3 block, dim3 grid, unsigned char* smem, size_t smem_bytes) : all(int(block.x)) {
+    const int threads = int(block.x);
+    for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32, threads - 32 * w)));
+    b = Block{idx, block, grid, smem, &all, {}, std::vector<uint64_t>(size_t(threads))};
+    for (auto& w : warps) b.warps.push_back(w.get());
+    // Shared memory starts undefined on the GPU: poison it (all-ones bytes read as NaN
+    // in floating point), so a kernel that reads before writing fails here too.
+    std::memset(smem, 0xff, smem_bytes);
+  }
+  template <class... P, class... A>
+  void start(std::vector<std::thread>& pool, void (*kernel)(P...), A&... args) {
+    for (int t = 0; t < int(b.block_dim.x); ++t)
+      pool.emplace_back([this, t, kernel, &args...] {
+        t_thread_idx = dim3(unsigned(t), 0, 0);
+        t_block = &b;
+        kernel(args...);
+      });
+  }
+};
+
+// Runs kernel(args...) for every thread of every block of grid (1-d blocks), one block
+// after another.
+template <class... P, class... A>
+void run(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A&&... args) {
+  check_smem(smem);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        // Shared memory starts undefined on the GPU: poison it (all-ones bytes read as NaN
-        // in floating point), so a kernel that reads before writing fails here too.
-        std::memset(g_dynamic_smem, 0xff, smem);
-        Barrier all(threads);
-        std::vector<std::unique_ptr<Barrier>> warps;
-        for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32, threads - 32 * w)));
-        Block b{dim3(x, y, z), block, grid, &all, {}, std::vector<uint64_t>(size_t(threads))};
-        for (auto& w : warps) b.warps.push_back(w.get());
+        RunningBlock rb(dim3(x, y, z), block, grid, g_dynamic_smem, smem);
         std::vector<std::thread> pool;
-        for (int t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            t_thread_idx = dim3(unsigned(t), 0, 0);
-            t_block = &b;
-            kernel(args...);
-          });
+        rb.start(pool, kernel, args...);
         for (auto& th : pool) th.join();
       }
+}
+
+// A cooperative launch: every block of the (1-d) grid at once, each with its own
+// dynamic shared memory. Fails as the GPU would when the grid exceeds the SMs.
+template <class P>
+cudaError_t run_cooperative(dim3 grid, dim3 block, size_t smem, void (*kernel)(P), P arg) {
+  check_smem(smem);
+  if (grid.y != 1 || grid.z != 1 || grid.x > unsigned(kSmCount)) return cudaErrorCooperativeLaunchTooLarge;
+  std::vector<std::vector<unsigned char>> smems(grid.x, std::vector<unsigned char>(std::max<size_t>(smem, 1)));
+  std::vector<std::unique_ptr<RunningBlock>> blocks;
+  std::vector<std::thread> pool;
+  for (unsigned x = 0; x < grid.x; ++x)
+    blocks.push_back(std::make_unique<RunningBlock>(dim3(x, 1, 1), block, grid, smems[x].data(), smem));
+  for (auto& rb : blocks) rb->start(pool, kernel, arg);
+  for (auto& th : pool) th.join();
+  return cudaSuccess;
 }
 
 // PYATTN_LAUNCH(grid, block, smem, stream, kernel)(args...)
@@ -127,7 +166,11 @@ Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...)) {
 }  // namespace emu
 
 #define PYATTN_LAUNCH(grid, block, smem, stream, ...) ::emu::launch(dim3(grid), dim3(block), size_t(smem), __VA_ARGS__)
-#define PYATTN_DYNAMIC_SMEM(name, align) unsigned char* const name = ::emu::g_dynamic_smem
+#define PYATTN_LAUNCH_COOPERATIVE(grid, block, smem, stream, kernel, arg) \
+  ::emu::run_cooperative(dim3(grid), dim3(block), size_t(smem), kernel, arg)
+// Thread-local, so that it is set in each CUDA thread (every one a fresh std::thread) on
+// first use from that thread's block, at namespace scope as in a kernel.
+#define PYATTN_DYNAMIC_SMEM(name, align) static thread_local unsigned char* const name = ::emu::t_block->smem
 #define __global__
 #define __device__
 #define __host__
@@ -163,6 +206,12 @@ V atomicExch(V* p, V v) {
   return std::atomic_ref<V>(*p).exchange(v);
 }
 [[noreturn]] inline void __trap() { std::abort(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __nanosleep(unsigned) { std::this_thread::sleep_for(std::chrono::microseconds(20)); }
+template <class V>
+V __ldcg(const V* p) {
+  return *p;
+}
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -124,6 +124,52 @@ void lstm_seq_bwd_cpu(const LstmSeqBwdParams& p, ParallelFor parallel_for);
 void lstm_fwd_cpu(const LstmFwdParams& p, ParallelFor parallel_for);
 void lstm_bwd_cpu(const LstmBwdParams& p, ParallelFor parallel_for);
 
+// ---- CUDA, small batches: the recurrent loop of a whole sequence in one persistent
+// kernel (cuda/lstm_persistent.cu). Each block keeps a slice of W_hh in shared memory
+// for the whole sequence; the blocks meet at a grid barrier after each step. Same
+// steps and semantics as LstmSeqFwdParams / LstmSeqBwdParams, without a projection;
+// every tensor contiguous, of `dtype`, on the device (steps and barrier too).
+constexpr int kLstmPersistentMaxBatch = 8;  // rows per step (n0) it takes
+
+struct LstmSeqCudaFwdParams {
+  const void* w_hh;       // [4H, H]
+  const void* bias[2];    // [4H] each, or nullptr: b_ih, b_hh
+  void* act;              // [total, 4H]: x·W_ihᵀ on entry, the activated gates on exit
+  void* c_all;            // [total, H] out: c of every step
+  void* y;                // [total, H] out: h of every step
+  const void* h0;         // [n0, H] state before the first step (and of rows that start
+  const void* c0;         //   later in a packed reverse sequence)
+  void* h_n;              // [n0, H] out: the final state of each row
+  void* c_n;
+  const LstmStep* steps;  // processing order
+  int64_t nsteps, batch, hidden;  // batch = n0, the most rows of any step
+  unsigned* barrier;      // one counter for the grid barrier (the launch zeroes it)
+  DType dtype;
+};
+
+struct LstmSeqCudaBwdParams {
+  const void* w_hh;       // [4H, H]
+  const void* dy;         // [total, H] or nullptr (= 0): gradient reaching y
+  const void* act;        // [total, 4H] the forward's activated gates
+  const void* c_all;      // [total, H] the forward's c
+  const void* c0;         // [n0, H]
+  void* dgates;           // [total, 4H] out
+  void* dbias;            // [4H] or nullptr: accumulated (+=) with the sum of dgates' rows
+  void* dh_state;         // [n0, H] in: dh_n; out: dh0
+  void* dc_state;         // [n0, H] in: dc_n; out: dc0
+  const LstmStep* steps;  // the forward's processing order; run backwards
+  int64_t nsteps, batch, hidden;
+  unsigned* barrier;
+  DType dtype;
+};
+
+// Launch on `stream` and return true, or return false without launching when the
+// kernel does not apply (batch above kLstmPersistentMaxBatch, no step, W_hh's slices
+// too big for shared memory, blocks that could not all be resident, no cooperative
+// launch on this device): the caller then runs its per-step loop.
+bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream);
+bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream);
+
 // Launch on `stream`; the caller checks the launch (cudaGetLastError) afterwards.
 void lstm_fwd_cuda(const LstmFwdParams& p, cudaStream stream);
 void lstm_bwd_cuda(const LstmBwdParams& p, cudaStream stream);

@@ -1,0 +1,380 @@
+// The recurrent loop of a whole LSTM sequence in one persistent CUDA kernel, for small
+// batches (semantics in pyattn/lstm.h, LstmSeqCudaFwdParams / LstmSeqCudaBwdParams).
+//
+// With a few rows per step, the per-step recurrent GEMM is too small to fill a GPU and
+// a step's time goes to launches and to reading W_hh again. Here W_hh is read once:
+// block b owns hidden units J = [b·U, b·U + U) and keeps its slice of W_hh in shared
+// memory for the whole sequence, and the blocks meet at a grid barrier
+// (cuda/grid_barrier.cuh) after each step, the only sync. Per step:
+//   forward   stage h_prev [n, H] (fp32) in shared memory; the 4U gate rows of J
+//             (W_hh rows g·H + j) times h_prev; then the pointwise update of J's units,
+//             as cuda/lstm.cu, with x·W_ihᵀ taken from act and J's c kept in shared
+//             memory from step to step. Writes y, c_all, act; the barrier publishes y.
+//   backward  stage dgates of the step after (in time) [n, 4H]; times the columns J of
+//             W_hh gives dh for J's units; the pointwise backward writes J's four gate
+//             columns of dgates, and the barrier publishes them for the step before.
+// The products are warp dot products: a task is one slice row (or a K-chunk of one,
+// when there are fewer rows than warps), lanes stride over K, every batch row at once.
+// Both kernels walk the same `steps` as the CPU loop, so a PackedSequence (rows per step
+// that shrink, or grow in reverse) needs nothing extra.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/grid_barrier.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/storage.cuh"
+#include "pyattn/lstm.h"
+#include "pyattn/lstm_math.h"
+
+namespace pyattn {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+// The slice each block owns and how the products split among the warps.
+struct Plan {
+  int64_t units;  // hidden units per block (the last block may have fewer)
+  int blocks;
+  size_t smem;    // bytes of dynamic shared memory
+};
+
+struct FwdArgs {
+  LstmSeqCudaFwdParams p;
+  int64_t units;
+};
+
+struct BwdArgs {
+  LstmSeqCudaBwdParams p;
+  int64_t units;
+};
+
+// K-chunks per slice row, so that small slices still give every warp a task.
+__host__ __device__ inline int64_t splits_for(int64_t rows) { return rows >= kWarps ? 1 : kWarps / rows; }
+
+// Bytes of the carve-up below, each part 16-byte aligned.
+__host__ __device__ inline size_t aligned(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
+// Sums v[r] over the warp for each of the 8 rows with 9 shuffles (not 8 · 5): each
+// exchange halves the rows a lane keeps (by lane bits 16, 8, 4) and adds its partner's
+// copy of them; two more add up the 4 lanes left with the same row. Returns the sum of
+// row warp_row(lane).
+static_assert(kLstmPersistentMaxBatch == 8, "warp_sum_rows splits 8 rows");
+__device__ __forceinline__ int warp_row(int lane) { return (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1); }
+
+template <typename A>
+__device__ A warp_sum_rows(const A (&v)[8], int lane) {
+  A v4[4], v2[2];
+  const bool hi16 = lane & 16, hi8 = lane & 8, hi4 = lane & 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    v4[i] = (hi16 ? v[i + 4] : v[i]) + __shfl_xor_sync(0xffffffffu, hi16 ? v[i] : v[i + 4], 16);
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    v2[i] = (hi8 ? v4[i + 2] : v4[i]) + __shfl_xor_sync(0xffffffffu, hi8 ? v4[i] : v4[i + 2], 8);
+  A v1 = (hi4 ? v2[1] : v2[0]) + __shfl_xor_sync(0xffffffffu, hi4 ? v2[0] : v2[1], 4);
+  v1 += __shfl_xor_sync(0xffffffffu, v1, 2);
+  v1 += __shfl_xor_sync(0xffffffffu, v1, 1);
+  return v1;
+}
+
+// part[(m·S + s)·batch + r] = Σ_{k in chunk s} a[r·K + k]·b[m·K + k], for slice rows
+// m < M, chunks s < S (splits_for(M)), batch rows r < n; rows n..batch-1 are not written.
+// a: [n, K] fp32/fp64 staged rows; b: [M, K] the weight slice.
+template <typename T, typename A>
+__device__ void slice_products(const A* a, int n, const T* b, int64_t M, int64_t K, int batch, A* part) {
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int64_t S = splits_for(M), chunk = (K + S - 1) / S;
+  for (int64_t task = warp; task < M * S; task += kWarps) {
+    const int64_t m = task / S, k0 = (task % S) * chunk, k1 = min(K, k0 + chunk);
+    A acc[kLstmPersistentMaxBatch] = {};
+    for (int64_t k = k0 + lane; k < k1; k += 32) {
+      const A w = to_acc(b[m * K + k]);
+#pragma unroll
+      for (int r = 0; r < kLstmPersistentMaxBatch; ++r)
+        if (r < n) acc[r] += a[r * K + k] * w;
+    }
+    const A sum = warp_sum_rows(acc, lane);
+    const int r = warp_row(lane);
+    if ((lane & 3) == 0 && r < n) part[task * batch + r] = sum;
+  }
+}
+
+// Σ over the chunks of slice row m, batch row r (after slice_products and a sync).
+template <typename A>
+__device__ A slice_sum(const A* part, int64_t m, int64_t S, int batch, int r) {
+  A v = 0;
+  for (int64_t s = 0; s < S; ++s) v += part[(m * S + s) * batch + r];
+  return v;
+}
+
+// ------------------------------------------------------------------------------ forward
+
+// Shared memory: w [4U, H] (T) | h_prev [batch, H] (A) | part [tasks, batch] (A) | c [batch, U] (A)
+template <typename T>
+size_t fwd_smem(int64_t units, int64_t hidden, int batch) {
+  using A = acc_t<T>;
+  const int64_t M = 4 * units, tasks = M * splits_for(M);
+  return aligned(M * hidden * sizeof(T)) + aligned(batch * hidden * sizeof(A)) + aligned(tasks * batch * sizeof(A)) +
+         aligned(batch * units * sizeof(A));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const FwdArgs args) {
+  using A = acc_t<T>;
+  const LstmSeqCudaFwdParams& p = args.p;
+  const int64_t H = p.hidden, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0), M = 4 * U;
+  const int64_t S = splits_for(M);
+  const int batch = int(p.batch);
+  PYATTN_DYNAMIC_SMEM(smem, 16);
+  T* w = reinterpret_cast<T*>(smem);  // row m = g·U + u is W_hh's row g·H + j0 + u
+  A* h_prev = reinterpret_cast<A*>(smem + aligned(4 * args.units * H * sizeof(T)));
+  A* part = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(h_prev) + aligned(batch * H * sizeof(A)));
+  const int64_t tasks = 4 * args.units * splits_for(4 * args.units);
+  A* c_own = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(part) + aligned(tasks * batch * sizeof(A)));
+
+  const T* w_hh = static_cast<const T*>(p.w_hh);
+  for (int64_t e = threadIdx.x; e < M * H; e += kThreads) {
+    const int64_t m = e / H, k = e - m * H;
+    w[e] = w_hh[((m / U) * H + j0 + m % U) * H + k];
+  }
+  const T* b0 = static_cast<const T*>(p.bias[0]);
+  const T* b1 = static_cast<const T*>(p.bias[1]);
+  const T* h0 = static_cast<const T*>(p.h0);
+  const T* c0 = static_cast<const T*>(p.c0);
+  T* act = static_cast<T*>(p.act);
+  T* y = static_cast<T*>(p.y);
+  T* c_all = static_cast<T*>(p.c_all);
+
+  for (int64_t s = 0; s < p.nsteps; ++s) {
+    const int64_t off = p.steps[s].off, poff = s ? p.steps[s - 1].off : 0;
+    const int n = int(p.steps[s].n), pn = s ? int(p.steps[s - 1].n) : 0;
+    // Row r continues from the previous step's row r if that step had it, else starts
+    // from h0 / c0 (as the CPU loop).
+    for (int64_t e = threadIdx.x; e < n * H; e += kThreads) {
+      const int64_t r = e / H, k = e - r * H;
+      h_prev[e] = r < pn ? to_acc(__ldcg(y + (poff + r) * H + k)) : to_acc(h0[r * H + k]);
+    }
+    __syncthreads();  // h_prev staged (and, the first time, w loaded)
+    slice_products(h_prev, n, w, M, H, batch, part);
+    __syncthreads();
+    const int nn = s + 1 < p.nsteps ? min(n, int(p.steps[s + 1].n)) : 0;  // rows [nn, n) end here
+    for (int64_t e = threadIdx.x; e < n * U; e += kThreads) {
+      const int r = int(e / U);
+      const int64_t u = e - r * U, j = j0 + u;
+      T* a = act + (off + r) * 4 * H;
+      A pre[4];
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        pre[g] = slice_sum(part, g * U + u, S, batch, r) + to_acc(a[g * H + j]);
+        if (b0) pre[g] += to_acc(b0[g * H + j]);
+        if (b1) pre[g] += to_acc(b1[g * H + j]);
+      }
+      const A i = lstm_math::sigmoid(pre[0]), f = lstm_math::sigmoid(pre[1]);
+      const A g = lstm_math::tanh_acc(pre[2]), o = lstm_math::sigmoid(pre[3]);
+      const A c = r < pn ? c_own[r * U + u] : to_acc(c0[r * H + j]);
+      const A cn = f * c + i * g;
+      const T h = from_acc<T>(o * lstm_math::tanh_acc(cn));
+      a[j] = from_acc<T>(i);
+      a[H + j] = from_acc<T>(f);
+      a[2 * H + j] = from_acc<T>(g);
+      a[3 * H + j] = from_acc<T>(o);
+      c_own[r * U + u] = cn;
+      c_all[(off + r) * H + j] = from_acc<T>(cn);
+      y[(off + r) * H + j] = h;
+      if (r >= nn) {
+        static_cast<T*>(p.h_n)[r * H + j] = h;
+        static_cast<T*>(p.c_n)[r * H + j] = from_acc<T>(cn);
+      }
+    }
+    if (s + 1 < p.nsteps) grid_barrier(p.barrier, unsigned(s + 1));  // publishes y
+  }
+}
+
+// ----------------------------------------------------------------------------- backward
+
+// Shared memory: wt [U, 4H] (T) | dgates staged [batch, 4H] (A) | part [tasks, batch] (A)
+//                | dc [batch, U] (A) | dz [batch, 4U] (A) | dbias [4U] (A)
+template <typename T>
+size_t bwd_smem(int64_t units, int64_t hidden, int batch) {
+  using A = acc_t<T>;
+  const int64_t tasks = units * splits_for(units);
+  return aligned(units * 4 * hidden * sizeof(T)) + aligned(batch * 4 * hidden * sizeof(A)) +
+         aligned(tasks * batch * sizeof(A)) + aligned(batch * units * sizeof(A)) +
+         aligned(batch * 4 * units * sizeof(A)) + aligned(4 * units * sizeof(A));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const BwdArgs args) {
+  using A = acc_t<T>;
+  const LstmSeqCudaBwdParams& p = args.p;
+  const int64_t H = p.hidden, H4 = 4 * H, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
+  const int64_t S = splits_for(U);
+  const int batch = int(p.batch);
+  PYATTN_DYNAMIC_SMEM(smem, 16);
+  T* wt = reinterpret_cast<T*>(smem);  // row u is W_hh's column j0 + u
+  A* dg_next = reinterpret_cast<A*>(smem + aligned(args.units * H4 * sizeof(T)));
+  A* part = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(dg_next) + aligned(batch * H4 * sizeof(A)));
+  const int64_t tasks = args.units * splits_for(args.units);
+  A* dc_own = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(part) + aligned(tasks * batch * sizeof(A)));
+  A* dz_own = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(dc_own) + aligned(batch * args.units * sizeof(A)));
+  A* db_own =
+      reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(dz_own) + aligned(batch * 4 * args.units * sizeof(A)));
+
+  const T* w_hh = static_cast<const T*>(p.w_hh);
+  for (int64_t e = threadIdx.x; e < U * H4; e += kThreads) {  // u fastest: U-long runs of a row
+    const int64_t q = e / U, u = e - q * U;
+    wt[u * H4 + q] = w_hh[q * H + j0 + u];
+  }
+  for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) db_own[e] = 0;
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* act = static_cast<const T*>(p.act);
+  const T* c_all = static_cast<const T*>(p.c_all);
+  const T* c0 = static_cast<const T*>(p.c0);
+  T* dgates = static_cast<T*>(p.dgates);
+  T* dh_state = static_cast<T*>(p.dh_state);
+  T* dc_state = static_cast<T*>(p.dc_state);
+  __syncthreads();
+
+  // Iteration k: dh of step k's rows from step k + 1's dgates (all blocks' columns,
+  // published by the last barrier), then step k's pointwise backward. k = -1 only
+  // finishes dh0 of the rows that start at step 0.
+  unsigned barriers = 0;
+  for (int64_t k = p.nsteps - 1; k >= -1; --k) {
+    const int n1 = k + 1 < p.nsteps ? int(p.steps[k + 1].n) : 0;  // rows of the step after
+    const int nk = k >= 0 ? int(p.steps[k].n) : 0;
+    if (n1 > 0) {
+      const int64_t off1 = p.steps[k + 1].off;
+      for (int64_t e = threadIdx.x; e < n1 * H4; e += kThreads) dg_next[e] = to_acc(__ldcg(dgates + off1 * H4 + e));
+      __syncthreads();
+      slice_products(dg_next, n1, wt, U, H4, batch, part);
+      __syncthreads();
+      // Rows [nk, n1) start at step k + 1: what reached their h there is dh0.
+      for (int64_t e = threadIdx.x; e < (n1 - min(nk, n1)) * U; e += kThreads) {
+        const int r = min(nk, n1) + int(e / U);
+        const int64_t u = e % U;
+        dh_state[r * H + j0 + u] = from_acc<T>(slice_sum(part, u, S, batch, r));
+      }
+    }
+    if (k < 0) break;
+    const int64_t off = p.steps[k].off, poff = k ? p.steps[k - 1].off : 0;
+    const int pn = k ? int(p.steps[k - 1].n) : 0;
+    for (int64_t e = threadIdx.x; e < nk * U; e += kThreads) {
+      const int r = int(e / U);
+      const int64_t u = e - r * U, j = j0 + u, row = off + r;
+      // Rows that go on to step k + 1 get dh and dc from it; the others end at step k and
+      // start from dh_n / dc_n.
+      A dh = r < n1 ? slice_sum(part, u, S, batch, r) : to_acc(dh_state[r * H + j]);
+      if (dy) dh += to_acc(dy[row * H + j]);
+      const A dc = r < n1 ? dc_own[r * U + u] : to_acc(dc_state[r * H + j]);
+      const T* a = act + row * H4;
+      const A i = to_acc(a[j]), f = to_acc(a[H + j]), g = to_acc(a[2 * H + j]), o = to_acc(a[3 * H + j]);
+      const A c = r < pn ? to_acc(c_all[(poff + r) * H + j]) : to_acc(c0[r * H + j]);
+      const A tc = lstm_math::tanh_acc(to_acc(c_all[row * H + j]));
+      const A dct = dc + dh * o * (A(1) - tc * tc);
+      A dz[4];
+      dz[0] = dct * g * i * (A(1) - i);
+      dz[1] = dct * c * f * (A(1) - f);
+      dz[2] = dct * i * (A(1) - g * g);
+      dz[3] = dh * tc * o * (A(1) - o);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        dgates[row * H4 + q * H + j] = from_acc<T>(dz[q]);
+        dz_own[r * 4 * U + q * U + u] = dz[q];
+      }
+      dc_own[r * U + u] = dct * f;
+      if (r >= pn) dc_state[r * H + j] = from_acc<T>(dct * f);  // the row starts at step k: dc0
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) {
+      A sum = 0;
+      for (int r = 0; r < nk; ++r) sum += dz_own[r * 4 * U + e];
+      db_own[e] += sum;
+    }
+    grid_barrier(p.barrier, ++barriers);  // publishes step k's dgates
+  }
+  if (p.dbias) {
+    T* db = static_cast<T*>(p.dbias);
+    for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) {
+      const int64_t col = (e / U) * H + j0 + e % U;
+      db[col] = from_acc<T>(to_acc(db[col]) + db_own[e]);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------- host
+
+template <typename F>
+void by_dtype(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(__half{});
+    case DType::bf16: return f(__nv_bfloat16{});
+  }
+}
+
+// The smallest slice that lets every block be resident at once, or blocks = 0 when
+// this device cannot run the persistent kernels for the shape.
+template <typename T, typename Kernel>
+Plan plan_for(Kernel kernel, size_t (*smem_for)(int64_t, int64_t, int), int64_t batch, int64_t hidden) {
+  Plan none{0, 0, 0};
+  if (batch < 1 || batch > kLstmPersistentMaxBatch || hidden < 1) return none;
+  int dev = 0, sms = 0, coop = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || !coop || sms < 1)
+    return none;
+  const int64_t units = (hidden + sms - 1) / sms;
+  const size_t smem = smem_for(units, hidden, int(batch));
+  if (smem > size_t(optin)) return none;
+  if (cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(smem)) != cudaSuccess)
+    return none;
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) return none;
+  const int blocks = int((hidden + units - 1) / units);
+  if (int64_t(per_sm) * sms < blocks) return none;
+  return {units, blocks, smem};
+}
+
+}  // namespace
+
+bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
+  bool launched = false;
+  by_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const Plan plan = plan_for<T>(lstm_seq_fwd_persistent_kernel<T>, &fwd_smem<T>, p.batch, p.hidden);
+    if (!plan.blocks || p.nsteps < 1) return;
+    const auto s = reinterpret_cast<cudaStream_t>(stream);
+    if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) != cudaSuccess) return;
+    const FwdArgs args{p, plan.units};
+    launched = PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, lstm_seq_fwd_persistent_kernel<T>,
+                                         args) == cudaSuccess;
+    if (!launched) (void)cudaGetLastError();  // not launched: the caller's loop runs instead
+  });
+  return launched;
+}
+
+bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream) {
+  bool launched = false;
+  by_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const Plan plan = plan_for<T>(lstm_seq_bwd_persistent_kernel<T>, &bwd_smem<T>, p.batch, p.hidden);
+    if (!plan.blocks || p.nsteps < 1) return;
+    const auto s = reinterpret_cast<cudaStream_t>(stream);
+    if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) != cudaSuccess) return;
+    const BwdArgs args{p, plan.units};
+    launched = PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, lstm_seq_bwd_persistent_kernel<T>,
+                                         args) == cudaSuccess;
+    if (!launched) (void)cudaGetLastError();  // not launched: the caller's loop runs instead
+  });
+  return launched;
+}
+
+}  // namespace pyattn
