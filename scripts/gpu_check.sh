@@ -74,7 +74,7 @@ done
 SAN_SCRIPT="$LOGS/sanitize_ops.py"
 cat >"$SAN_SCRIPT" <<'EOF'
 import torch
-import pyattn  # noqa: F401  (registers torch.ops.pyattn)
+import pyattn  # registers torch.ops.pyattn
 
 ops = torch.ops.pyattn
 dev = "cuda"
@@ -108,6 +108,17 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
                                       wr, mask is amask)
             torch.cuda.synchronize()
             assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads), (dtype, lq, lk)
+# lstm: packed sequences both ways, batch 3 (the persistent loop) and 12 (per step).
+for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+    for n in (3, 12):
+        lstm = pyattn.nn.LSTM(24, 40, num_layers=2, bidirectional=True, device=dev, dtype=dtype)
+        x = torch.randn(7, n, 24, device=dev, dtype=dtype, requires_grad=True)
+        lengths = torch.sort(torch.randint(1, 8, (n,)), descending=True).values
+        lengths[0] = 7
+        y, (h, c) = lstm(torch.nn.utils.rnn.pack_padded_sequence(x, lengths))
+        (y.data.sum() + h.sum() + c.sum()).backward()
+        torch.cuda.synchronize()
+        assert torch.isfinite(x.grad).all(), (dtype, n)
 print("sanitize_ops: done")
 EOF
 if [[ -z "$SANITIZER" ]]; then

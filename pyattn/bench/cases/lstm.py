@@ -104,4 +104,12 @@ def cases(device: str) -> list[Case]:
         _case(device, f32, 100, 64, 256, 256, cell=True, target=Target(2.0) if cpu else None),
         _case(device, f32, 100, 64, 256, 256, backward=True, cell=True, quick=False),
         _case(device, bf16, 100, 64, 256, 256, quick=False),
-    ]
+    ] + ([] if cpu else [
+        # CUDA: cuDNN's shapes of the issue, and a small batch for the persistent kernel
+        # (kernels/cuda/lstm_persistent.cu), where the issue aims at 1.5x
+        _case(device, f32, 100, 64, 512, 512, backward=True, target=Target(1.0)),
+        _case(device, bf16, 100, 64, 512, 512, backward=True, target=Target(1.0)),
+        _case(device, f32, 100, 8, 512, 512, target=Target(1.5)),
+        _case(device, f32, 100, 8, 512, 512, backward=True, target=Target(1.5)),
+        _case(device, bf16, 100, 8, 512, 512, backward=True, target=Target(1.5)),
+    ])
