@@ -133,11 +133,13 @@ void apply_masks(const AttentionShape& s, const KeyRange& r, int64_t b, int64_t 
     }
   }
   // Structural rules: only blocks on a boundary need per-element work.
+  // There, row ii keeps the block's keys [lo, hi) and loses the two ends.
   if (r.lo(q0 + nq - 1) <= k0 && r.hi(q0) >= k0 + nk) return;
   for (int64_t ii = 0; ii < nq; ++ii) {
-    const int64_t lo = r.lo(q0 + ii), hi = r.hi(q0 + ii);
-    for (int64_t j = 0; j < nk; ++j)
-      if (k0 + j < lo || k0 + j >= hi) st[j * kBQ + ii] = kNegInf;
+    const int64_t lo = std::clamp<int64_t>(r.lo(q0 + ii) - k0, 0, nk);
+    const int64_t hi = std::clamp<int64_t>(r.hi(q0 + ii) - k0, lo, nk);
+    for (int64_t j = 0; j < lo; ++j) st[j * kBQ + ii] = kNegInf;
+    for (int64_t j = hi; j < nk; ++j) st[j * kBQ + ii] = kNegInf;
   }
 }
 
