@@ -278,16 +278,6 @@ void with_head_dim(int64_t n, F&& f) {
   return f(std::integral_constant<int, kMaxHeadDim>{});
 }
 
-template <typename F>
-void with_storage(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(__half{});
-    case DType::bf16: return f(__nv_bfloat16{});
-  }
-}
-
 // y = x .* M over [batch, heads, lq, lk]: blocks stride over rows, threads over keys.
 template <typename T>
 __global__ void __launch_bounds__(256) dropout_kernel(AttentionDropoutParams p) {

@@ -80,21 +80,11 @@ unsigned blocks_for(int64_t elements) {
   return unsigned(std::max<int64_t>(1, std::min<int64_t>((elements + kThreads - 1) / kThreads, kMaxBlocks)));
 }
 
-template <typename F>
-void by_dtype(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(__half{});
-    case DType::bf16: return f(__nv_bfloat16{});
-  }
-}
-
 }  // namespace
 
 void lstm_fwd_cuda(const LstmFwdParams& p, cudaStream stream) {
   if (p.n * p.hidden == 0) return;
-  by_dtype(p.dtype, [&](auto tag) {
+  with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     PYATTN_LAUNCH(blocks_for(p.n * p.hidden), kThreads, 0, reinterpret_cast<cudaStream_t>(stream),
                   lstm_fwd_kernel<T>)(p);
@@ -103,7 +93,7 @@ void lstm_fwd_cuda(const LstmFwdParams& p, cudaStream stream) {
 
 void lstm_bwd_cuda(const LstmBwdParams& p, cudaStream stream) {
   if (p.n * p.hidden == 0) return;
-  by_dtype(p.dtype, [&](auto tag) {
+  with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     PYATTN_LAUNCH(blocks_for(p.n * p.hidden), kThreads, 0, reinterpret_cast<cudaStream_t>(stream),
                   lstm_bwd_kernel<T>)(p);

@@ -308,16 +308,6 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
 
 // ------------------------------------------------------------------------------- host
 
-template <typename F>
-void by_dtype(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(__half{});
-    case DType::bf16: return f(__nv_bfloat16{});
-  }
-}
-
 // The smallest slice that lets every block be resident at once, or blocks = 0 when
 // this device cannot run the persistent kernels for the shape.
 template <typename T, typename Kernel>
@@ -347,7 +337,7 @@ Plan plan_for(Kernel kernel, size_t (*smem_for)(int64_t, int64_t, int), int64_t 
 
 bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
   bool launched = false;
-  by_dtype(p.dtype, [&](auto tag) {
+  with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const Plan plan = plan_for<T>(lstm_seq_fwd_persistent_kernel<T>, &fwd_smem<T>, p.batch, p.hidden);
     if (!plan.blocks || p.nsteps < 1) return;
@@ -363,7 +353,7 @@ bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stre
 
 bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream) {
   bool launched = false;
-  by_dtype(p.dtype, [&](auto tag) {
+  with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const Plan plan = plan_for<T>(lstm_seq_bwd_persistent_kernel<T>, &bwd_smem<T>, p.batch, p.hidden);
     if (!plan.blocks || p.nsteps < 1) return;

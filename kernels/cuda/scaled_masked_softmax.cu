@@ -596,25 +596,14 @@ void bwd_typed(const ScaledMaskedSoftmaxBwdParams& p, cudaStream_t stream) {
   launch<BwdKernels, T>(a, vec, stream);
 }
 
-// Calls f(T{}) with the storage type named by dt.
-template <typename F>
-void with_dtype(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: f(float{}); break;
-    case DType::f64: f(double{}); break;
-    case DType::f16: f(__half{}); break;
-    case DType::bf16: f(__nv_bfloat16{}); break;
-  }
-}
-
 }  // namespace
 
 void scaled_masked_softmax_fwd_cuda(const ScaledMaskedSoftmaxFwdParams& p, cudaStream stream) {
-  with_dtype(p.dtype, [&](auto tag) { fwd_typed<decltype(tag)>(p, stream); });
+  with_storage(p.dtype, [&](auto tag) { fwd_typed<decltype(tag)>(p, stream); });
 }
 
 void scaled_masked_softmax_bwd_cuda(const ScaledMaskedSoftmaxBwdParams& p, cudaStream stream) {
-  with_dtype(p.dtype, [&](auto tag) { bwd_typed<decltype(tag)>(p, stream); });
+  with_storage(p.dtype, [&](auto tag) { bwd_typed<decltype(tag)>(p, stream); });
 }
 
 }  // namespace pyattn

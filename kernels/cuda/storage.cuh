@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "pyattn/common.h"
+
 namespace pyattn {
 
 template <typename T> struct AccOf { using type = float; };
@@ -22,6 +24,17 @@ template <> __device__ __forceinline__ double from_acc<double>(double v) { retur
 template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+// Calls f(T{}) with the storage type of dtype (host side: picks a kernel instantiation).
+template <typename F>
+void with_storage(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(__half{});
+    case DType::bf16: return f(__nv_bfloat16{});
+  }
 }
 
 }  // namespace pyattn
