@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
 
 // The smallest slice that lets every block be resident at once, or blocks = 0 when
 // this device cannot run the persistent kernels for the shape.
-template <typename T, typename Kernel>
+template <typename Kernel>
 Plan plan_for(Kernel kernel, size_t (*smem_for)(int64_t, int64_t, int), int64_t batch, int64_t hidden) {
   Plan none{0, 0, 0};
   if (batch < 1 || batch > kLstmPersistentMaxBatch || hidden < 1) return none;
@@ -333,20 +333,29 @@ Plan plan_for(Kernel kernel, size_t (*smem_for)(int64_t, int64_t, int), int64_t 
   return {units, blocks, smem};
 }
 
+// Zeroes the barrier counter and launches kernel cooperatively on the plan for p;
+// false (and nothing launched) when there is none or the launch fails.
+template <typename Params, typename Args>
+bool launch_persistent(void (*kernel)(Args), size_t (*smem_for)(int64_t, int64_t, int), const Params& p,
+                       cudaStream stream) {
+  const Plan plan = plan_for(kernel, smem_for, p.batch, p.hidden);
+  if (!plan.blocks || p.nsteps < 1) return false;
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const Args args{p, plan.units};
+  if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) == cudaSuccess &&
+      PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, kernel, args) == cudaSuccess)
+    return true;
+  (void)cudaGetLastError();  // clear the error: the caller's loop runs instead
+  return false;
+}
+
 }  // namespace
 
 bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
   bool launched = false;
   with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const Plan plan = plan_for<T>(lstm_seq_fwd_persistent_kernel<T>, &fwd_smem<T>, p.batch, p.hidden);
-    if (!plan.blocks || p.nsteps < 1) return;
-    const auto s = reinterpret_cast<cudaStream_t>(stream);
-    if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) != cudaSuccess) return;
-    const FwdArgs args{p, plan.units};
-    launched = PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, lstm_seq_fwd_persistent_kernel<T>,
-                                         args) == cudaSuccess;
-    if (!launched) (void)cudaGetLastError();  // not launched: the caller's loop runs instead
+    launched = launch_persistent(lstm_seq_fwd_persistent_kernel<T>, &fwd_smem<T>, p, stream);
   });
   return launched;
 }
@@ -355,14 +364,7 @@ bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stre
   bool launched = false;
   with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const Plan plan = plan_for<T>(lstm_seq_bwd_persistent_kernel<T>, &bwd_smem<T>, p.batch, p.hidden);
-    if (!plan.blocks || p.nsteps < 1) return;
-    const auto s = reinterpret_cast<cudaStream_t>(stream);
-    if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) != cudaSuccess) return;
-    const BwdArgs args{p, plan.units};
-    launched = PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, lstm_seq_bwd_persistent_kernel<T>,
-                                         args) == cudaSuccess;
-    if (!launched) (void)cudaGetLastError();  // not launched: the caller's loop runs instead
+    launched = launch_persistent(lstm_seq_bwd_persistent_kernel<T>, &bwd_smem<T>, p, stream);
   });
   return launched;
 }
