@@ -21,6 +21,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "dispatch.h"
@@ -281,9 +283,14 @@ struct Step {
 };
 
 // Whether the persistent CUDA loop may take this sequence (it may still decline, see
-// lstm_seq_fwd_persistent_cuda); x decides the device.
+// lstm_seq_fwd_persistent_cuda); x decides the device. PYATTN_LSTM_PERSISTENT=0 in the
+// environment turns it off (read once), to compare with the per-step loop.
 bool persistent_cuda(const at::Tensor& x, bool proj, int64_t batch, const std::vector<Step>& steps) {
-  return x.is_cuda() && !proj && !steps.empty() && batch <= kLstmPersistentMaxBatch;
+  static const bool enabled = [] {
+    const char* e = std::getenv("PYATTN_LSTM_PERSISTENT");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return enabled && x.is_cuda() && !proj && !steps.empty() && batch <= kLstmPersistentMaxBatch;
 }
 
 // The steps as the kernels' LstmStep array on x's device: int64 [nsteps, 2] (off, rows).
