@@ -117,6 +117,10 @@ SEQ_CASES = {
     "packed_reverse_proj": (5, 4, 3, 17, 5, [4, 3, 3, 2, 1], True),
     "n1_t1": (1, 1, 2, 3, 0, None, False),
     "empty_t": (0, 2, 3, 4, 0, None, False),
+    # On CUDA, batches up to 8 without a projection take the persistent loop
+    # (kernels/cuda/lstm_persistent.cu); these take the per-step one.
+    "batch_11": (3, 11, 4, 8, 0, None, False),
+    "packed_reverse_batch_10": (4, 10, 3, 6, 0, [10, 9, 4, 2], True),
 }
 
 
