@@ -12,7 +12,7 @@
 //   - CUDA without a projection and with at most kLstmPersistentMaxBatch (8) rows: one
 //     persistent kernel for the whole loop (kernels/cuda/lstm_persistent.cu), which
 //     keeps W_hh in shared memory, when the device can hold all its blocks at once;
-//   - otherwise (fp64, bf16, fp16, projections, larger CUDA batches): at::addmm_ per
+//   - otherwise (CPU fp64 / bf16, projections, CUDA batches past 8): at::addmm_ per
 //     step and the pointwise kernels.
 //
 // Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
@@ -293,7 +293,9 @@ bool persistent_cuda(const at::Tensor& x, bool proj, int64_t batch, const std::v
   return enabled && x.is_cuda() && !proj && !steps.empty() && batch <= kLstmPersistentMaxBatch;
 }
 
-// The steps as the kernels' LstmStep array on x's device: int64 [nsteps, 2] (off, rows).
+// A PackedSequence's steps as the kernels' LstmStep array on x's device: int64
+// [nsteps, 2] (off, rows). A dense sequence needs none (the kernel derives its steps), so
+// it makes no host-to-device copy.
 at::Tensor steps_on_device(const std::vector<Step>& steps, const at::Tensor& x) {
   static_assert(sizeof(Step) == sizeof(LstmStep), "Step and LstmStep share a layout");
   at::Tensor t = at::empty({int64_t(steps.size()), 2}, at::TensorOptions().dtype(at::kLong));
@@ -416,7 +418,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
   if (persistent_cuda(x, proj, N, steps)) {
     const at::Tensor w = w_hh.contiguous(), h0c = h0.contiguous(), c0c = c0.contiguous();
-    const at::Tensor dev_steps = steps_on_device(steps, x), barrier = barrier_counter(x);
+    const at::Tensor dev_steps = packed ? steps_on_device(steps, x) : at::Tensor(), barrier = barrier_counter(x);
     LstmSeqCudaFwdParams p{};
     p.w_hh = w.data_ptr();
     p.bias[0] = b_ih.defined() ? b_ih.data_ptr() : nullptr;
@@ -428,7 +430,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.c0 = c0c.data_ptr();
     p.h_n = h_n.data_ptr();
     p.c_n = c_n.data_ptr();
-    p.steps = static_cast<const LstmStep*>(dev_steps.data_ptr());
+    p.steps = packed ? static_cast<const LstmStep*>(dev_steps.data_ptr()) : nullptr;
+    p.reverse = reverse;
     p.nsteps = int64_t(steps.size());
     p.batch = N;
     p.hidden = H;
@@ -537,7 +540,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   bool persistent = false;  // the persistent CUDA loop ran
   if (persistent_cuda(x, proj, N, steps)) {
     const at::Tensor w = w_hh.contiguous();
-    const at::Tensor dev_steps = steps_on_device(steps, x), barrier = barrier_counter(x);
+    const at::Tensor dev_steps = packed ? steps_on_device(steps, x) : at::Tensor(), barrier = barrier_counter(x);
     LstmSeqCudaBwdParams p{};
     p.w_hh = w.data_ptr();
     p.dy = dy.defined() ? dy.data_ptr() : nullptr;
@@ -548,7 +551,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.dbias = has_bias ? db.data_ptr() : nullptr;
     p.dh_state = dh_state.data_ptr();
     p.dc_state = dc_state.data_ptr();
-    p.steps = static_cast<const LstmStep*>(dev_steps.data_ptr());
+    p.steps = packed ? static_cast<const LstmStep*>(dev_steps.data_ptr()) : nullptr;
+    p.reverse = reverse;
     p.nsteps = int64_t(steps.size());
     p.batch = N;
     p.hidden = H;

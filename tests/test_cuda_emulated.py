@@ -268,9 +268,12 @@ def _steps(batch_sizes, reverse):
 
 
 # (batch_sizes, hidden): the emulated device has 4 SMs, so H 13 gives 4 blocks of 4, 4, 4
-# and 1 units, H 37 blocks of 10 (the last 7), H 3 three blocks of one unit; shrinking
-# batch sizes are a PackedSequence (growing, when run in reverse).
-PERSISTENT_SHAPES = [([1, 1, 1], 3), ([3, 3, 3, 3], 13), ([8, 6, 6, 2, 1], 37), ([5], 9), ([2, 2], 1)]
+# and 1 units, H 37 blocks of 10 (the last 7), H 17 of 5 (the last 2: more K-split
+# tasks than a full block), H 3 three blocks of one unit. Shrinking batch sizes are a
+# PackedSequence (growing, when run in reverse) and go to the kernel as a steps array;
+# equal ones as a dense sequence (no array).
+PERSISTENT_SHAPES = [([1, 1, 1], 3), ([3, 3, 3, 3], 13), ([8, 6, 6, 2, 1], 37), ([4, 4, 3], 17), ([5], 9),
+                     ([2, 2], 1)]
 
 
 @pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])
@@ -282,15 +285,17 @@ def test_lstm_seq_persistent(emu, gen, dtype, reverse):
     for batch_sizes, hidden in PERSISTENT_SHAPES:
         n0, total, g4 = batch_sizes[0], sum(batch_sizes), 4 * hidden
         steps = _steps(batch_sizes, reverse)
+        dense = len(set(batch_sizes)) == 1
+        kernel_steps = (torch.empty(0, dtype=torch.int64) if dense else steps, len(batch_sizes), reverse)
         bias = bool(torch.randint(0, 2, (), generator=gen))
         std = hidden ** -0.5
         act_in, w_hh = randn((total, g4), dtype, gen=gen), randn((g4, hidden), dtype, gen=gen, std=std)
         b_ih, b_hh = ((randn((g4,), dtype, gen=gen) if bias else torch.empty(0, dtype=dtype)) for _ in range(2))
         h0, c0, dh_n, dc_n = (randn((n0, hidden), dtype, gen=gen) for _ in range(4))
         dy = randn((total, hidden), dtype, gen=gen)
-        what = f"batch_sizes {batch_sizes} H{hidden} bias={bias}"
+        what = f"batch_sizes {batch_sizes} H{hidden} bias={bias} dense={dense}"
 
-        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, steps)
+        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, *kernel_steps)
         assert out, f"{what}: the kernel declined"
         y, c_all, act, h_n, c_n = out
         eye = np.eye(g4)
@@ -309,7 +314,7 @@ def test_lstm_seq_persistent(emu, gen, dtype, reverse):
         assert_close(act, r_act, dtype, tol=tol, msg=f"{what} act")
 
         # Backward from the kernel's own saved act / c_all, against the reference's caches.
-        grads = emu.lstm_seq_persistent_bwd(dy, dh_n, dc_n, act, c_all, c0, w_hh, steps)
+        grads = emu.lstm_seq_persistent_bwd(dy, dh_n, dc_n, act, c_all, c0, w_hh, *kernel_steps)
         assert grads, f"{what}: the backward kernel declined"
         dgates, db, dh0, dc0 = grads
         r = lstmref.lstm_seq_bwd(to_np(dy), to_np(dh_n), to_np(dc_n), to_np(act_in), caches, eye, to_np(w_hh),
@@ -327,7 +332,7 @@ def test_lstm_seq_persistent_declines(emu, gen):
         steps = _steps([n0], False)
         args = (randn((n0, 4 * hidden), f32, gen=gen), randn((4 * hidden, hidden), f32, gen=gen),
                 torch.empty(0), torch.empty(0), randn((n0, hidden), f32, gen=gen), randn((n0, hidden), f32, gen=gen),
-                steps)
+                steps, 1, False)
         assert emu.lstm_seq_persistent_fwd(*args) == [], f"n0 {n0} H{hidden}"
 
 

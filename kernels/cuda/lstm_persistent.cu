@@ -56,6 +56,20 @@ struct BwdArgs {
 // K-chunks per slice row, so that small slices still give every warp a task.
 __host__ __device__ inline int64_t splits_for(int64_t rows) { return rows >= kWarps ? 1 : kWarps / rows; }
 
+// Room for the partial sums of any slice of up to `rows` rows: rows·splits_for(rows) is
+// not monotone (3 rows make 6 tasks, 2 rows 8), and the last block's slice is smaller.
+__host__ __device__ inline int64_t max_tasks(int64_t rows) {
+  return rows * splits_for(rows) > kWarps ? rows * splits_for(rows) : kWarps;
+}
+
+// Step s of the processing order: p.steps[s], or, without a steps array (a dense
+// [T, batch] sequence), `batch` rows at time s (reverse: T - 1 - s).
+template <typename Params>
+__device__ LstmStep step_at(const Params& p, int64_t s) {
+  if (p.steps) return p.steps[s];
+  return {(p.reverse ? p.nsteps - 1 - s : s) * p.batch, p.batch};
+}
+
 // Bytes of the carve-up below, each part 16-byte aligned.
 __host__ __device__ inline size_t aligned(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
@@ -118,7 +132,7 @@ __device__ A slice_sum(const A* part, int64_t m, int64_t S, int batch, int r) {
 template <typename T>
 size_t fwd_smem(int64_t units, int64_t hidden, int batch) {
   using A = acc_t<T>;
-  const int64_t M = 4 * units, tasks = M * splits_for(M);
+  const int64_t M = 4 * units, tasks = max_tasks(M);
   return aligned(M * hidden * sizeof(T)) + aligned(batch * hidden * sizeof(A)) + aligned(tasks * batch * sizeof(A)) +
          aligned(batch * units * sizeof(A));
 }
@@ -134,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
   T* w = reinterpret_cast<T*>(smem);  // row m = g·U + u is W_hh's row g·H + j0 + u
   A* h_prev = reinterpret_cast<A*>(smem + aligned(4 * args.units * H * sizeof(T)));
   A* part = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(h_prev) + aligned(batch * H * sizeof(A)));
-  const int64_t tasks = 4 * args.units * splits_for(4 * args.units);
+  const int64_t tasks = max_tasks(4 * args.units);
   A* c_own = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(part) + aligned(tasks * batch * sizeof(A)));
 
   const T* w_hh = static_cast<const T*>(p.w_hh);
@@ -151,8 +165,9 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
   T* c_all = static_cast<T*>(p.c_all);
 
   for (int64_t s = 0; s < p.nsteps; ++s) {
-    const int64_t off = p.steps[s].off, poff = s ? p.steps[s - 1].off : 0;
-    const int n = int(p.steps[s].n), pn = s ? int(p.steps[s - 1].n) : 0;
+    const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
+    const int64_t off = cur.off, poff = prev.off;
+    const int n = int(cur.n), pn = int(prev.n);
     // Row r continues from the previous step's row r if that step had it, else starts
     // from h0 / c0 (as the CPU loop).
     for (int64_t e = threadIdx.x; e < n * H; e += kThreads) {
@@ -162,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
     __syncthreads();  // h_prev staged (and, the first time, w loaded)
     slice_products(h_prev, n, w, M, H, batch, part);
     __syncthreads();
-    const int nn = s + 1 < p.nsteps ? min(n, int(p.steps[s + 1].n)) : 0;  // rows [nn, n) end here
+    const int nn = s + 1 < p.nsteps ? min(n, int(step_at(p, s + 1).n)) : 0;  // rows [nn, n) end here
     for (int64_t e = threadIdx.x; e < n * U; e += kThreads) {
       const int r = int(e / U);
       const int64_t u = e - r * U, j = j0 + u;
@@ -183,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
       a[H + j] = from_acc<T>(f);
       a[2 * H + j] = from_acc<T>(g);
       a[3 * H + j] = from_acc<T>(o);
-      c_own[r * U + u] = cn;
+      c_own[r * U + u] = to_acc(from_acc<T>(cn));  // as stored: the per-step loop's c
       c_all[(off + r) * H + j] = from_acc<T>(cn);
       y[(off + r) * H + j] = h;
       if (r >= nn) {
@@ -202,7 +217,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
 template <typename T>
 size_t bwd_smem(int64_t units, int64_t hidden, int batch) {
   using A = acc_t<T>;
-  const int64_t tasks = units * splits_for(units);
+  const int64_t tasks = max_tasks(units);
   return aligned(units * 4 * hidden * sizeof(T)) + aligned(batch * 4 * hidden * sizeof(A)) +
          aligned(tasks * batch * sizeof(A)) + aligned(batch * units * sizeof(A)) +
          aligned(batch * 4 * units * sizeof(A)) + aligned(4 * units * sizeof(A));
@@ -219,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
   T* wt = reinterpret_cast<T*>(smem);  // row u is W_hh's column j0 + u
   A* dg_next = reinterpret_cast<A*>(smem + aligned(args.units * H4 * sizeof(T)));
   A* part = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(dg_next) + aligned(batch * H4 * sizeof(A)));
-  const int64_t tasks = args.units * splits_for(args.units);
+  const int64_t tasks = max_tasks(args.units);
   A* dc_own = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(part) + aligned(tasks * batch * sizeof(A)));
   A* dz_own = reinterpret_cast<A*>(reinterpret_cast<unsigned char*>(dc_own) + aligned(batch * args.units * sizeof(A)));
   A* db_own =
@@ -245,10 +260,11 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
   // finishes dh0 of the rows that start at step 0.
   unsigned barriers = 0;
   for (int64_t k = p.nsteps - 1; k >= -1; --k) {
-    const int n1 = k + 1 < p.nsteps ? int(p.steps[k + 1].n) : 0;  // rows of the step after
-    const int nk = k >= 0 ? int(p.steps[k].n) : 0;
+    const LstmStep after = k + 1 < p.nsteps ? step_at(p, k + 1) : LstmStep{0, 0};
+    const int n1 = int(after.n);  // rows of the step after
+    const int nk = k >= 0 ? int(step_at(p, k).n) : 0;
     if (n1 > 0) {
-      const int64_t off1 = p.steps[k + 1].off;
+      const int64_t off1 = after.off;
       for (int64_t e = threadIdx.x; e < n1 * H4; e += kThreads) dg_next[e] = to_acc(__ldcg(dgates + off1 * H4 + e));
       __syncthreads();
       slice_products(dg_next, n1, wt, U, H4, batch, part);
@@ -261,8 +277,9 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
       }
     }
     if (k < 0) break;
-    const int64_t off = p.steps[k].off, poff = k ? p.steps[k - 1].off : 0;
-    const int pn = k ? int(p.steps[k - 1].n) : 0;
+    const LstmStep prev = k ? step_at(p, k - 1) : LstmStep{0, 0};
+    const int64_t off = step_at(p, k).off, poff = prev.off;
+    const int pn = int(prev.n);
     for (int64_t e = threadIdx.x; e < nk * U; e += kThreads) {
       const int r = int(e / U);
       const int64_t u = e - r * U, j = j0 + u, row = off + r;
@@ -284,9 +301,9 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         dgates[row * H4 + q * H + j] = from_acc<T>(dz[q]);
-        dz_own[r * 4 * U + q * U + u] = dz[q];
+        dz_own[r * 4 * U + q * U + u] = to_acc(from_acc<T>(dz[q]));  // dbias sums what dgates holds
       }
-      dc_own[r * U + u] = dct * f;
+      dc_own[r * U + u] = to_acc(from_acc<T>(dct * f));  // as the per-step loop stores dc
       if (r >= pn) dc_state[r * H + j] = from_acc<T>(dct * f);  // the row starts at step k: dc0
     }
     __syncthreads();
@@ -318,16 +335,23 @@ Plan plan_for(Kernel kernel, size_t (*smem_for)(int64_t, int64_t, int), int64_t 
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || !coop || sms < 1)
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
     return none;
+  }
+  if (!coop || sms < 1) return none;
   const int64_t units = (hidden + sms - 1) / sms;
   const size_t smem = smem_for(units, hidden, int(batch));
   if (smem > size_t(optin)) return none;
-  if (cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(smem)) != cudaSuccess)
-    return none;
+  // The opt-in maximum, the same value on every call: threads launching other sizes
+  // cannot lower it under each other.
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) return none;
+  if (cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           optin) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) {
+    (void)cudaGetLastError();  // declined: leave no error for the caller's loop to trip on
+    return none;
+  }
   const int blocks = int((hidden + units - 1) / units);
   if (int64_t(per_sm) * sms < blocks) return none;
   return {units, blocks, smem};

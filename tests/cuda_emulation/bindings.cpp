@@ -228,11 +228,13 @@ std::vector<at::Tensor> lstm_bwd(const at::Tensor& dh, const at::Tensor& dc, con
 }
 
 // The persistent sequence kernels. steps: int64 [nsteps, 2] rows of (offset, rows), in
-// processing order; act_in [total, 4H] holds x·W_ihᵀ; b_ih / b_hh [4H] or empty.
+// processing order, or empty for a dense sequence of `nsteps` steps (reverse: last
+// first); act_in [total, 4H] holds x·W_ihᵀ; b_ih / b_hh [4H] or empty.
 // Returns (y, c_all, act, h_n, c_n), or nothing when the kernel declined the shape.
 std::vector<at::Tensor> lstm_seq_persistent_fwd(const at::Tensor& act_in, const at::Tensor& w_hh,
                                                 const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& h0,
-                                                const at::Tensor& c0, const at::Tensor& steps) {
+                                                const at::Tensor& c0, const at::Tensor& steps, int64_t nsteps,
+                                                bool reverse) {
   const int64_t total = act_in.size(0), H = w_hh.size(1), n0 = h0.size(0);
   at::Tensor act = act_in.clone(), y = at::empty({total, H}, act.options()), c_all = at::empty_like(y);
   at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
@@ -248,8 +250,9 @@ std::vector<at::Tensor> lstm_seq_persistent_fwd(const at::Tensor& act_in, const 
   p.c0 = c0.data_ptr();
   p.h_n = h_n.data_ptr();
   p.c_n = c_n.data_ptr();
-  p.steps = reinterpret_cast<const LstmStep*>(steps.data_ptr<int64_t>());
-  p.nsteps = steps.size(0);
+  p.steps = steps.numel() ? reinterpret_cast<const LstmStep*>(steps.data_ptr<int64_t>()) : nullptr;
+  p.reverse = reverse;
+  p.nsteps = nsteps;
   p.batch = n0;
   p.hidden = H;
   p.barrier = reinterpret_cast<unsigned*>(barrier.data_ptr<int>());
@@ -262,7 +265,8 @@ std::vector<at::Tensor> lstm_seq_persistent_fwd(const at::Tensor& act_in, const 
 // (dgates, db, dh0, dc0), or nothing when the kernel declined the shape.
 std::vector<at::Tensor> lstm_seq_persistent_bwd(const at::Tensor& dy, const at::Tensor& dh_n, const at::Tensor& dc_n,
                                                 const at::Tensor& act, const at::Tensor& c_all, const at::Tensor& c0,
-                                                const at::Tensor& w_hh, const at::Tensor& steps) {
+                                                const at::Tensor& w_hh, const at::Tensor& steps, int64_t nsteps,
+                                                bool reverse) {
   const int64_t H = w_hh.size(1);
   at::Tensor dgates = at::empty_like(act), db = at::zeros({4 * H}, act.options());
   at::Tensor dh = dh_n.clone(), dc = dc_n.clone();
@@ -277,8 +281,9 @@ std::vector<at::Tensor> lstm_seq_persistent_bwd(const at::Tensor& dy, const at::
   p.dbias = db.data_ptr();
   p.dh_state = dh.data_ptr();
   p.dc_state = dc.data_ptr();
-  p.steps = reinterpret_cast<const LstmStep*>(steps.data_ptr<int64_t>());
-  p.nsteps = steps.size(0);
+  p.steps = steps.numel() ? reinterpret_cast<const LstmStep*>(steps.data_ptr<int64_t>()) : nullptr;
+  p.reverse = reverse;
+  p.nsteps = nsteps;
   p.batch = dh_n.size(0);
   p.hidden = H;
   p.barrier = reinterpret_cast<unsigned*>(barrier.data_ptr<int>());

@@ -128,7 +128,8 @@ void lstm_bwd_cpu(const LstmBwdParams& p, ParallelFor parallel_for);
 // kernel (cuda/lstm_persistent.cu). Each block keeps a slice of W_hh in shared memory
 // for the whole sequence; the blocks meet at a grid barrier after each step. Same
 // steps and semantics as LstmSeqFwdParams / LstmSeqBwdParams, without a projection;
-// every tensor contiguous, of `dtype`, on the device (steps and barrier too).
+// every tensor contiguous, of `dtype`, on the device (steps and barrier too). The
+// launch's host side does not wait for the device (no copies), so it can be captured.
 constexpr int kLstmPersistentMaxBatch = 8;  // rows per step (n0) it takes
 
 struct LstmSeqCudaFwdParams {
@@ -141,7 +142,8 @@ struct LstmSeqCudaFwdParams {
   const void* c0;         //   later in a packed reverse sequence)
   void* h_n;              // [n0, H] out: the final state of each row
   void* c_n;
-  const LstmStep* steps;  // processing order
+  const LstmStep* steps;  // processing order, on the device; or nullptr for a dense
+  bool reverse;           //   sequence: `batch` rows per step, time t = s (reverse: T-1-s)
   int64_t nsteps, batch, hidden;  // batch = n0, the most rows of any step
   unsigned* barrier;      // one counter for the grid barrier (the launch zeroes it)
   DType dtype;
@@ -157,7 +159,8 @@ struct LstmSeqCudaBwdParams {
   void* dbias;            // [4H] or nullptr: accumulated (+=) with the sum of dgates' rows
   void* dh_state;         // [n0, H] in: dh_n; out: dh0
   void* dc_state;         // [n0, H] in: dc_n; out: dc0
-  const LstmStep* steps;  // the forward's processing order; run backwards
+  const LstmStep* steps;  // the forward's processing order (or nullptr and reverse, as
+  bool reverse;           //   in the forward); run backwards
   int64_t nsteps, batch, hidden;
   unsigned* barrier;
   DType dtype;
