@@ -303,8 +303,23 @@ at::Tensor steps_on_device(const std::vector<Step>& steps, const at::Tensor& x) 
   return t.to(x.device());
 }
 
-// One zeroed-at-launch counter for the persistent kernels' grid barrier.
-at::Tensor barrier_counter(const at::Tensor& x) { return at::empty({1}, x.options().dtype(at::kInt)); }
+// Fills what both persistent kernels' params share: the steps (a device array only for
+// a PackedSequence), the shape, a counter for the grid barrier, the dtype. Returns the
+// device tensors behind them, to be held until the launch is queued.
+template <class Params>
+std::vector<at::Tensor> set_loop(Params& p, const char* op, const at::Tensor& x, const std::vector<Step>& steps,
+                                 bool packed, bool reverse, int64_t batch, int64_t hidden) {
+  at::Tensor dev_steps = packed ? steps_on_device(steps, x) : at::Tensor();
+  at::Tensor barrier = at::empty({1}, x.options().dtype(at::kInt));  // zeroed by the launch
+  p.steps = packed ? static_cast<const LstmStep*>(dev_steps.data_ptr()) : nullptr;
+  p.reverse = reverse;
+  p.nsteps = int64_t(steps.size());
+  p.batch = batch;
+  p.hidden = hidden;
+  p.barrier = static_cast<unsigned*>(barrier.data_ptr());
+  p.dtype = to_dtype(x, op, "x");
+  return {dev_steps, barrier};
+}
 
 // The steps in processing order (reverse: t = T-1 first). Checks batch_sizes.
 std::vector<Step> make_steps(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& batch_sizes,
@@ -418,8 +433,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
   if (persistent_cuda(x, proj, N, steps)) {
     const at::Tensor w = w_hh.contiguous(), h0c = h0.contiguous(), c0c = c0.contiguous();
-    const at::Tensor dev_steps = packed ? steps_on_device(steps, x) : at::Tensor(), barrier = barrier_counter(x);
     LstmSeqCudaFwdParams p{};
+    const std::vector<at::Tensor> held = set_loop(p, kSeq, x, steps, packed, reverse, N, H);
     p.w_hh = w.data_ptr();
     p.bias[0] = b_ih.defined() ? b_ih.data_ptr() : nullptr;
     p.bias[1] = b_hh.defined() ? b_hh.data_ptr() : nullptr;
@@ -430,13 +445,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.c0 = c0c.data_ptr();
     p.h_n = h_n.data_ptr();
     p.c_n = c_n.data_ptr();
-    p.steps = packed ? static_cast<const LstmStep*>(dev_steps.data_ptr()) : nullptr;
-    p.reverse = reverse;
-    p.nsteps = int64_t(steps.size());
-    p.batch = N;
-    p.hidden = H;
-    p.barrier = static_cast<unsigned*>(barrier.data_ptr());
-    p.dtype = to_dtype(x, kSeq, "x");
     if (try_cuda_kernel(x, p, PYATTN_CUDA_LAUNCHER(lstm_seq_fwd_persistent_cuda))) return outputs();
   }
   at::Tensor hbuf, cbuf;  // previous state assembled from two sources (reverse, packed)
@@ -540,8 +548,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   bool persistent = false;  // the persistent CUDA loop ran
   if (persistent_cuda(x, proj, N, steps)) {
     const at::Tensor w = w_hh.contiguous();
-    const at::Tensor dev_steps = packed ? steps_on_device(steps, x) : at::Tensor(), barrier = barrier_counter(x);
     LstmSeqCudaBwdParams p{};
+    const std::vector<at::Tensor> held = set_loop(p, op, x, steps, packed, reverse, N, H);
     p.w_hh = w.data_ptr();
     p.dy = dy.defined() ? dy.data_ptr() : nullptr;
     p.act = act.data_ptr();
@@ -551,13 +559,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.dbias = has_bias ? db.data_ptr() : nullptr;
     p.dh_state = dh_state.data_ptr();
     p.dc_state = dc_state.data_ptr();
-    p.steps = packed ? static_cast<const LstmStep*>(dev_steps.data_ptr()) : nullptr;
-    p.reverse = reverse;
-    p.nsteps = int64_t(steps.size());
-    p.batch = N;
-    p.hidden = H;
-    p.barrier = static_cast<unsigned*>(barrier.data_ptr());
-    p.dtype = to_dtype(x, op, "x");
     persistent = try_cuda_kernel(x, p, PYATTN_CUDA_LAUNCHER(lstm_seq_bwd_persistent_cuda));
   }
   // Row r of step s came after row prev[r] of cat(outputs, initial state): the previous
