@@ -15,8 +15,9 @@
 //             columns of dgates, and the barrier publishes them for the step before.
 // The products are warp dot products: a task is one slice row (or a K-chunk of one,
 // when there are fewer rows than warps), lanes stride over K, every batch row at once.
-// Both kernels walk the same `steps` as the CPU loop, so a PackedSequence (rows per step
-// that shrink, or grow in reverse) needs nothing extra.
+// Both kernels walk the same `steps` as the CPU loop (a dense sequence's are derived, see
+// step_at), so a PackedSequence (rows per step that shrink, or grow in reverse) needs
+// nothing extra.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -36,7 +37,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
-// The slice each block owns and how the products split among the warps.
+// How the hidden units are split among the blocks, and the launch's size.
 struct Plan {
   int64_t units;  // hidden units per block (the last block may have fewer)
   int blocks;
