@@ -1,6 +1,7 @@
 """pyattn: fused attention, LSTM and negative-sampling kernels for PyTorch (C++ and CUDA).
 
-Ops are ``torch.ops.pyattn.*``; the public API is :mod:`pyattn.functional`.
+Ops are ``torch.ops.pyattn.*`` (their Python side in :mod:`pyattn.ops`, one module per op);
+the public API is :mod:`pyattn.functional` and :mod:`pyattn.nn`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from pyattn import _extension
 
 _C = _extension.load()
 
-from pyattn import _ops  # noqa: E402,F401  (fake implementations)
-from pyattn import _autograd  # noqa: E402,F401  (derivatives of the ops)
+from pyattn import ops  # noqa: E402,F401  (each op's fake implementation and derivative)
 from pyattn import functional  # noqa: E402
 from pyattn import nn  # noqa: E402
 

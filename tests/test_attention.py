@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import pyattn
 from conftest import DTYPES, LOW_PRECISION, assert_close, assert_err_within_2x_torch, randn, to_np
-from pyattn.functional import _draw_dropout_seed, attention, scaled_dot_product_attention
+from pyattn.functional import attention, scaled_dot_product_attention
+from pyattn.ops.attention import draw_dropout_seed
 from pyattn.reference import attention_bwd as ref_bwd
 from pyattn.reference import attention_dropout_mask as ref_dropout_mask
 from pyattn.reference import attention_fwd as ref_fwd
@@ -132,7 +133,7 @@ def check_against_reference(q, k, v, kw, ref, scale=None, msg="", dropout_p=0.0,
     dtype = q.dtype
     if dropout_p:
         kw = dict(kw, dropout_p=dropout_p, generator=torch.Generator().manual_seed(drop_seed))
-        ref = dict(ref, dropout_p=dropout_p, dropout_seed=_draw_dropout_seed(torch.Generator().manual_seed(drop_seed)))
+        ref = dict(ref, dropout_p=dropout_p, dropout_seed=draw_dropout_seed(torch.Generator().manual_seed(drop_seed)))
     out, lse = attention(q, k, v, scale=scale, return_lse=True, **kw)
     assert out.shape == q.shape[:-1] + v.shape[-1:] and out.dtype == dtype, msg
     assert lse.shape == q.shape[:-1] and lse.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
@@ -769,11 +770,3 @@ def test_bad_inputs_name_the_argument(name):
     call, words = _bad(name)
     with pytest.raises(USER_ERRORS, match=words):
         call()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available() or pyattn.build_info()["cuda"],
-                    reason="needs a GPU and a CPU-only pyattn build")
-def test_cuda_tensor_with_cpu_only_build():
-    q = torch.randn(1, 1, 3, 4, device="cuda")
-    with pytest.raises(RuntimeError, match="without CUDA"):
-        attention(q, q, q)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import pyattn
-from conftest import CUDA_SKIP_REASON, HAS_CUDA, Tol, assert_close, assert_err_within_2x_torch, randn, to_np
+from conftest import Tol, assert_close, assert_err_within_2x_torch, randn, to_np
 from pyattn.functional import lstm, lstm_cell
 from pyattn.reference import lstm as ref
 
@@ -78,10 +78,8 @@ def test_cell_matches_reference(cpu_isa, dtype, shape, gen):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-def test_cell_matches_reference_cuda(dtype, gen):
-    if not HAS_CUDA:
-        pytest.skip(f"CUDA tests: {CUDA_SKIP_REASON}")
-    check_cell((5, 9, 40), dtype, "cuda", gen)
+def test_cell_matches_reference_on_device(device, dtype, gen):
+    check_cell((5, 9, 40), dtype, device, gen)
 
 
 def check_cell(shape, dtype, device, gen):
@@ -139,7 +137,7 @@ def check_seq(spec, dtype, device, gen, case="", bias=True):
     h0 = randn((N, P), dtype, device, gen).requires_grad_()
     c0 = randn((N, H), dtype, device, gen).requires_grad_()
     w_ih, w_hh, b_ih, b_hh, w_hr = make_weights(C, H, P, dtype, gen, bias=bias, proj=proj, device=device)
-    y, h_n, c_n = pyattn._autograd_lstm.LstmSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse)
+    y, h_n, c_n = pyattn.ops.lstm.LstmSeq.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, bs_t, reverse)
     ry, rh, rc, caches = ref.lstm_seq_fwd(
         *map(np_or_none, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)), batch_sizes=bs, reverse=reverse
     )
@@ -354,7 +352,7 @@ def test_random_sequences(case):
     h0, c0 = randn((N, P), dtype, gen=gen).requires_grad_(), randn((N, H), dtype, gen=gen).requires_grad_()
     ws = make_weights(C, H, P, dtype, gen, bias=case["bias"], proj=proj)
     bs_t = torch.tensor(bs) if bs else None
-    y, h_n, c_n = pyattn._autograd_lstm.LstmSeq.apply(x, h0, c0, *ws, bs_t, case["reverse"])
+    y, h_n, c_n = pyattn.ops.lstm.LstmSeq.apply(x, h0, c0, *ws, bs_t, case["reverse"])
     ry, rh, rc, caches = ref.lstm_seq_fwd(*map(np_or_none, (x, h0, c0, *ws)), batch_sizes=bs, reverse=case["reverse"])
     tol = SEQ_TOL[dtype]
     for a, e in ((y, ry), (h_n, rh), (c_n, rc)):
@@ -398,7 +396,7 @@ def test_gradcheck_seq(case, gen):
     ws = make_weights(C, H, P, F64, gen, proj=proj)
 
     def f(*a):
-        return pyattn._autograd_lstm.LstmSeq.apply(*a, bs_t, reverse)
+        return pyattn.ops.lstm.LstmSeq.apply(*a, bs_t, reverse)
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, *ws))
 

@@ -9,7 +9,7 @@ import torch
 
 import pyattn.nn
 from conftest import assert_close
-from pyattn.functional import _draw_dropout_seed
+from pyattn.ops.attention import draw_dropout_seed
 
 CASES = {
     "seq_first_plain": dict(kw=dict(), need_weights=True),
@@ -121,7 +121,7 @@ def test_dropout_matches_torch_given_our_mask(name, average, gen, monkeypatch):
     torch.manual_seed(s)
     out_o, w_o = ours(q, k, v, **kw)
     torch.manual_seed(s)
-    seed = _draw_dropout_seed()  # the key ours drew
+    seed = draw_dropout_seed()  # the key ours drew
 
     calls = []
 

@@ -767,24 +767,13 @@ def test_mask_on_other_device():
                 call()
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or HAS_CUDA,
-    reason="needs torch with a visible GPU and a CPU-only pyattn build",
-)
-def test_cuda_tensor_with_cpu_only_build():
-    x = torch.randn(2, 3, 4, device="cuda")
-    for call in _call_paths(x):
-        with pytest.raises(USER_ERRORS, match=r"(?i)cuda"):
-            call()
-
-
 # ---------------------------------------------------------------------- build info
 
 
 def test_build_info():
     info = pyattn.build_info()
     assert isinstance(info, dict)
-    for key in ("cuda", "cuda_archs", "cpu_isa", "torch_version", "compiler"):
+    for key in ("cuda", "cuda_archs", "cpu_isa", "torch_built_with", "torch_version", "compiler"):
         assert key in info, f"build_info() lacks {key!r}: {sorted(info)}"
     assert isinstance(info["cuda"], bool)
     assert isinstance(info["cuda_archs"], (list, tuple, str))
@@ -792,7 +781,9 @@ def test_build_info():
         assert len(info["cuda_archs"]) > 0
     assert info["cpu_isa"] in ("generic", "avx2", "avx512", "avx512_bf16"), info["cpu_isa"]
     assert isinstance(info["compiler"], str) and info["compiler"]
-    major_minor = ".".join(torch.__version__.split(".")[:2])
-    assert str(info["torch_version"]).startswith(major_minor), (info["torch_version"], torch.__version__)
+    # The extension must be built against the torch it runs with: its C++ ABI is not
+    # stable across minor versions. torch_built_with comes from the headers it compiled with.
+    major_minor = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    assert info["torch_built_with"].split(".")[:2] == major_minor.split("."), (info["torch_built_with"], torch.__version__)
     if torch.version.cuda is None:
         assert info["cuda"] is False

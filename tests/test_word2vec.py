@@ -1,6 +1,6 @@
 """pyattn.word2vec: corpus encoding, pair generation, the trainer on a corpus with
 planted structure, KeyedVectors queries, gensim's evaluators and the word2vec file
-formats (round trips through gensim when it is importable), the CLI and bad inputs."""
+formats (round trips through gensim), the CLI and bad inputs."""
 
 from __future__ import annotations
 
@@ -290,7 +290,8 @@ def test_cli_train_and_evaluate(tmp_path, corpus, capsys):
 
 
 def test_gensim_reads_our_files_and_evaluators_agree(kv, tmp_path):
-    gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
+    from gensim.models import keyedvectors as gensim_kv  # a test dependency (requirements-dev.txt)
+
     for binary in (False, True):
         path = tmp_path / f"v{int(binary)}"
         kv.save_word2vec_format(str(path), binary=binary)

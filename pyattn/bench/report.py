@@ -102,6 +102,11 @@ def format_table(rows: Sequence[Row], ceilings: Iterable[Ceilings]) -> str:
         for peer in dict.fromkeys(r.peer_name for r in ops_rows):
             lines.append(f"  peer: {peer}")
         for r in ops_rows:
+            if r.reference_ms is not None:
+                lines.append(f"  {r.case} ({r.device}, {r.dtype}): {r.reference_name} took "
+                             f"{_ms(r.reference_ms)} ms in the same run; ours / that = {r.reference_ratio:.2f}")
+            if r.note is not None:
+                lines.append(f"  note on {r.case} ({r.device}, {r.dtype}): {r.note}")
             if r.error is not None:
                 lines.append(f"  ERROR in {r.case} ({r.device}, {r.dtype}): {r.error}")
             elif r.mismatch is not None:

@@ -38,9 +38,14 @@ class Row:
     ours_peak_bytes: Optional[int] = None
     peer_peak_bytes: Optional[int] = None
     mismatch: Optional[str] = None    # None when the outputs agree
-    target: Optional[str] = None      # e.g. ">=8x, >=70% bw"
+    target: Optional[str] = None      # e.g. ">=1.3x", ">=85% bw", "<=1.1x T x torch.mm"
     target_speedup: Optional[float] = None
     target_ceiling_frac: Optional[float] = None
+    reference_name: Optional[str] = None   # a third call timed with ours and the peer
+    reference_ms: Optional[float] = None   # its median
+    reference_ratio: Optional[float] = None  # ours ms / reference ms
+    target_reference_ratio: Optional[float] = None
+    note: Optional[str] = None
     target_met: Optional[bool] = None
     error: Optional[str] = None
 
@@ -57,10 +62,23 @@ class Row:
 
 
 def describe_target(target: Target, ceiling: str) -> str:
-    text = f">={target.speedup:g}x"
+    parts = []
+    if target.speedup is not None:
+        parts.append(f">={target.speedup:g}x")
     if target.ceiling_frac is not None:
-        text += f", >={target.ceiling_frac * 100:.0f}% {Ceilings.label(ceiling)}"
-    return text
+        parts.append(f">={target.ceiling_frac * 100:.0f}% {Ceilings.label(ceiling)}")
+    if target.reference is not None:
+        parts.append(f"<={target.reference.max_ratio:g}x the time of {target.reference.name}")
+    return ", ".join(parts)
+
+
+def _target_met(row: Row) -> bool:
+    return (
+        row.mismatch is None
+        and (row.target_speedup is None or row.speedup >= row.target_speedup)
+        and (row.target_ceiling_frac is None or row.ours_frac >= row.target_ceiling_frac)
+        and (row.target_reference_ratio is None or row.reference_ratio <= row.target_reference_ratio)
+    )
 
 
 def _first_line(e: BaseException) -> str:
@@ -72,11 +90,15 @@ def run_case(case: Case, ceilings: Ceilings, budget: timing.Budget) -> Row:
     ceiling = Ceilings.key_for(case.unit, case.dtype, case.ceiling)
     row = Row(op=case.op, case=case.name, id=case.id, device=case.device,
               dtype=dtype_name(case.dtype), peer_name=case.peer_name, unit=case.unit,
-              work=case.work, ceiling=ceiling, ceiling_value=ceilings.value(ceiling))
+              work=case.work, ceiling=ceiling, ceiling_value=ceilings.value(ceiling), note=case.note)
+    reference = case.target.reference if case.target is not None else None
     if case.target is not None:
         row.target = describe_target(case.target, ceiling)
         row.target_speedup = case.target.speedup
         row.target_ceiling_frac = case.target.ceiling_frac
+    if reference is not None:
+        row.reference_name = reference.name
+        row.target_reference_ratio = reference.max_ratio
     inputs = None
     try:
         inputs = case.inputs()
@@ -87,7 +109,8 @@ def run_case(case: Case, ceilings: Ceilings, budget: timing.Budget) -> Row:
         row.ours_peak_bytes = timing.peak_extra_bytes(ours, case.device)
         row.peer_peak_bytes = timing.peak_extra_bytes(peer, case.device)
         flush = timing.CacheFlusher(case.device) if case.flush_cache else None
-        t_ours, t_peer = timing.time_interleaved([ours, peer], case.device, budget, flush)
+        calls = [ours, peer] + ([lambda: reference.call(inputs)] if reference is not None else [])
+        t_ours, t_peer, *t_ref = timing.time_interleaved(calls, case.device, budget, flush)
         row.ours_ms, row.ours_min_ms = t_ours.median_ms, t_ours.min_ms
         row.peer_ms, row.peer_min_ms = t_peer.median_ms, t_peer.min_ms
         row.repeats = t_ours.repeats
@@ -96,12 +119,11 @@ def run_case(case: Case, ceilings: Ceilings, budget: timing.Budget) -> Row:
         row.peer_rate = case.work / (t_peer.median_ms * 1e-3) / 1e9
         row.ours_frac = row.ours_rate / row.ceiling_value
         row.peer_frac = row.peer_rate / row.ceiling_value
+        if t_ref:
+            row.reference_ms = t_ref[0].median_ms
+            row.reference_ratio = t_ours.median_ms / t_ref[0].median_ms
         if case.target is not None:
-            row.target_met = (
-                row.mismatch is None
-                and row.speedup >= row.target_speedup
-                and (row.target_ceiling_frac is None or row.ours_frac >= row.target_ceiling_frac)
-            )
+            row.target_met = _target_met(row)
     except Exception as e:  # one broken case is reported in its row; the rest still run
         row.error = _first_line(e)
     finally:

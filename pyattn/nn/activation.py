@@ -7,7 +7,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pyattn.functional import _attention, _check_dropout_p, _draw_dropout_seed, _needs_grad, scaled_masked_softmax
+from pyattn.ops.attention import attention_with_dropout_seed, check_dropout_p, draw_dropout_seed
+from pyattn.ops.common import needs_grad
+from pyattn.ops.scaled_masked_softmax import scaled_masked_softmax
 
 __all__ = ["MultiheadAttention"]
 
@@ -92,7 +94,6 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         lq = q.shape[2]
 
         dtype = q.dtype
-        mask = None  # additive or bool-keep, broadcastable to (N, H, L, S)
         extra = int(self.bias_k is not None) + int(self.add_zero_attn)
         if self.bias_k is not None:
             k = torch.cat([k, self.bias_k.view(1, h, 1, hd).expand(n, h, 1, hd)], dim=2)
@@ -102,6 +103,9 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             v = torch.cat([v, v.new_zeros(n, h, 1, hd)], dim=2)
         s_in = k.shape[2] - extra  # keys the caller's masks describe
 
+        # The caller's masks as one, broadcastable to (N, H, L, S): additive when either is
+        # floating, else bool in torch's MHA polarity (True = drop). bias_k / zero-attn keys
+        # are always visible.
         masks = []
         if attn_mask is not None:
             m = attn_mask
@@ -110,36 +114,38 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             masks.append(m)
         if key_padding_mask is not None:
             masks.append(key_padding_mask.reshape(n, 1, 1, s_in))
-        if masks:
-            if any(m.dtype != torch.bool for m in masks):
-                mask = sum(_to_additive(m, dtype) for m in masks)
-                if extra:
-                    mask = F.pad(mask, (0, extra))  # bias_k / zero-attn keys are always visible
-            else:
-                drop = masks[0] if len(masks) == 1 else masks[0] | masks[1]
-                keep = ~drop
-                if extra:
-                    keep = F.pad(keep, (0, extra), value=True)
-                mask = keep
+        additive = drop = None
+        if any(m.dtype != torch.bool for m in masks):
+            additive = sum(_to_additive(m, dtype) for m in masks)
+            if extra:
+                additive = F.pad(additive, (0, extra))
+        elif masks:
+            drop = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+            if extra:
+                drop = F.pad(drop, (0, extra), value=False)
+        # attention and attention_with_weights take SDPA's polarity (True = keep).
+        attention_mask = additive if drop is None else ~drop
 
-        dropout_p = _check_dropout_p(self.dropout, "pyattn.nn.MultiheadAttention") if self.training else 0.0
-        seed = _draw_dropout_seed() if dropout_p > 0.0 else None
+        dropout_p = check_dropout_p(self.dropout, "pyattn.nn.MultiheadAttention") if self.training else 0.0
+        seed = draw_dropout_seed() if dropout_p > 0.0 else None
         weights = None
-        if need_weights and seed is None and q.device.type == "cpu" and not _needs_grad(q, k, v, mask):
+        if need_weights and seed is None and q.device.type == "cpu" and not needs_grad(q, k, v, additive):
             # Inference: one fused kernel gives the output and the (head-mean) weights.
             scale = hd**-0.5
-            out, weights = torch.ops.pyattn.attention_with_weights(q, k, v, mask, scale, average_attn_weights)
+            out, weights = torch.ops.pyattn.attention_with_weights(q, k, v, attention_mask, scale, average_attn_weights)
         elif need_weights:  # the (L, S) weights with autograd: scores GEMM, fused softmax, GEMM
-            masked_out = ~mask if mask is not None and mask.dtype == torch.bool else mask
-            weights = scaled_masked_softmax(q @ k.transpose(-1, -2), masked_out, scale=hd**-0.5)  # (N, H, L, S)
+            # scaled_masked_softmax takes the drop polarity, as torch's MHA does.
+            softmax_mask = additive if drop is None else drop
+            weights = scaled_masked_softmax(q @ k.transpose(-1, -2), softmax_mask, scale=hd**-0.5)  # (N, H, L, S)
             if seed is not None:  # torch returns the weights after dropout, as the output uses them
                 weights = torch.ops.pyattn.attention_dropout(weights, seed, dropout_p)
             out = weights @ v
             if average_attn_weights:
                 weights = weights.mean(dim=1)
         else:  # the fused kernel: the (L, S) matrix is never formed
-            out = _attention(q, k, v, mask=mask, key_padding_mask=None, key_lengths=None, causal=None, window=None,
-                             scale=None, return_lse=False, dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
+            out = attention_with_dropout_seed(q, k, v, mask=attention_mask, key_padding_mask=None, key_lengths=None,
+                                              causal=None, window=None, scale=None, return_lse=False,
+                                              dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
         # (N, H, L, hd) -> the input's layout, (N, L, E) or (L, N, E), for the output projection.
         out = out.transpose(1, 2) if bf else out.permute(2, 0, 1, 3)
         out = F.linear(out.flatten(-2), self.out_proj.weight, self.out_proj.bias)

@@ -36,12 +36,25 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 @dataclass(frozen=True)
-class Target:
-    """What ours must reach on a row: at least ``speedup`` times the peer and, if
-    given, at least ``ceiling_frac`` of the row's machine ceiling."""
+class Reference:
+    """A third call timed beside ours and the peer in the same run, for a target that
+    is "ours within ``max_ratio`` of this" (e.g. the bare GEMM a step needs, or a copy
+    into a fresh output, which pays the same first-touch page cost)."""
 
-    speedup: float
+    name: str
+    call: Callable[[Any], Any]      # call(inputs); its result is ignored
+    max_ratio: float                # ours ms <= max_ratio * reference ms
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ours must reach on a row, each part only if given: at least ``speedup``
+    times the peer, at least ``ceiling_frac`` of the row's machine ceiling, and within
+    ``reference.max_ratio`` of the reference's time."""
+
+    speedup: Optional[float] = None
     ceiling_frac: Optional[float] = None
+    reference: Optional[Reference] = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class Case:
     check: Optional[Callable[[Any, Any], Optional[str]]] = None
     flush_cache: bool = False       # evict caches before each timed call (small working sets)
     ceiling: Optional[str] = None   # override of the ceiling that judges this row
+    note: Optional[str] = None      # printed under the table (e.g. why a row has no target)
 
     def __post_init__(self):
         if self.unit not in ("B", "FLOP"):

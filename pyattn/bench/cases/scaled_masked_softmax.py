@@ -3,9 +3,10 @@
 Work is the minimum traffic in bytes: forward reads x and the mask once (at its own,
 un-broadcast size) and writes y; backward reads y and dy and writes dx; fwd+bwd is the
 sum. Backward rows time forward and backward together, as training runs them.
-"into out=" rows give both sides preallocated outputs, as the copy ceiling has: on the
-2-core reference VM our forward into a fresh 100 MB CPU output took about twice as
-long as into a reused one, the OS zeroing each fresh (huge) page on first touch.
+"into out=" rows give both sides preallocated outputs, as the copy ceiling has. A fresh
+CPU output pays the OS zeroing each new page on first touch, so the forward into a
+fresh output is judged against ``torch.empty_like(x).copy_(x)`` timed in the same run,
+which pays the same cost (see bench/results for what that cost was on the 2-core VM).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from pyattn.functional import scaled_masked_softmax
 
-from . import Case, Target
+from . import Case, Reference, Target
 
 OP = "scaled_masked_softmax"
 SCALE = 0.125
@@ -126,15 +127,18 @@ def _case(device, dtype, shape, mask_kind="mask", backward=False, quick=True, ta
     )
 
 
+# A fresh output of x's size, written once: the least a forward into a new tensor pays.
+FRESH_COPY = Reference("torch.empty_like(x).copy_(x)", lambda inp: torch.empty_like(inp.x).copy_(inp.x), 1.0)
+
+
 def cases(device: str) -> list[Case]:
     cpu = torch.device(device).type == "cpu"
     f32, bf16 = torch.float32, torch.bfloat16
     return [
-        # The issue's targets are for this shape on CPU.
-        _case(device, f32, MAIN, target=Target(8.0, 0.70) if cpu else None),
-        # The same into preallocated outputs (ours and the peer's): no fresh pages to fault,
-        # as in the copy ceiling. No target: the issue's is for the row above.
-        _case(device, f32, MAIN, out=True),
+        # CPU targets (issue 12): into a fresh output, at least the speed of a copy into a
+        # fresh tensor; into a reused output (out=), 85% of the copy bandwidth.
+        _case(device, f32, MAIN, target=Target(reference=FRESH_COPY) if cpu else None),
+        _case(device, f32, MAIN, out=True, target=Target(ceiling_frac=0.85) if cpu else None),
         _case(device, f32, MAIN, backward=True, target=Target(4.0) if cpu else None),
         _case(device, bf16, MAIN),
         _case(device, bf16, MAIN, backward=True, quick=False),
