@@ -17,6 +17,7 @@ Test modules import the helpers with ``from conftest import ...``.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import zlib
@@ -105,6 +106,29 @@ DEVICES = [
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param
+
+
+# ----------------------------------------------------------------------- torch.compile
+
+
+@functools.cache
+def _compile_unusable_reason() -> str | None:
+    """Why torch.compile itself does not work here (no C++ compiler for inductor, ...), or None."""
+    try:
+        torch.compile(lambda t: torch.sin(t) + 1.0, fullgraph=True)(torch.ones(3))
+    except Exception as e:  # noqa: BLE001 - any failure means compile itself is unusable here
+        return f"torch.compile itself is unusable here: {type(e).__name__}: {e}"
+    return None
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """For torch.compile tests: skips them where torch.compile itself does not work, and
+    resets dynamo so that each test compiles afresh."""
+    reason = _compile_unusable_reason()
+    if reason:
+        pytest.skip(reason)
+    torch._dynamo.reset()
 
 
 # --------------------------------------------------------------------- CPU code paths

@@ -426,20 +426,7 @@ def test_opcheck_dropout(dtype, gen):
     torch.library.opcheck(OPS.attention_dropout.default, (x, seed, 0.3))
 
 
-def _compile_unusable_reason() -> str | None:
-    try:
-        f = torch.compile(lambda t: torch.sin(t) + 1.0, fullgraph=True)
-        f(torch.ones(3))
-    except Exception as e:
-        return f"torch.compile itself is unusable here: {type(e).__name__}: {e}"
-    return None
-
-
-def test_torch_compile_fullgraph(gen):
-    reason = _compile_unusable_reason()
-    if reason:
-        pytest.skip(reason)
-    torch._dynamo.reset()
+def test_torch_compile_fullgraph(fresh_dynamo, gen):
 
     def f(q, k, v, mask):
         return scaled_dot_product_attention(q * 1.5, k, v, attn_mask=mask, enable_gqa=True).sum(-1)
@@ -456,13 +443,9 @@ def test_torch_compile_fullgraph(gen):
         assert_close(a, b.double(), torch.float32, msg="compiled backward")
 
 
-def test_torch_compile_dropout(gen):
+def test_torch_compile_dropout(fresh_dynamo, gen):
     """Under torch.compile the key is drawn inside the graph; with inductor's
     fallback_random (torch's own RNG ops) the compiled run draws what eager draws."""
-    reason = _compile_unusable_reason()
-    if reason:
-        pytest.skip(reason)
-    torch._dynamo.reset()
 
     def f(q, k, v):
         return scaled_dot_product_attention(q * 1.5, k, v, dropout_p=0.25).sum(-1)

@@ -439,12 +439,7 @@ def test_opcheck_cell(dtype, gen):
     torch.library.opcheck(OPS.lstm_cell_bwd.default, (torch.randn_like(h1), None, x, h, c, w_ih, w_hh, act, c1, True))
 
 
-def test_torch_compile_fullgraph(gen):
-    try:
-        torch.compile(lambda t: torch.sin(t) + 1.0, fullgraph=True)(torch.ones(3))
-    except Exception as e:  # no C++ compiler for inductor, etc.
-        pytest.skip(f"torch.compile itself is unusable here: {type(e).__name__}: {e}")
-    torch._dynamo.reset()
+def test_torch_compile_fullgraph(fresh_dynamo, gen):
     m = pyattn.nn.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3)
     cell = pyattn.nn.LSTMCell(4, 5)
 

@@ -619,21 +619,7 @@ def test_opcheck_bwd(device, dtype, requires_grad, gen):
     torch.library.opcheck(OPS.scaled_masked_softmax_bwd.default, (y, dy, 0.5))
 
 
-def _compile_unusable_reason() -> str | None:
-    """Whether torch.compile works at all here (a C++ compiler for inductor, etc.)."""
-    try:
-        f = torch.compile(lambda t: torch.sin(t) + 1.0, fullgraph=True)
-        f(torch.ones(3))
-    except Exception as e:
-        return f"torch.compile itself is unusable here: {type(e).__name__}: {e}"
-    return None
-
-
-def test_torch_compile_fullgraph(device, gen):
-    reason = _compile_unusable_reason()
-    if reason:
-        pytest.skip(reason)
-    torch._dynamo.reset()
+def test_torch_compile_fullgraph(fresh_dynamo, device, gen):
 
     def f(x, mask):
         return scaled_masked_softmax(x * 1.5, mask, scale=0.5, causal=True).sum(-2)

@@ -102,15 +102,16 @@ def format_table(rows: Sequence[Row], ceilings: Iterable[Ceilings]) -> str:
         for peer in dict.fromkeys(r.peer_name for r in ops_rows):
             lines.append(f"  peer: {peer}")
         for r in ops_rows:
+            where = f"{r.case} ({r.device}, {r.dtype})"
             if r.reference_ms is not None:
-                lines.append(f"  {r.case} ({r.device}, {r.dtype}): {r.reference_name} took "
-                             f"{_ms(r.reference_ms)} ms in the same run; ours / that = {r.reference_ratio:.2f}")
+                lines.append(f"  {where}: {r.reference_name} took {_ms(r.reference_ms)} ms in the same run; "
+                             f"ours / that = {r.reference_ratio:.2f}")
             if r.note is not None:
-                lines.append(f"  note on {r.case} ({r.device}, {r.dtype}): {r.note}")
+                lines.append(f"  note on {where}: {r.note}")
             if r.error is not None:
-                lines.append(f"  ERROR in {r.case} ({r.device}, {r.dtype}): {r.error}")
+                lines.append(f"  ERROR in {where}: {r.error}")
             elif r.mismatch is not None:
-                lines.append(f"  MISMATCH in {r.case} ({r.device}, {r.dtype}): {r.mismatch}")
+                lines.append(f"  MISMATCH in {where}: {r.mismatch}")
     lines += ["", "speedup = peer ms / ours ms (medians, timed interleaved); rate = minimum "
               "bytes moved or FLOP per call / ours ms; peak = extra memory at the call's peak."]
     return "\n".join(lines)

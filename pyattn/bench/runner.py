@@ -62,14 +62,13 @@ class Row:
 
 
 def describe_target(target: Target, ceiling: str) -> str:
-    parts = []
-    if target.speedup is not None:
-        parts.append(f">={target.speedup:g}x")
-    if target.ceiling_frac is not None:
-        parts.append(f">={target.ceiling_frac * 100:.0f}% {Ceilings.label(ceiling)}")
-    if target.reference is not None:
-        parts.append(f"<={target.reference.max_ratio:g}x the time of {target.reference.name}")
-    return ", ".join(parts)
+    ref = target.reference
+    parts = [
+        None if target.speedup is None else f">={target.speedup:g}x",
+        None if target.ceiling_frac is None else f">={target.ceiling_frac * 100:.0f}% {Ceilings.label(ceiling)}",
+        None if ref is None else f"<={ref.max_ratio:g}x the time of {ref.name}",
+    ]
+    return ", ".join(p for p in parts if p is not None)
 
 
 def _target_met(row: Row) -> bool:

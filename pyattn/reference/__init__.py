@@ -22,24 +22,5 @@ from .scaled_masked_softmax import (
     scaled_masked_softmax_mask_grad,
 )
 
-__all__ = [
-    "attention_fwd",
-    "attention_bwd",
-    "attention_keep",
-    "attention_dropout_mask",
-    "attention_weights",
-    "lstm_cell_fwd",
-    "lstm_cell_bwd",
-    "lstm_pointwise_fwd",
-    "lstm_pointwise_bwd",
-    "lstm_seq_fwd",
-    "lstm_seq_bwd",
-    "lstm_fwd",
-    "sgns_update",
-    "cbow_update",
-    "sgns_loss",
-    "sgns_loss_grad",
-    "scaled_masked_softmax_fwd",
-    "scaled_masked_softmax_bwd",
-    "scaled_masked_softmax_mask_grad",
-]
+# The functions imported above (the submodules, attributes too, are not callable).
+__all__ = sorted(name for name, obj in globals().items() if callable(obj) and not name.startswith("_"))

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .scaled_masked_softmax import _sum_to_shape, softmax_lse
+
 __all__ = ["attention_keep", "attention_dropout_mask", "attention_fwd", "attention_bwd"]
 
 
@@ -164,18 +166,6 @@ def _scores(q, k, mask, scale, causal, window, key_lengths):
     return np.where(keep, z, -np.inf)
 
 
-def _softmax_lse(z):
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        m = np.max(z, axis=-1, keepdims=True)
-        dead = np.isneginf(m)
-        m = np.where(dead, 0.0, m)
-        e = np.exp(z - m)
-        s = np.sum(e, axis=-1, keepdims=True)
-        p = np.where(dead, 0.0, e / np.where(dead, 1.0, s))
-        lse = np.where(dead, -np.inf, m + np.log(np.where(dead, 1.0, s)))[..., 0]
-    return p, lse
-
-
 def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_lengths=None, dropout_p=0.0,
                   dropout_seed=None):
     """Forward pass.
@@ -195,7 +185,7 @@ def attention_fwd(q, k, v, mask=None, scale=None, causal=None, window=None, key_
     if scale is None:
         scale = 1.0 / np.sqrt(q.shape[-1])
     z = _scores(q, k, mask, scale, causal, window, key_lengths)
-    p, lse = _softmax_lse(z)
+    p, lse = softmax_lse(z)
     mult = _dropout_mult(q, k.shape[-2], dropout_p, dropout_seed)
     out = (p if mult is None else p * mult) @ _expand_kv(v, q.shape[-3])
     return out, lse
@@ -211,7 +201,7 @@ def attention_weights(q, k, v, mask=None, scale=None, average_heads=True):
     q, k, v = (np.asarray(t, dtype=np.float64) for t in (q, k, v))
     if scale is None:
         scale = 1.0 / np.sqrt(q.shape[-1])
-    p, _ = _softmax_lse(_scores(q, k, mask, scale, None, None, None))
+    p, _ = softmax_lse(_scores(q, k, mask, scale, None, None, None))
     out = p @ _expand_kv(v, q.shape[-3])
     return out, (p.mean(axis=-3) if average_heads else p)
 
@@ -246,7 +236,7 @@ def attention_bwd(dout, q, k, v, mask=None, scale=None, causal=None, window=None
         scale = 1.0 / np.sqrt(q.shape[-1])
     hq, hkv = q.shape[-3], k.shape[-3]
     z = _scores(q, k, mask, scale, causal, window, key_lengths)
-    p, _ = _softmax_lse(z)
+    p, _ = softmax_lse(z)
     ve, ke = _expand_kv(v, hq), _expand_kv(k, hq)
     mult = _dropout_mult(q, k.shape[-2], dropout_p, dropout_seed)
     pd = p if mult is None else p * mult  # the probabilities the output used
@@ -260,7 +250,5 @@ def attention_bwd(dout, q, k, v, mask=None, scale=None, causal=None, window=None
     dv = _sum_heads(np.swapaxes(pd, -1, -2) @ dout, hkv)
     dmask = None
     if mask is not None and np.asarray(mask).dtype != np.bool_:
-        from .scaled_masked_softmax import _sum_to_shape
-
         dmask = _sum_to_shape(dz, np.asarray(mask).shape if mask_shape is None else mask_shape)
     return dq, dk, dv, dmask

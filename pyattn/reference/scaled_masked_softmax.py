@@ -37,6 +37,22 @@ def _causal_keep(sq: int, sk: int) -> np.ndarray:
     return np.arange(sk)[None, :] <= np.arange(sq)[:, None]
 
 
+def softmax_lse(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax over the last dim of float64 scores ``z [..., n]`` (-inf = masked) and its
+    natural-log log-sum-exp ``[...]``. A row that is all -inf gives zeros and lse -inf:
+    its max is replaced by 0 as the shift, so no -inf - -inf = NaN appears and the exps
+    are all exactly 0 (the attention reference uses this too)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = np.max(z, axis=-1, keepdims=True)
+        dead = np.isneginf(m)
+        m = np.where(dead, 0.0, m)
+        e = np.exp(z - m)
+        s = np.sum(e, axis=-1, keepdims=True)
+        p = np.where(dead, 0.0, e / np.where(dead, 1.0, s))
+        lse = np.where(dead, -np.inf, m + np.log(np.where(dead, 1.0, s)))[..., 0]
+    return p, lse
+
+
 def scaled_masked_softmax_fwd(x, mask=None, scale: float = 1.0, causal: bool = False) -> np.ndarray:
     """Forward pass.
 
@@ -65,17 +81,7 @@ def scaled_masked_softmax_fwd(x, mask=None, scale: float = 1.0, causal: bool = F
             z = z + np.broadcast_to(mask.astype(np.float64), x.shape)
     if causal:
         keep &= _causal_keep(sq, sk)
-    z = np.where(keep, z, -np.inf)
-
-    # Row max over a row that may be all -inf: use 0 as the shift there so that no
-    # -inf - -inf = NaN appears, and the exps are all exactly 0.
-    with np.errstate(invalid="ignore", over="ignore"):
-        m = np.max(z, axis=-1, keepdims=True)
-        dead = np.isneginf(m)
-        m = np.where(dead, 0.0, m)
-        e = np.exp(z - m)
-        s = np.sum(e, axis=-1, keepdims=True)
-        y = np.where(dead, 0.0, e / np.where(dead, 1.0, s))
+    y, _ = softmax_lse(np.where(keep, z, -np.inf))
     return y
 
 
