@@ -1,11 +1,12 @@
-"""pytest-benchmark suite: pyattn's scaled_masked_softmax against its torch peer.
+"""pytest-benchmark suites: pyattn's attention and scaled_masked_softmax against their peers.
 
-    python -m pytest bench --benchmark-only
+    python -m pytest bench --benchmark-only          (-k attention: one op)
 
-The cases (shapes, masks, peers, bytes moved) are those of ``python -m pyattn.bench``,
-listed once in pyattn/bench/cases/scaled_masked_softmax.py. Each case is one benchmark
-group holding ours and the peer; ``extra_info`` carries the bytes moved per call and the
-achieved GB/s. The ``ours`` test first asserts that both outputs agree.
+The cases (shapes, masks, peers, work per call) are those ``python -m pyattn.bench``
+runs, listed once in pyattn/bench/cases/<op>.py, on the CPU and, where pyattn has CUDA,
+on the GPU. Each case is one benchmark group holding ours and the peer; ``extra_info``
+carries the work per call (bytes or FLOP) and the achieved rate. The ``ours`` test
+first asserts that both outputs agree.
 """
 
 import pytest
@@ -13,11 +14,10 @@ import torch
 
 pyattn = pytest.importorskip("pyattn", reason="pyattn's extension is not built")
 
-from pyattn.bench.cases import dtype_name, outputs_agree  # noqa: E402
-from pyattn.bench.cases import scaled_masked_softmax as smx  # noqa: E402
+from pyattn.bench.cases import attention, dtype_name, outputs_agree, scaled_masked_softmax  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and pyattn.build_info()["cuda"] else [])
-CASES = [c for d in DEVICES for c in smx.cases(d)]
+CASES = [c for module in (attention, scaled_masked_softmax) for d in DEVICES for c in module.cases(d)]
 
 _built: dict = {}  # the current case's inputs only: ours and peer run back to back
 
@@ -31,7 +31,7 @@ def _inputs(case):
 
 @pytest.mark.parametrize("impl", ["ours", "peer"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_scaled_masked_softmax(benchmark, case, impl):
+def test_case(benchmark, case, impl):
     inputs = _inputs(case)
     if impl == "ours":
         mismatch = outputs_agree(case.ours(inputs), case.peer(inputs))
