@@ -6,19 +6,9 @@
 #include <sys/mman.h>
 #endif
 
-namespace pyattn {
+#include "checks.h"
 
-DType to_dtype(const at::Tensor& t, const char* op, const char* what) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return DType::f32;
-    case at::kDouble: return DType::f64;
-    case at::kHalf: return DType::f16;
-    case at::kBFloat16: return DType::bf16;
-    default:
-      TORCH_CHECK(false, op, ": ", what, " has dtype ", t.scalar_type(),
-                  ", expected a floating dtype (float32, float64, float16 or bfloat16)");
-  }
-}
+namespace pyattn {
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor t = at::empty(sizes, options);
@@ -36,6 +26,18 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
 
 void torch_parallel_for(int64_t n, int64_t grain, const RangeBody& body) {
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(begin, end); });
+}
+
+at::Tensor broadcast_mask(const at::Tensor& mask, at::IntArrayRef sizes) {
+  at::Tensor m = mask.dim() == 0 ? mask.reshape({1}) : mask;
+  if (m.size(-1) != sizes.back()) {  // broadcast along keys: materialise that dim only
+    std::vector<int64_t> shape(m.sizes().begin(), m.sizes().end());
+    shape.back() = sizes.back();
+    m = m.expand(shape).contiguous();
+  } else {
+    m = last_dim_contiguous(m);
+  }
+  return m.expand(sizes);
 }
 
 Folded fold_leading_dims(const std::vector<at::Tensor>& ts) {

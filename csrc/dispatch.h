@@ -1,15 +1,24 @@
-// Shared torch glue: dtype mapping, folding leading dims into [batch, heads], and running
+// Shared torch glue: output allocation, folding leading dims into [batch, heads], running
 // a kernel on the tensor's device (CPU threads from torch, or the current CUDA stream
-// under a device guard with a launch check).
+// under a device guard with a launch check), and registering an op file's
+// implementations for both devices. Argument checks: checks.h.
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 #include <torch/types.h>
 
 #include <array>
 #include <vector>
 
 #include "pyattn/common.h"
+
+// Registers the implementations that register_fn (a void(torch::Library&)) adds, for the
+// CPU and the CUDA dispatch keys alike: an op file lists them once. run_kernel sends CUDA
+// tensors to the CPU-only build's error. (TORCH_LIBRARY_IMPL names each block uniquely.)
+#define PYATTN_IMPL_CPU_AND_CUDA(register_fn)            \
+  TORCH_LIBRARY_IMPL(pyattn, CPU, m) { register_fn(m); } \
+  TORCH_LIBRARY_IMPL(pyattn, CUDA, m) { register_fn(m); }
 
 #ifdef PYATTN_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
@@ -21,9 +30,6 @@
 #endif
 
 namespace pyattn {
-
-// The kernels' dtype for a floating torch dtype; `what` names the argument for errors.
-DType to_dtype(const at::Tensor& t, const char* op, const char* what);
 
 // at::empty(sizes, options), contiguous. A large CPU output (>= 4 MiB) is first advised
 // to use transparent huge pages before anything touches it: a fresh 100 MB tensor
@@ -43,6 +49,11 @@ struct Folded {
   std::vector<std::array<int64_t, 3>> strides;  // per tensor: batch, heads, row strides
 };
 Folded fold_leading_dims(const std::vector<at::Tensor>& same_shape);
+
+// A mask, already checked to broadcast to `sizes` (its trailing dims equal or 1), as a
+// view of `sizes` with last-dim stride 1: only a broadcast last dim is materialised
+// (the kernels step along keys with stride 1); other broadcast dims get stride 0.
+at::Tensor broadcast_mask(const at::Tensor& mask, at::IntArrayRef sizes);
 
 template <class T>
 struct NoDeduce { using type = T; };

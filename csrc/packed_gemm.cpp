@@ -3,6 +3,7 @@
 // tested over many shapes on its own (tests/test_packed_gemm.py).
 #include <torch/library.h>
 
+#include "checks.h"
 #include "dispatch.h"
 #include "pyattn/packed_gemm.h"
 
@@ -12,8 +13,8 @@ namespace {
 constexpr const char* kOp = "packed_gemm";
 
 at::Tensor packed_gemm(const at::Tensor& a_in, const at::Tensor& b, const std::optional<at::Tensor>& c) {
-  TORCH_CHECK(a_in.dim() == 2, kOp, ": a has ", a_in.dim(), " dims, expected 2 (m, k)");
-  TORCH_CHECK(b.dim() == 2, kOp, ": b has ", b.dim(), " dims, expected 2 (n, k)");
+  check_dims(a_in, 2, kOp, "a", "(m, k)");
+  check_dims(b, 2, kOp, "b", "(n, k)");
   TORCH_CHECK(a_in.size(1) == b.size(1), kOp, ": a has shape ", a_in.sizes(), " and b ", b.sizes(),
               ", expected the same k (a [m, k], b [n, k])");
   for (const auto& [t, name] : {std::pair{&a_in, "a"}, std::pair{&b, "b"}}) {
@@ -21,11 +22,10 @@ at::Tensor packed_gemm(const at::Tensor& a_in, const at::Tensor& b, const std::o
     TORCH_CHECK(t->is_cpu(), kOp, ": ", name, " is on ", t->device(), ", expected the CPU");
   }
   const int64_t m = a_in.size(0), n = b.size(0), k = a_in.size(1);
-  const at::Tensor a = a_in.size(1) > 1 && a_in.stride(1) != 1 ? a_in.contiguous() : a_in;
+  const at::Tensor a = last_dim_contiguous(a_in);
   at::Tensor out;
   if (c.has_value()) {
-    TORCH_CHECK(c->sizes() == at::IntArrayRef({m, n}), kOp, ": c has shape ", c->sizes(), ", expected [", m, ", ", n,
-                "]");
+    check_shape(*c, {m, n}, kOp, "c", "(m, n)");
     TORCH_CHECK(c->scalar_type() == at::kFloat && c->is_cpu(), kOp, ": c must be float32 on the CPU, got ",
                 c->scalar_type(), " on ", c->device());
     out = c->contiguous().clone();

@@ -53,12 +53,14 @@ def emu():
 
     sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_tc.cpp",
                "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_lstm_persistent.cpp", "emu_negative_sampling.cpp"]
-    includes = [str(EMU), str(ROOT / "kernels" / "include"), str(ROOT / "kernels"), str(inc)]
+    # csrc/: the glue's params builders (<op>_params.h), which bindings.cpp calls, and
+    # dispatch.cpp's fold_leading_dims behind the scaled_masked_softmax builders.
+    includes = [str(EMU), str(ROOT / "csrc"), str(ROOT / "kernels" / "include"), str(ROOT / "kernels"), str(inc)]
     if (inc / "cccl").is_dir():  # CUDA 13 keeps libcu++ (<cuda/atomic>) there
         includes.append(str(inc / "cccl"))
     return cpp_extension.load(
         name="pyattn_cuda_emulated",
-        sources=[str(EMU / f) for f in sources],
+        sources=[str(EMU / f) for f in sources] + [str(ROOT / "csrc" / "dispatch.cpp")],
         extra_include_paths=includes,
         extra_cflags=["-std=c++20", "-O1", "-pthread", "-DPYATTN_CUDA_EMULATION", "-w"],
         extra_ldflags=["-pthread"],

@@ -113,16 +113,17 @@ struct KeyRange {
 
 // Applies every mask to the score block S^T [nk, kBQ] (base-2 units) of queries
 // [q0, q0 + nq) and keys [k0, k0 + nk): adds the additive mask, sets dropped entries
-// to -inf. Lanes >= nq are left as they are.
+// (a MaskKind::keep mask's zeros, the window, key_lengths) to -inf. Lanes >= nq are left
+// as they are.
 template <class T, class A>
 void apply_masks(const AttentionShape& s, const KeyRange& r, int64_t b, int64_t h, int64_t q0, int64_t nq,
                  int64_t k0, int64_t nk, A* st) {
   constexpr A kNegInf = -std::numeric_limits<A>::infinity();
   if (s.mask_kind != MaskKind::none) {
-    const A log2e = A(1.44269504088896340735992468100189214);
+    const A log2e = A(kLog2e);
     for (int64_t ii = 0; ii < nq; ++ii) {
       const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + (q0 + ii) * s.mask_stride[2] + k0;
-      if (s.mask_kind == MaskKind::boolean) {
+      if (s.mask_kind == MaskKind::keep) {
         const uint8_t* m = static_cast<const uint8_t*>(s.mask) + mo;
         for (int64_t j = 0; j < nk; ++j)
           if (!m[j]) st[j * kBQ + ii] = kNegInf;
@@ -210,7 +211,7 @@ void fwd_block(const AttentionFwdParams& p, int64_t b, int64_t h, int64_t q0, Fw
   const int64_t ks = r.lo(q0), ke = r.hi(q0 + nq - 1);
 
   // Q'^T [d, kBQ], lanes >= nq zero.
-  const A c = A(s.scale) * A(1.44269504088896340735992468100189214);
+  const A c = A(s.scale) * A(kLog2e);
   for (int64_t dd = 0; dd < d; ++dd)
     for (int64_t ii = nq; ii < nqp; ++ii) w.qt[dd * kBQ + ii] = A(0);
   for (int64_t ii = 0; ii < nq; ++ii)
@@ -376,7 +377,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
   using A = typename V::value_type;
   constexpr int W = V::W;
   constexpr A kNegInf = -std::numeric_limits<A>::infinity();
-  constexpr A kLog2e = A(1.44269504088896340735992468100189214);
+  constexpr A log2e = A(kLog2e);
   const AttentionShape& s = p.s;
   const int64_t d = s.d, dv = s.dv, dp = round_up(d, W), dvp = round_up(dv, W);
   const int64_t nq = std::min(kBQ, s.lq - q0), nqp = round_up(nq, W);
@@ -394,7 +395,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
 
   std::fill(w.dq, w.dq + nq * dp, A(0));
   if (ks < ke) {
-    const A c = A(s.scale) * kLog2e;
+    const A c = A(s.scale) * log2e;
     for (int64_t dd = 0; dd < d; ++dd)
       for (int64_t ii = nq; ii < nqp; ++ii) w.qt[dd * kBQ + ii] = A(0);
     for (int64_t dd = 0; dd < dv; ++dd)
@@ -419,7 +420,7 @@ void bwd_block(const AttentionBwdParams& p, int64_t b, int64_t h, int64_t hk, in
       // dS = P (dP - D) + dlse P = P (dP - (D - dlse)).
       w.drow[ii] = dlse ? D - dlse[ii] : D;
       // A row with nothing attended has lse -inf and every score -inf: shift by 0.
-      w.lse2[ii] = lse[ii] == kNegInf ? A(0) : lse[ii] * kLog2e;
+      w.lse2[ii] = lse[ii] == kNegInf ? A(0) : lse[ii] * log2e;
     }
     if constexpr (DROP) dropout_rows(s, b, h, q0, w.rows.data(), w.rows.data() + kBQ);
 
@@ -592,10 +593,10 @@ typename V::value_type softmax_row_unnormalised(const AttentionShape& s, const K
   using A = typename V::value_type;
   constexpr int W = V::W;
   constexpr A kNegInf = -std::numeric_limits<A>::infinity();
-  const A log2e = A(1.44269504088896340735992468100189214);
+  const A log2e = A(kLog2e);
   if (s.mask_kind != MaskKind::none) {
     const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + i * s.mask_stride[2];
-    if (s.mask_kind == MaskKind::boolean) {
+    if (s.mask_kind == MaskKind::keep) {
       const uint8_t* m = static_cast<const uint8_t*>(s.mask) + mo;
       for (int64_t j = 0; j < s.lk; ++j)
         if (!m[j]) z[j] = kNegInf;
@@ -676,7 +677,7 @@ void weights_typed(const AttentionWeightsParams& p, ParallelFor parallel_for) {
   // K'^T per kv head [d, lkp], and V converted to [lk, dvp] rows where it is not used in place.
   std::vector<A> kt_all(size_t(s.batch * s.heads_kv * d * lkp));
   std::vector<A> vt_all(v_in_place ? 0 : size_t(s.batch * s.heads_kv * lk * dvp));
-  const A c = A(s.scale) * A(1.44269504088896340735992468100189214);
+  const A c = A(s.scale) * A(kLog2e);
   parallel_for(s.batch * s.heads_kv, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / s.heads_kv, hk = t % s.heads_kv;

@@ -6,19 +6,20 @@
 // the integers, so s - kExp2Magic = round(t) exactly, and the low 9 bits of s's pattern
 // hold n + 127 (kExp2Magic = 1.5 * 2^23 + 127), which shifted left by 23 is the pattern
 // of 2^n. One add replaces a round, a float-to-int convert and an integer add.
-// Domain: softmax feeds t = (z - max z) * log2(e) <= ~0. t is clamped below at -127,
-// where the assembled 2^n is exactly 0, so t = -inf (a masked score) gives 0. A NaN t
-// gives NaN (SIMD code keeps it by putting t second in max(-127, t)).
+// Domain: softmax feeds t = (z - max z) * log2(e) <= ~0 (kLog2e of pyattn/hd_math.h).
+// t is clamped below at -127, where the assembled 2^n is exactly 0, so t = -inf (a
+// masked score) gives 0. A NaN t gives NaN (SIMD code keeps it by putting t second in
+// max(-127, t)).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "cpu/half.h"
+#include "pyattn/hd_math.h"
 
 namespace pyattn::cpu {
 
-constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kExp2Lo = -127.0f;
 constexpr float kExp2Magic = 12583039.0f;  // 1.5 * 2^23 + 127
 constexpr float kExp2C5 = 0.001327647129073739f, kExp2C4 = 0.009675540961325169f,

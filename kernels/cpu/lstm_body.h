@@ -25,7 +25,8 @@ constexpr float kTanhQ0 = -0.3333333134651184f, kTanhQ1 = 0.1333288848400116f, k
 
 inline VecF vabs(VecF z) { return VecF::max(z, VecF::set1(0.f) - z); }  // NaN stays NaN (second operand)
 
-// log2(e) split in two: kLog2e + kLog2eLo is log2(e) to ~2^-48.
+// log2(e) split in two floats: kLog2eHi + kLog2eLo is log2(e) to ~2^-48.
+constexpr float kLog2eHi = float(kLog2e);
 constexpr float kLog2eLo = 1.925962989e-08f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -40,8 +41,8 @@ inline V sigmoid(V z) {
   } else {
     const V zero = V::set1(0.f), one = V::set1(1.f);
     const V na = zero - vabs(z);
-    const V t = na * V::set1(kLog2e);
-    const V t_lo = V::fmadd(na, V::set1(kLog2eLo), V::fmadd(na, V::set1(kLog2e), zero - t));
+    const V t = na * V::set1(kLog2eHi);
+    const V t_lo = V::fmadd(na, V::set1(kLog2eLo), V::fmadd(na, V::set1(kLog2eHi), zero - t));
     const V e_hi = V::exp2(t);
     const V e = V::fmadd(e_hi, t_lo * V::set1(kLn2), e_hi);
     const V s = one / (one + e);
@@ -64,7 +65,7 @@ inline V tanh(V z) {
     q = V::fmadd(q, a2, V::set1(kTanhQ1));
     q = V::fmadd(q, a2, V::set1(kTanhQ0));
     const V small = V::fmadd(a * a2, q, a);
-    const V e = V::exp2(a * V::set1(-2.f * kLog2e));
+    const V e = V::exp2(a * V::set1(-2.f * kLog2eHi));
     const V large = (one - e) / (one + e);
     const V r = V::select_lt(a, V::set1(kTanhSmall), small, large);
     return V::select_lt(z, zero, zero - r, r);

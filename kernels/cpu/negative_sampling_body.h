@@ -53,7 +53,7 @@ inline void update_target(typename V::value_type g, typename V::value_type* e, c
 // fp64: std::exp2); the exponent is clamped to +-126 where 2^t is still finite.
 template <class A>
 inline A sigmoid(A x) {
-  A t = -x * A(1.44269504088896340735992468100189214);
+  A t = -x * A(kLog2e);
   t = t < A(-126) ? A(-126) : (t > A(126) ? A(126) : t);
   return A(1) / (A(1) + scalar_exp2(t));
 }
@@ -67,7 +67,7 @@ inline A neg_log_sigmoid(A x) {
 // exp(-|x|) in (0, 1] through the shared exp2; 0 below the smallest normal power of two.
 template <class A>
 inline A exp_neg_abs(A x) {
-  const A t = -std::fabs(x) * A(1.44269504088896340735992468100189214);
+  const A t = -std::fabs(x) * A(kLog2e);
   return t < A(std::numeric_limits<A>::min_exponent - 1) ? A(0) : scalar_exp2(t);
 }
 

@@ -23,21 +23,21 @@ struct RowScores {
   static_assert(!(kScaleLater && MK == MaskKind::additive), "an additive mask needs z in pass 1");
   using A = typename V::value_type;
   const T* x;
-  const void* mask;  // row of the mask: uint8_t (boolean) or T (additive)
+  const void* mask;  // row of the mask: uint8_t (MaskKind::drop: nonzero = masked out) or T (additive)
   V scale;
 
   V full(int64_t j) const {
     const V xv = V::load(x + j);
     if constexpr (MK == MaskKind::additive) return V::fmadd(xv, scale, V::load(static_cast<const T*>(mask) + j));
     const V z = kScaleLater ? xv : xv * scale;
-    if constexpr (MK == MaskKind::boolean) return V::masked_neg_inf(z, static_cast<const uint8_t*>(mask) + j);
+    if constexpr (MK == MaskKind::drop) return V::masked_neg_inf(z, static_cast<const uint8_t*>(mask) + j);
     return z;
   }
   // Lanes [0, n) of the row from j; the rest -inf.
   V partial(int64_t j, int n) const {
     const V xv = load_partial<V>(x + j, n, A(0));
     V z = kScaleLater ? xv : xv * scale;
-    if constexpr (MK == MaskKind::boolean) z = masked_neg_inf_partial(z, static_cast<const uint8_t*>(mask) + j, n);
+    if constexpr (MK == MaskKind::drop) z = masked_neg_inf_partial(z, static_cast<const uint8_t*>(mask) + j, n);
     if constexpr (MK == MaskKind::additive) z = V::fmadd(xv, scale, load_partial<V>(static_cast<const T*>(mask) + j, n, A(0)));
     alignas(64) A tmp[V::W];
     z.store(tmp);
@@ -60,7 +60,7 @@ inline void prefetch_next_row(const T* x, const void* mask, int64_t j) {
     for (int b = 0; b < kBytes; b += 64) __builtin_prefetch(reinterpret_cast<const char*>(x + j) + b);
     if constexpr (MK == MaskKind::additive)
       for (int b = 0; b < kBytes; b += 64) __builtin_prefetch(reinterpret_cast<const char*>(static_cast<const T*>(mask) + j) + b);
-    if constexpr (MK == MaskKind::boolean)
+    if constexpr (MK == MaskKind::drop)
       if (j % 64 < 2 * V::W) __builtin_prefetch(static_cast<const uint8_t*>(mask) + j);
   }
 }
@@ -72,18 +72,18 @@ void fwd_rows(const ScaledMaskedSoftmaxFwdParams& p, int64_t r0, int64_t r1, boo
               typename V::value_type* scratch) {
   using A = typename V::value_type;
   constexpr int W = V::W;
-  constexpr A kLog2eA = A(1.44269504088896340735992468100189214);
+  constexpr A kLog2eA = A(kLog2e);
   const int64_t sk = p.sk;
   struct Row {
     const T* x;
-    const void* mask;  // uint8_t (boolean) or T (additive)
+    const void* mask;  // uint8_t (drop) or T (additive)
     T* y;
   };
   const auto row_at = [&p](int64_t r) {
     const int64_t i = r % p.sq, bh = r / p.sq, h = bh % p.heads, b = bh / p.heads;
     const int64_t mo = b * p.mask_stride[0] + h * p.mask_stride[1] + i * p.mask_stride[2];
     const void* mask = nullptr;
-    if constexpr (MK == MaskKind::boolean) mask = static_cast<const uint8_t*>(p.mask) + mo;
+    if constexpr (MK == MaskKind::drop) mask = static_cast<const uint8_t*>(p.mask) + mo;
     if constexpr (MK == MaskKind::additive) mask = static_cast<const T*>(p.mask) + mo;
     return Row{static_cast<const T*>(p.x) + b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2], mask,
                static_cast<T*>(p.y) + b * p.y_stride[0] + h * p.y_stride[1] + i * p.y_stride[2]};
@@ -241,10 +241,11 @@ inline void scaled_masked_softmax_fwd(const ScaledMaskedSoftmaxFwdParams& p, Par
       case MaskKind::none:
         return later ? smsoftmax::fwd_all<V, T, MaskKind::none, true>(p, parallel_for)
                      : smsoftmax::fwd_all<V, T, MaskKind::none, false>(p, parallel_for);
-      case MaskKind::boolean:
-        return later ? smsoftmax::fwd_all<V, T, MaskKind::boolean, true>(p, parallel_for)
-                     : smsoftmax::fwd_all<V, T, MaskKind::boolean, false>(p, parallel_for);
+      case MaskKind::drop:
+        return later ? smsoftmax::fwd_all<V, T, MaskKind::drop, true>(p, parallel_for)
+                     : smsoftmax::fwd_all<V, T, MaskKind::drop, false>(p, parallel_for);
       case MaskKind::additive: return smsoftmax::fwd_all<V, T, MaskKind::additive, false>(p, parallel_for);
+      case MaskKind::keep: throw std::invalid_argument("scaled_masked_softmax reads MaskKind::drop, not keep");
     }
   });
 }

@@ -24,11 +24,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "cuda/attention_common.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
+#include "cuda/switch.cuh"
 #include "pyattn/attention.h"
 #include "pyattn/dropout_math.h"
 
@@ -270,14 +270,6 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(AttentionBwdParams p) {
   }
 }
 
-// Calls f(std::integral_constant<int, D>{}) for the smallest compiled head dim >= n.
-template <typename F>
-void with_head_dim(int64_t n, F&& f) {
-  if (n <= 64) return f(std::integral_constant<int, 64>{});
-  if (n <= 128) return f(std::integral_constant<int, 128>{});
-  return f(std::integral_constant<int, kMaxHeadDim>{});
-}
-
 // y = x .* M over [batch, heads, lq, lk]: blocks stride over rows, threads over keys.
 template <typename T>
 __global__ void __launch_bounds__(256) dropout_kernel(AttentionDropoutParams p) {
@@ -299,13 +291,6 @@ __global__ void __launch_bounds__(256) dropout_kernel(AttentionDropoutParams p) 
 
 unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
 
-// Calls f(std::integral_constant<bool, on>{}).
-template <typename F>
-void with_bool(bool on, F&& f) {
-  if (on) return f(std::true_type{});
-  return f(std::false_type{});
-}
-
 }  // namespace
 
 void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
@@ -314,7 +299,7 @@ void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
   const dim3 grid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
   with_storage(p.s.dtype, [&](auto t) {
     using T = decltype(t);
-    with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
+    with_head_dim<64, 128, kMaxHeadDim>(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
       with_bool(p.s.dropout, [&](auto drop) {
         PYATTN_LAUNCH(grid, kThreads, 0, st, fwd_kernel<T, decltype(dim)::value, decltype(drop)::value>)(p);
       });
@@ -329,7 +314,7 @@ void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream) {
   const dim3 kgrid(blocks_for(p.s.lk), unsigned(p.s.heads_kv), unsigned(p.s.batch));
   with_storage(p.s.dtype, [&](auto t) {
     using T = decltype(t);
-    with_head_dim(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
+    with_head_dim<64, 128, kMaxHeadDim>(p.s.d > p.s.dv ? p.s.d : p.s.dv, [&](auto dim) {
       with_bool(p.s.dropout, [&](auto drop) {
         constexpr int D = decltype(dim)::value;
         constexpr bool DROP = decltype(drop)::value;

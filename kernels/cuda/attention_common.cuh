@@ -29,14 +29,15 @@ __device__ __forceinline__ Rules rules_of(const AttentionShape& s, int64_t b) {
   return {s.diag_offset, s.window_left, s.window_right, lk};
 }
 
-// The score z (scale already in) after every mask: -inf where key j is dropped.
+// The score z (scale already in) after every mask: -inf where key j is dropped. A boolean
+// mask is MaskKind::keep (nonzero = attend).
 template <typename T, typename A>
 __device__ __forceinline__ A masked(const AttentionShape& s, const Rules& r, int64_t b, int64_t h, int64_t i,
                                     int64_t j, A z) {
   if (j < r.lo(i) || j >= r.hi(i)) return neg_inf<A>();
   if (s.mask_kind == MaskKind::none) return z;
   const int64_t mo = b * s.mask_stride[0] + h * s.mask_stride[1] + i * s.mask_stride[2] + j;
-  if (s.mask_kind == MaskKind::boolean) return static_cast<const uint8_t*>(s.mask)[mo] ? z : neg_inf<A>();
+  if (s.mask_kind == MaskKind::keep) return static_cast<const uint8_t*>(s.mask)[mo] ? z : neg_inf<A>();
   return z + to_acc(static_cast<const T*>(s.mask)[mo]);
 }
 

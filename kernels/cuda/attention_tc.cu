@@ -30,12 +30,13 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "cuda/attention_common.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
+#include "cuda/switch.cuh"
 #include "pyattn/attention.h"
+#include "pyattn/hd_math.h"
 
 namespace pyattn {
 namespace attention_cuda {
@@ -50,7 +51,6 @@ constexpr int kBK = 64;           // keys per tile
 static_assert(kBQ == kBK, "Q is staged through the K tile");
 static_assert(kBK == 64, "the softmax gives each of a row's two lanes every other key: 32 of a tile");
 constexpr int kF = 16;            // WMMA fragment side (m16n16k16)
-constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 
 // Row pitches in elements, padded so rows start on different banks; every fragment
@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(kThreadsTc) fwd_tc_kernel(AttentionFwdParams p
     for (int c = 0; c < 64; c += 2) {
       const int j = c + half;
       float z = neg_inf<float>();
-      if (active && j < nk) z = masked<T>(s, r, b, h, i, k0 + j, srow[c] * zscale) * kLog2e;
+      if (active && j < nk) z = masked<T>(s, r, b, h, i, k0 + j, srow[c] * zscale) * float(kLog2e);
       srow[c] = z;
       tmax = fmaxf(tmax, z);
     }
@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(kThreadsTc) dq_tc_kernel(AttentionBwdParams p)
   const int64_t i = q0 + warp * kF + row;
   const bool active = i < s.lq;
   const float zscale = float(s.scale);
-  const float lse2 = active ? static_cast<const float*>(p.lse)[(b * s.heads_q + h) * s.lq + i] * kLog2e
+  const float lse2 = active ? static_cast<const float*>(p.lse)[(b * s.heads_q + h) * s.lq + i] * float(kLog2e)
                             : neg_inf<float>();
   const float dd = active ? delta<T, float>(p, b, h, i) : 0.f;
   T* dmask = p.dmask && active ? static_cast<T*>(p.dmask) + ((b * s.heads_q + h) * s.lq + i) * s.lk : nullptr;
@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(kThreadsTc) dq_tc_kernel(AttentionBwdParams p)
       const int j = c + half;
       float ds = 0.f;
       if (active && j < nk && lse2 != neg_inf<float>()) {
-        const float z = masked<T>(s, r, b, h, i, k0 + j, ss[row * kPitchS + j] * zscale) * kLog2e;
+        const float z = masked<T>(s, r, b, h, i, k0 + j, ss[row * kPitchS + j] * zscale) * float(kLog2e);
         if (z != neg_inf<float>()) {
           float dpv = dps[row * kPitchS + j];
           if (DROP) dpv = drop_mult(s, dr, k0 + j, dpv * float(s.dropout_scale));
@@ -469,7 +469,7 @@ __global__ void __launch_bounds__(kThreadsTc) dkdv_tc_kernel(AttentionBwdParams 
       stage<T, D>(dos, dout, p.dout_stride[2], i0, nq, s.dv);
       if (threadIdx.x < nq) {
         const int64_t i = i0 + threadIdx.x;
-        lses[threadIdx.x] = lse[i] * kLog2e;
+        lses[threadIdx.x] = lse[i] * float(kLog2e);
         dds[threadIdx.x] = delta<T, float>(p, b, h, i);
         if (DROP) drs[threadIdx.x] = drop_row(s, b, h, i);
       }
@@ -504,7 +504,7 @@ __global__ void __launch_bounds__(kThreadsTc) dkdv_tc_kernel(AttentionBwdParams 
         float pd = 0.f, ds = 0.f;
         if (active && qi < nq && lses[qi] != neg_inf<float>()) {
           const int64_t i = i0 + qi;
-          const float z = masked<T>(s, r, b, h, i, j, ss[row * kPitchS + qi] * zscale) * kLog2e;
+          const float z = masked<T>(s, r, b, h, i, j, ss[row * kPitchS + qi] * zscale) * float(kLog2e);
           if (z != neg_inf<float>()) {
             const float pj = exp2f(z - lses[qi]);
             const float m = DROP ? drop_mult(s, drs[qi], j, float(s.dropout_scale)) : 1.f;
@@ -569,13 +569,6 @@ void launch(void (*kernel)(P), dim3 grid, int bytes, cudaStream_t stream, const 
   PYATTN_LAUNCH(grid, kThreadsTc, bytes, stream, kernel)(p);
 }
 
-// Calls f(D) for the compiled head dim >= max(d, dv) (both <= kTcMaxHeadDim).
-template <typename F>
-void with_head_dim(int64_t d, int64_t dv, F&& f) {
-  if ((d > dv ? d : dv) <= 64) return f(std::integral_constant<int, 64>{});
-  return f(std::integral_constant<int, 128>{});
-}
-
 // The device's opt-in shared memory per block when it can run these kernels (compute
 // capability 8+), else 0.
 int usable_smem() {
@@ -591,16 +584,15 @@ bool serves(const AttentionShape& s) {
   return (s.dtype == DType::f16 || s.dtype == DType::bf16) && s.d <= kTcMaxHeadDim && s.dv <= kTcMaxHeadDim;
 }
 
-// Calls f(T{}, D, DROP) for p's storage type, head dim and dropout flag.
+// Calls f(T{}, D, DROP) for s's storage type, head dim (the compiled one >= max(d, dv),
+// both <= kTcMaxHeadDim) and dropout flag.
 template <typename F>
 void dispatch(const AttentionShape& s, F&& f) {
-  with_head_dim(s.d, s.dv, [&](auto dim) {
-    const auto typed = [&](auto t) {
-      if (s.dropout) f(t, dim, std::true_type{});
-      else f(t, dim, std::false_type{});
-    };
-    if (s.dtype == DType::f16) typed(__half{});
-    else typed(__nv_bfloat16{});
+  with_head_dim<64, kTcMaxHeadDim>(std::max(s.d, s.dv), [&](auto dim) {
+    with_bool(s.dropout, [&](auto drop) {
+      if (s.dtype == DType::f16) f(__half{}, dim, drop);
+      else f(__nv_bfloat16{}, dim, drop);
+    });
   });
 }
 

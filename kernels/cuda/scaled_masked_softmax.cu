@@ -17,10 +17,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
+#include "cuda/switch.cuh"
 #include "pyattn/scaled_masked_softmax.h"
 #include "pyattn/softmax_math.h"
 
@@ -150,7 +150,7 @@ template <typename T>
 struct FwdArgs {
   const T* x;
   T* y;
-  const void* mask;  // const uint8_t* (boolean) or const T* (additive)
+  const void* mask;  // const uint8_t* (MaskKind::drop: nonzero = masked out) or const T* (additive)
   int64_t xs[3], ys[3], ms[3];
   RowMap map;
   int64_t sk;
@@ -182,7 +182,7 @@ __device__ __forceinline__ void load_logits(const FwdArgs<T>& a, const T* xr, co
     const Pack<T, V> mv = load_pack<V>(static_cast<const T*>(mr) + j0);
 #pragma unroll
     for (int e = 0; e < V; ++e) z[e] += to_acc(mv.v[e]);
-  } else if (a.mask_kind == MaskKind::boolean) {
+  } else if (a.mask_kind == MaskKind::drop) {
     const Pack<uint8_t, V> mv = load_pack<V>(static_cast<const uint8_t*>(mr) + j0);
 #pragma unroll
     for (int e = 0; e < V; ++e) z[e] = mv.v[e] ? neg_inf<Acc>() : z[e];
@@ -197,7 +197,7 @@ template <typename T>
 __device__ __forceinline__ const void* mask_row(const FwdArgs<T>& a, int64_t b, int64_t h, int64_t i) {
   const int64_t off = offset(a.ms, b, h, i);
   if (a.mask_kind == MaskKind::additive) return static_cast<const T*>(a.mask) + off;
-  if (a.mask_kind == MaskKind::boolean) return static_cast<const uint8_t*>(a.mask) + off;
+  if (a.mask_kind == MaskKind::drop) return static_cast<const uint8_t*>(a.mask) + off;
   return nullptr;
 }
 
@@ -432,27 +432,6 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block(const BwdArgs
 
 // ---- host side -------------------------------------------------------------------------
 
-// Calls f(std::integral_constant<int, v>) for v in [LO, HI].
-template <int LO, int HI, typename F>
-void with_int(int v, F&& f) {
-  if constexpr (LO <= HI) {
-    if (v == LO) {
-      f(std::integral_constant<int, LO>{});
-    } else {
-      with_int<LO + 1, HI>(v, f);
-    }
-  }
-}
-
-template <typename F>
-void with_bool(bool v, F&& f) {
-  if (v) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
-}
-
 int ceil_log2(int64_t n) {
   int l = 0;
   while ((int64_t(1) << l) < n) ++l;
@@ -564,7 +543,7 @@ void fwd_typed(const ScaledMaskedSoftmaxFwdParams& p, cudaStream_t stream) {
   bool vec = a.sk % kVec == 0 && rows_aligned(a.x, a.xs, dims, esz, kVec * esz) &&
              rows_aligned(a.y, a.ys, dims, esz, kVec * esz);
   if (a.mask_kind == MaskKind::additive) vec = vec && rows_aligned(a.mask, a.ms, dims, esz, kVec * esz);
-  if (a.mask_kind == MaskKind::boolean) vec = vec && rows_aligned(a.mask, a.ms, dims, 1, kVec);
+  if (a.mask_kind == MaskKind::drop) vec = vec && rows_aligned(a.mask, a.ms, dims, 1, kVec);
 
   launch<FwdKernels, T>(a, vec, stream);
 }

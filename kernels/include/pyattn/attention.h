@@ -10,8 +10,8 @@
 //
 // Semantics (pinned by pyattn/reference/attention.py): z[i, j] = scale * q_i . k_j (+ mask),
 // and key j is dropped (z = -inf) when any of these rules it out:
-//   mask (boolean)   mask[i, j] == 0   (nonzero = attend: the SDPA convention, unlike
-//                                       scaled_masked_softmax's nonzero = masked out)
+//   mask (keep)      mask[i, j] == 0   (MaskKind::keep, nonzero = attend: the SDPA
+//                                       convention, unlike scaled_masked_softmax's drop)
 //   window           j < i + diag_offset - window_left  (window_left >= 0)
 //                    j > i + diag_offset + window_right (window_right >= 0; causal is 0)
 //   key_lengths      j >= key_lengths[b]
@@ -34,7 +34,7 @@ struct AttentionShape {
   double scale;
   const void* mask;            // [batch, heads_q, lq, lk] (broadcast strides allowed) or nullptr
   int64_t mask_stride[3];      // batch, head, query row; key stride is 1
-  MaskKind mask_kind;          // boolean: uint8, nonzero = attend; additive: dtype
+  MaskKind mask_kind;          // none; keep: uint8, nonzero = attend; or additive: dtype
   const int64_t* key_lengths;  // [batch] or nullptr
   int64_t diag_offset;         // 0: top-left aligned; lk - lq: bottom-right aligned
   int64_t window_left;         // < 0: unbounded

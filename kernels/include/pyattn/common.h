@@ -15,12 +15,15 @@ using cudaStream = CUstream_st*;
 // Element types a kernel may be asked to read or write.
 enum class DType : int32_t { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
 
-// How a mask tensor is to be read.
+// How a mask tensor is to be read. A boolean mask is one byte per element (torch.bool or
+// uint8) and comes in two polarities, named here so that no kernel guesses:
 //   none:     no mask pointer.
-//   boolean:  one byte per element (torch.bool), nonzero = masked out (Megatron and
-//             nn.MultiheadAttention convention).
+//   keep:     boolean, nonzero = attend (SDPA convention): the attention kernels.
+//   drop:     boolean, nonzero = masked out (Megatron and nn.MultiheadAttention
+//             convention): the scaled_masked_softmax kernels.
 //   additive: same dtype as the scores, added to scale*x before the softmax.
-enum class MaskKind : int32_t { none = 0, boolean = 1, additive = 2 };
+// Each kernel reads none, additive and its one boolean polarity (documented in its params).
+enum class MaskKind : int32_t { none = 0, keep = 1, drop = 2, additive = 3 };
 
 // Runs body(begin, end) over disjoint chunks covering [0, n), chunks of at least
 // `grain` items, possibly on several threads. csrc/ supplies one backed by

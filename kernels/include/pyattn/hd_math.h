@@ -14,6 +14,11 @@
 
 namespace pyattn {
 
+// log2(e), for exp(x) = 2^(x·log2(e)): the kernels that compute exp as exp2 scale by it.
+// fp32 code takes float(kLog2e) (the float nearest log2(e), as a float literal would be),
+// fp64 code the double.
+constexpr double kLog2e = 1.44269504088896340735992468100189214;
+
 // exp in the accumulation type: float (for f32/f16/bf16 data) or double.
 PYATTN_HD float exp_acc(float v) {
 #if defined(__CUDA_ARCH__)

@@ -72,9 +72,10 @@ struct LstmStep {
 };
 
 struct LstmSeqFwdParams {
-  const float* x;       // [n0, C] or nullptr. Given (the cell): the gates' input product is
-  int64_t x_stride;     //   part of the packed GEMM (K = C + H) and act is overwritten;
-  int64_t in_features;  //   else act holds x·W_ihᵀ on entry (K = H) and is accumulated into
+  const float* x;       // [total, C] (a cell: [n0, C]) or nullptr. Given, each step's input
+  int64_t x_stride;     //   product is part of its packed GEMM (K = C + H) and act is
+  int64_t in_features;  //   overwritten; else act holds x·W_ihᵀ on entry (K = H) and is
+                        //   accumulated into
   const float* w_packed;  // lstm_pack_gates(): [W_ih | ] W_hh, gates interleaved per 32 units
   const float* bias;      // [4H] or nullptr: b_ih + b_hh, added in the GEMM
   float* act;             // [total, 4H] out: activated gates (i, f, g, o)

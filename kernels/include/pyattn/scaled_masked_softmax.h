@@ -6,7 +6,7 @@
 // tensor is broadcast (typically a mask shared by heads).
 //
 // Semantics (pinned by pyattn/reference/scaled_masked_softmax.py):
-//   z[j] = scale * x[j] + additive_mask[j], or -inf where boolean_mask[j] or (causal and j > i)
+//   z[j] = scale * x[j] + additive_mask[j], or -inf where drop_mask[j] != 0 or (causal and j > i)
 //   y[j] = exp(z[j] - max z) / sum exp(z - max z); a row whose max is -inf gives y = 0.
 //   dx[j] = scale * y[j] * (dy[j] - sum_k dy[k] * y[k])
 // Accumulation is fp32 (fp64 for fp64 tensors).
@@ -23,7 +23,7 @@ struct ScaledMaskedSoftmaxFwdParams {
   int64_t y_stride[3];
   const void* mask;      // [batch, heads, sq, sk] (broadcast strides allowed) or nullptr
   int64_t mask_stride[3];
-  MaskKind mask_kind;    // additive masks have the same dtype as x
+  MaskKind mask_kind;    // none; drop: uint8, nonzero = masked out; or additive: x's dtype
   DType dtype;
   int64_t batch, heads, sq, sk;
   double scale;
