@@ -131,6 +131,27 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+# ------------------------------------------------------------------- attention shapes
+
+# (batch, heads_q, heads_kv, lq, lk, d, dv): lq = 1 (decoding), lq != lk both ways, odd
+# and unequal head dims, GQA and MQA, sizes one past a block (64 queries / backward keys,
+# 128 forward keys) and exact multiples.
+ATTENTION_SHAPES = [
+    (1, 1, 1, 1, 1, 8, 8),
+    (2, 2, 2, 1, 37, 16, 16),
+    (1, 2, 2, 17, 17, 33, 33),
+    (2, 4, 2, 70, 130, 32, 24),
+    (1, 2, 1, 130, 70, 64, 64),
+    (1, 3, 3, 65, 65, 7, 5),
+    (1, 1, 1, 128, 192, 64, 64),
+    (1, 2, 1, 40, 300, 16, 16),  # three forward key blocks (128, 128, 44): rescales across blocks
+]
+
+
+def attention_shape_id(s) -> str:
+    return "B{}Hq{}Hkv{}Lq{}Lk{}D{}Dv{}".format(*s)
+
+
 # --------------------------------------------------------------------- CPU code paths
 
 CPU_ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]  # lowest to highest

@@ -19,7 +19,8 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 import pyattn
-from conftest import DTYPES, LOW_PRECISION, assert_close, assert_err_within_2x_torch, randn, to_np
+from conftest import (ATTENTION_SHAPES, DTYPES, LOW_PRECISION, assert_close, assert_err_within_2x_torch,
+                      attention_shape_id, randn, to_np)
 from pyattn.functional import attention, scaled_dot_product_attention
 from pyattn.ops.attention import draw_dropout_seed
 from pyattn.reference import attention_bwd as ref_bwd
@@ -33,25 +34,6 @@ USER_ERRORS = (RuntimeError, ValueError, TypeError)
 
 def _dtype_id(dtype) -> str:
     return str(dtype).replace("torch.", "")
-
-
-# (batch, heads_q, heads_kv, lq, lk, d, dv): lq = 1 (decoding), lq != lk both ways, odd
-# and unequal head dims, GQA and MQA, sizes one past a block (64 queries / backward keys,
-# 128 forward keys) and exact multiples.
-SHAPES = [
-    (1, 1, 1, 1, 1, 8, 8),
-    (2, 2, 2, 1, 37, 16, 16),
-    (1, 2, 2, 17, 17, 33, 33),
-    (2, 4, 2, 70, 130, 32, 24),
-    (1, 2, 1, 130, 70, 64, 64),
-    (1, 3, 3, 65, 65, 7, 5),
-    (1, 1, 1, 128, 192, 64, 64),
-    (1, 2, 1, 40, 300, 16, 16),  # three forward key blocks (128, 128, 44): rescales across blocks
-]
-
-
-def _shape_id(s) -> str:
-    return "B{}Hq{}Hkv{}Lq{}Lk{}D{}Dv{}".format(*s)
 
 
 #   none / causal_tl / causal_br     no mask tensor
@@ -172,7 +154,7 @@ def check_against_reference(q, k, v, kw, ref, scale=None, msg="", dropout_p=0.0,
 
 
 @pytest.mark.parametrize("mask_kind", MASK_KINDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=attention_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
 def test_matches_reference(device, dtype, shape, mask_kind, gen):
     q, k, v = qkv(shape, dtype, gen, device=device)
@@ -180,7 +162,7 @@ def test_matches_reference(device, dtype, shape, mask_kind, gen):
     # around the usual 1/sqrt(d): fp32 scores of size |z| carry rounding errors ~|z| eps,
     # which exp turns into relative errors of the output; far larger scales test that only
     scale = (0.5 + float(torch.rand((), generator=gen))) / math.sqrt(shape[5])
-    check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{_shape_id(shape)} {mask_kind}")
+    check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{attention_shape_id(shape)} {mask_kind}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
@@ -509,14 +491,14 @@ DROPOUT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", DROPOUT_CASES, ids=lambda c: f"{_shape_id(c[0])}-{c[1]}-p{c[2]}")
+@pytest.mark.parametrize("case", DROPOUT_CASES, ids=lambda c: f"{attention_shape_id(c[0])}-{c[1]}-p{c[2]}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
 def test_dropout_matches_reference(device, dtype, case, gen):
     shape, kind, p = case
     q, k, v = qkv(shape, dtype, gen, device=device)
     kw, ref = make_case(shape, kind, dtype, gen, device=device)
     scale = (0.5 + float(torch.rand((), generator=gen))) / math.sqrt(shape[5])
-    check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{_shape_id(shape)} {kind} p={p}", dropout_p=p,
+    check_against_reference(q, k, v, kw, ref, scale=scale, msg=f"{attention_shape_id(shape)} {kind} p={p}", dropout_p=p,
                             drop_seed=_key(gen))
 
 

@@ -9,20 +9,11 @@ import math
 import pytest
 import torch
 
-from conftest import DTYPES, assert_close, randn, to_np
+from conftest import ATTENTION_SHAPES, DTYPES, assert_close, attention_shape_id, randn, to_np
 from pyattn.reference import attention_weights as ref_weights
 
 OPS = torch.ops.pyattn
 
-# (batch, heads_q, heads_kv, lq, lk, d, dv): lq = 1, lq != lk both ways, GQA, MQA, odd
-# head dims, a query block and one past it, lk not a multiple of any vector width.
-SHAPES = [
-    (1, 1, 1, 1, 1, 8, 8),
-    (2, 3, 3, 1, 37, 16, 16),
-    (2, 4, 2, 70, 130, 32, 24),
-    (1, 2, 1, 130, 70, 64, 64),
-    (1, 3, 3, 65, 65, 7, 5),
-]
 MASKS = ["none", "bool_bcast", "bool_dead", "additive", "additive_neginf"]
 
 
@@ -55,7 +46,7 @@ def _check(q, k, v, mask, scale, average, msg):
 
 @pytest.mark.parametrize("average", [True, False], ids=["mean", "per_head"])
 @pytest.mark.parametrize("mask_kind", MASKS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Lq{}Lk{}D{}Dv{}".format(*s))
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=attention_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_matches_reference(dtype, shape, mask_kind, average, gen):
     q, k, v, mask = _case(shape, mask_kind, dtype, gen)

@@ -96,6 +96,33 @@ def test_is_causal_needs_mask():
         m(x, x, x, is_causal=True)
 
 
+@pytest.mark.parametrize("with_kpm", [False, True], ids=["no_kpm", "kpm"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["fused", "weights"])
+def test_is_causal_hint_as_torch(need_weights, with_kpm, gen):
+    """torch lets the is_causal hint replace attn_mask (SDPA's causal path) when there is
+    no key padding mask and no weights to return, and uses the mask otherwise. Ours
+    follows: a mask that is not causal shows which one was used."""
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    theirs = torch.nn.MultiheadAttention(16, 4, batch_first=True, dtype=torch.float64)
+    ours = pyattn.nn.MultiheadAttention(16, 4, batch_first=True, dtype=torch.float64)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 11, 16, dtype=torch.float64, generator=gen).requires_grad_()
+    not_causal = torch.rand(11, 11, generator=gen) < 0.3
+    not_causal.fill_diagonal_(False)
+    kpm = (torch.rand(3, 11, generator=gen) < 0.2) if with_kpm else None
+    if kpm is not None:
+        kpm[:, 0] = False
+    kw = dict(attn_mask=not_causal, key_padding_mask=kpm, need_weights=need_weights, is_causal=True)
+    out_o, w_o = ours(x, x, x, **kw)
+    out_t, w_t = theirs(x, x, x, **kw)
+    assert_close(out_o, out_t.detach(), torch.float64, msg="output")
+    if need_weights:
+        assert_close(w_o, w_t.detach(), torch.float64, msg="weights")
+    (g_o,) = torch.autograd.grad(out_o.sum(), x)
+    (g_t,) = torch.autograd.grad(out_t.sum(), x)
+    assert_close(g_o, g_t, torch.float64, msg="dx")
+
+
 def _pair(case, e, heads, gen, dropout):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
     theirs = torch.nn.MultiheadAttention(e, heads, dropout=dropout, dtype=torch.float64, **case["kw"])

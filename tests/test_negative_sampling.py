@@ -36,6 +36,14 @@ def _distinct_batch(rng, vocab, n, slots, k, cbow):
     return centers, contexts, negs
 
 
+def _colliding_batch(rng, vocab, n, slots, k, cbow):
+    """Ids drawn with repeats (rows collide across examples), and no empty window slot."""
+    centers = rng.integers(0, vocab, n)
+    contexts = rng.integers(0, vocab, (n, slots))
+    negs = rng.integers(0, vocab, (n, k) if cbow else (n, slots, k))
+    return centers, contexts, negs
+
+
 def _run(cbow, w_in, w_out, centers, contexts, negs, lr):
     op = OPS.cbow_update_ if cbow else OPS.sgns_update_
     return op(w_in, w_out, torch.tensor(centers), torch.tensor(contexts), torch.tensor(negs), None,
@@ -63,10 +71,8 @@ def test_update_repeated_indices_single_thread_is_sequential(cbow, rng):
     """Repeated ids: with one thread the kernel is exactly the sequential reference."""
     vocab, dim, n, slots, k = 30, 16, 40, 4, 3
     w_in, w_out = _tables(rng, vocab, dim, torch.float64)
-    centers = rng.integers(0, vocab, n)
-    contexts = rng.integers(0, vocab, (n, slots))
+    centers, contexts, negs = _colliding_batch(rng, vocab, n, slots, k, cbow)
     contexts[:, 1][rng.random(n) < 0.3] = -1
-    negs = rng.integers(0, vocab, (n, k) if cbow else (n, slots, k))
     fn = ref.cbow_update if cbow else ref.sgns_update
     e_in, e_out, e_loss = fn(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.1)
     threads = torch.get_num_threads()
@@ -102,9 +108,7 @@ def test_update_hogwild_close_to_sequential(cbow, rng):
     """Two threads on a small vocabulary (rows collide): the update stays near the sequential one."""
     vocab, dim, n, slots, k = 40, 32, 400, 4, 5
     w_in, w_out = _tables(rng, vocab, dim, torch.float32)
-    centers = rng.integers(0, vocab, n)
-    contexts = rng.integers(0, vocab, (n, slots))
-    negs = rng.integers(0, vocab, (n, k) if cbow else (n, slots, k))
+    centers, contexts, negs = _colliding_batch(rng, vocab, n, slots, k, cbow)
     fn = ref.cbow_update if cbow else ref.sgns_update
     e_in, e_out, _ = fn(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.005)
     start_in, start_out = to_np(w_in), to_np(w_out)

@@ -72,24 +72,10 @@ class Vocab:
             kept = kept[: max(0, max_size - len(SPECIALS))]
         return cls(list(SPECIALS) + kept)
 
+    pad, unk, bos, eos = range(len(SPECIALS))  # class constants, the ids of SPECIALS
+
     def __len__(self) -> int:
         return len(self.itos)
-
-    @property
-    def pad(self) -> int:
-        return 0
-
-    @property
-    def unk(self) -> int:
-        return 1
-
-    @property
-    def bos(self) -> int:
-        return 2
-
-    @property
-    def eos(self) -> int:
-        return 3
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
         return [self.stoi.get(t, 1) for t in tokens]

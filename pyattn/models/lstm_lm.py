@@ -8,11 +8,11 @@ from typing import Optional
 import torch
 from torch import nn
 
+from pyattn.models.checks import check_config, check_decoding, check_prefix, describe
 from pyattn.nn import LSTM
 
 __all__ = ["LSTMLM"]
 
-IMPLS = ("pyattn", "torch")
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, num_layers, hidden_size]: rows first
 
@@ -39,13 +39,8 @@ class LSTMLM(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int = 512, num_layers: int = 2, dropout: float = 0.2,
                  lstm: str = "pyattn") -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"LSTMLM: {name} must be a positive int, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-            raise ValueError(f"LSTMLM: dropout must be a number in [0, 1], got {dropout!r}")
-        if lstm not in IMPLS:
-            raise ValueError(f"LSTMLM: lstm must be one of {IMPLS}, got {lstm!r}")
+        check_config("LSTMLM", {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers},
+                     dropout, "lstm", lstm)
         self.vocab_size, self.hidden_size, self.num_layers, self.lstm_impl = vocab_size, hidden_size, num_layers, lstm
         self.embedding = nn.Embedding(vocab_size, hidden_size)
         nn.init.normal_(self.embedding.weight, std=hidden_size**-0.5)
@@ -63,13 +58,13 @@ class LSTMLM(nn.Module):
         (zeros) -> (logits [B, T, vocab_size], the state after the last token). Running
         two halves of a sequence, the second from the first's state, equals one run."""
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
-            raise ValueError(f"LSTMLM: tokens must be an integer tensor [B, T], got {_describe(tokens)}")
+            raise ValueError(f"LSTMLM: tokens must be an integer tensor [B, T], got {describe(tokens)}")
         hx = None
         if state is not None:
             want = (tokens.shape[0], self.num_layers, self.hidden_size)
             if not isinstance(state, (tuple, list)) or len(state) != 2 \
                     or any(not isinstance(s, torch.Tensor) or tuple(s.shape) != want for s in state):
-                got = [_describe(s) for s in state] if isinstance(state, (tuple, list)) else _describe(state)
+                got = [describe(s) for s in state] if isinstance(state, (tuple, list)) else describe(state)
                 raise ValueError(f"LSTMLM: state must be (h, c), each of shape {want} "
                                  f"[B, num_layers, hidden_size], got {got}")
             hx = tuple(s.transpose(0, 1).contiguous() for s in state)  # the LSTM's [num_layers, B, H]
@@ -83,12 +78,8 @@ class LSTMLM(nn.Module):
         state)`` gives the log-probs of the token after the prefix. The state is
         :meth:`forward`'s, ``(h, c)`` [N, num_layers, hidden_size] (zeros for P = 1).
         Eval mode only (no dropout in decoding)."""
-        if self.training:
-            raise RuntimeError("LSTMLM.start: the model is in training mode; call model.eval() to decode")
-        if not isinstance(prefix, torch.Tensor) or prefix.dim() != 2 or prefix.is_floating_point() \
-                or prefix.shape[1] == 0:
-            raise ValueError(f"LSTMLM.start: prefix must be an integer tensor [B, P] with P >= 1, "
-                             f"got {_describe(prefix)}")
+        check_decoding(self, "LSTMLM.start")
+        check_prefix(prefix, "LSTMLM.start")
         if prefix.shape[1] > 1:
             _, state = self(prefix[:, :-1])
         else:
@@ -100,15 +91,9 @@ class LSTMLM(nn.Module):
     def step(self, tokens: torch.Tensor, state: State):
         """tokens int64 [N], state ``(h, c)`` [N, num_layers, hidden_size] -> (log_probs
         [N, vocab_size] of the token after ``tokens``, the new state)."""
-        if self.training:
-            raise RuntimeError("LSTMLM.step: the model is in training mode; call model.eval() to decode")
+        check_decoding(self, "LSTMLM.step")
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
-            raise ValueError(f"LSTMLM.step: tokens must be [N], one token per row, got {_describe(tokens)}")
+            raise ValueError(f"LSTMLM.step: tokens must be [N], one token per row, got {describe(tokens)}")
         logits, state = self(tokens[:, None], state)
         return torch.log_softmax(logits[:, 0], dim=-1), state
 
-
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"{x.dtype} of shape {tuple(x.shape)}"
-    return type(x).__name__

@@ -9,11 +9,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pyattn.functional import attention
+from pyattn.models.checks import check_config, check_decoding, describe
 from pyattn.nn import LSTM
 
 __all__ = ["Seq2Seq"]
 
-IMPLS = ("pyattn", "torch")
 
 
 class Seq2Seq(nn.Module):
@@ -47,14 +47,8 @@ class Seq2Seq(nn.Module):
                  num_layers: int = 1, bidirectional_encoder: bool = True, dropout: float = 0.1,
                  impl: str = "pyattn") -> None:
         super().__init__()
-        for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("emb_size", emb_size),
-                            ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Seq2Seq: {name} must be a positive int, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-            raise ValueError(f"Seq2Seq: dropout must be a number in [0, 1], got {dropout!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"Seq2Seq: impl must be one of {IMPLS}, got {impl!r}")
+        check_config("Seq2Seq", {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "emb_size": emb_size,
+                                 "hidden_size": hidden_size, "num_layers": num_layers}, dropout, "impl", impl)
         self.hidden_size, self.num_layers, self.impl = hidden_size, num_layers, impl
         self.bidirectional_encoder = bool(bidirectional_encoder)
         self.memory_size = hidden_size * (2 if bidirectional_encoder else 1)
@@ -81,7 +75,7 @@ class Seq2Seq(nn.Module):
         if not isinstance(tgt_in, torch.Tensor) or tgt_in.dim() != 2 or tgt_in.is_floating_point() \
                 or tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"Seq2Seq: tgt_in must be an integer tensor [B, T] with B={src.shape[0]} (src's), "
-                             f"got {_describe(tgt_in)}")
+                             f"got {describe(tgt_in)}")
         logits, _ = self._decode(tgt_in, memory, key_lengths, hx)
         return logits
 
@@ -89,12 +83,12 @@ class Seq2Seq(nn.Module):
         """src [B, S], src_lengths [B] -> (memory [B, S, E], key_lengths int64 [B] on the
         memory's device, decoder initial state (h0, c0) each [num_layers, B, H])."""
         if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.is_floating_point() or src.shape[1] == 0:
-            raise ValueError(f"Seq2Seq: src must be an integer tensor [B, S] with S >= 1, got {_describe(src)}")
+            raise ValueError(f"Seq2Seq: src must be an integer tensor [B, S] with S >= 1, got {describe(src)}")
         b, s = src.shape
         if not isinstance(src_lengths, torch.Tensor) or tuple(src_lengths.shape) != (b,) \
                 or src_lengths.is_floating_point() or src_lengths.dtype == torch.bool:
             raise ValueError(f"Seq2Seq: src_lengths must be an integer tensor [B] with B={b} (src's rows), "
-                             f"got {_describe(src_lengths)}")
+                             f"got {describe(src_lengths)}")
         lengths = src_lengths.cpu()  # pack_padded_sequence wants them on the CPU
         if b and (int(lengths.min()) < 1 or int(lengths.max()) > s):
             raise ValueError(f"Seq2Seq: src_lengths must lie in [1, {s}] (src.size(1)), got "
@@ -133,8 +127,7 @@ class Seq2Seq(nn.Module):
         State (every tensor rows first, N = B at the start): ``{"memory": [N, S, E],
         "key_lengths": int64 [N], "h": [N, num_layers, H], "c": [N, num_layers, H]}``.
         """
-        if self.training:
-            raise RuntimeError("Seq2Seq.start: the model is in training mode; call model.eval() to decode")
+        check_decoding(self, "Seq2Seq.start")
         memory, key_lengths, (h, c) = self.encode(src, src_lengths)
         return self.step, {"memory": memory, "key_lengths": key_lengths, "h": h.transpose(0, 1),
                            "c": c.transpose(0, 1)}
@@ -142,17 +135,11 @@ class Seq2Seq(nn.Module):
     def step(self, tokens: torch.Tensor, state: dict):
         """tokens int64 [N], state as :meth:`start`'s -> (log_probs [N, tgt_vocab], the
         state after ``tokens``: same memory and key lengths, new h and c)."""
-        if self.training:
-            raise RuntimeError("Seq2Seq.step: the model is in training mode; call model.eval() to decode")
+        check_decoding(self, "Seq2Seq.step")
         n = state["memory"].shape[0]
         if not isinstance(tokens, torch.Tensor) or tuple(tokens.shape) != (n,):
-            raise ValueError(f"Seq2Seq.step: tokens must be [N] with N={n} (the state's rows), got {_describe(tokens)}")
+            raise ValueError(f"Seq2Seq.step: tokens must be [N] with N={n} (the state's rows), got {describe(tokens)}")
         hx = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
         logits, (h, c) = self._decode(tokens[:, None], state["memory"], state["key_lengths"], hx)
         return torch.log_softmax(logits[:, 0], dim=-1), {**state, "h": h.transpose(0, 1), "c": c.transpose(0, 1)}
 
-
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"{x.dtype} of shape {tuple(x.shape)}"
-    return type(x).__name__

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from pyattn.metrics import corpus_bleu, perplexity
 from pyattn.models import checkpoint, data
+from pyattn.models.checks import IMPLS
 from pyattn.models import distributed as dist_util
 from pyattn.models.decoding import beam_search, greedy_search
 from pyattn.models.lstm_lm import LSTMLM
@@ -28,7 +29,6 @@ from pyattn.models.ngram import NGramLM
 from pyattn.models.seq2seq import Seq2Seq
 from pyattn.models.transformer_lm import TransformerLM
 
-IMPLS = ("pyattn", "torch")
 
 
 def build_lm(arch: str, vocab_size: int, config: dict, impl: str) -> torch.nn.Module:

@@ -8,11 +8,11 @@ import math
 import torch
 from torch import nn
 
+from pyattn.models.checks import check_config, check_decoding, check_prefix, describe
 from pyattn.nn import MultiheadAttention
 
 __all__ = ["TransformerLM"]
 
-ATTENTIONS = ("pyattn", "torch")
 POSITIONS = ("sinusoidal", "learned")
 
 
@@ -82,20 +82,14 @@ class TransformerLM(nn.Module):
         attention: str = "pyattn",
     ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("n_heads", n_heads),
-                            ("n_layers", n_layers), ("max_len", max_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"TransformerLM: {name} must be a positive int, got {value!r}")
+        d_ff = 4 * d_model if d_ff is None else d_ff  # checked after d_model, which it may come from
+        check_config("TransformerLM", {"vocab_size": vocab_size, "d_model": d_model, "n_heads": n_heads,
+                                       "n_layers": n_layers, "max_len": max_len, "d_ff": d_ff},
+                     dropout, "attention", attention)
         if d_model % n_heads:
             raise ValueError(f"TransformerLM: d_model={d_model} must be divisible by n_heads={n_heads}")
-        if d_ff is None:
-            d_ff = 4 * d_model
-        if isinstance(d_ff, bool) or not isinstance(d_ff, int) or d_ff <= 0:
-            raise ValueError(f"TransformerLM: d_ff must be a positive int or None, got {d_ff!r}")
         if positions not in POSITIONS:
             raise ValueError(f"TransformerLM: positions must be one of {POSITIONS}, got {positions!r}")
-        if attention not in ATTENTIONS:
-            raise ValueError(f"TransformerLM: attention must be one of {ATTENTIONS}, got {attention!r}")
         self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
         self.positions, self.attention_impl = positions, attention
 
@@ -119,7 +113,7 @@ class TransformerLM(nn.Module):
         """tokens int64 [B, T] (1 <= T <= max_len) -> logits [B, T, vocab_size]; position t
         predicts token t + 1 from tokens 0..t."""
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
-            raise ValueError(f"TransformerLM: tokens must be an integer tensor [B, T], got {_describe(tokens)}")
+            raise ValueError(f"TransformerLM: tokens must be an integer tensor [B, T], got {describe(tokens)}")
         t = tokens.shape[1]
         if t == 0:
             raise ValueError("TransformerLM: tokens has 0 positions (tokens.size(1)); expected at least 1")
@@ -147,23 +141,18 @@ class TransformerLM(nn.Module):
         cache): a step at length t costs a forward over t tokens, simple and exactly the
         model's function. History plus the new token may not exceed ``max_len``.
         """
-        if self.training:
-            raise RuntimeError("TransformerLM.start: the model is in training mode; call model.eval() to decode")
-        if not isinstance(prefix, torch.Tensor) or prefix.dim() != 2 or prefix.is_floating_point() \
-                or prefix.shape[1] == 0:
-            raise ValueError(f"TransformerLM.start: prefix must be an integer tensor [B, P] with P >= 1, "
-                             f"got {_describe(prefix)}")
+        check_decoding(self, "TransformerLM.start")
+        check_prefix(prefix, "TransformerLM.start")
         return self.step, {"history": prefix[:, :-1]}
 
     def step(self, tokens: torch.Tensor, state: dict):
         """tokens int64 [N] (one per row), state ``{"history": [N, t]}`` -> (log_probs
         [N, vocab_size] of the token after ``tokens``, ``{"history": [N, t + 1]}``)."""
-        if self.training:
-            raise RuntimeError("TransformerLM.step: the model is in training mode; call model.eval() to decode")
+        check_decoding(self, "TransformerLM.step")
         history = state["history"]
         if not isinstance(tokens, torch.Tensor) or tokens.shape != history.shape[:1]:
             raise ValueError(f"TransformerLM.step: tokens must be [N] with N={history.shape[0]} (the state's rows), "
-                             f"got {_describe(tokens)}")
+                             f"got {describe(tokens)}")
         if history.shape[1] >= self.max_len:
             raise ValueError(f"TransformerLM.step: the state holds {history.shape[1]} tokens, so this one would be "
                              f"past max_len={self.max_len}; decode at most max_len - prefix length + 1 tokens")
@@ -171,8 +160,3 @@ class TransformerLM(nn.Module):
         logits = self(history)[:, -1]
         return torch.log_softmax(logits, dim=-1), {"history": history}
 
-
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"{x.dtype} of shape {tuple(x.shape)}"
-    return type(x).__name__

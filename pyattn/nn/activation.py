@@ -29,7 +29,9 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
     * ``attn_mask`` (``(L, S)`` or ``(N*num_heads, L, S)``) and ``key_padding_mask``
       (``(N, S)``) follow torch: bool True = not allowed, floating = added.
       ``is_causal`` is, as in torch, a hint that ``attn_mask`` is causal; ``attn_mask``
-      must then be given.
+      must then be given. As torch does, with no ``key_padding_mask`` and
+      ``need_weights=False`` the hint replaces the mask: the fused kernel runs top-left
+      causal, skipping the key blocks above the diagonal, and never reads the mask.
     * ``need_weights=True`` (torch's default) also returns the attention weights, which
       need the full ``(L, S)`` matrix. Without autograd (inference, CPU) one fused kernel
       forms each row of it in cache and writes each weight once, averaged over the heads
@@ -63,6 +65,11 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         if is_causal and attn_mask is None:
             raise RuntimeError("pyattn.nn.MultiheadAttention: is_causal is a hint that attn_mask is causal; "
                                "attn_mask must be given with it (as in torch)")
+        # torch's rule: the hint stands for the mask only where nothing else is merged into
+        # it (no key padding) and no weights are returned.
+        causal = is_causal and key_padding_mask is None and not need_weights
+        if causal:
+            attn_mask = None
         batched = query.dim() == 3
         if not batched:  # (L, E): one sequence, seq-first (L, 1, E)
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
@@ -144,7 +151,8 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
                 weights = weights.mean(dim=1)
         else:  # the fused kernel: the (L, S) matrix is never formed
             out = attention_with_dropout_seed(q, k, v, mask=attention_mask, key_padding_mask=None, key_lengths=None,
-                                              causal=None, window=None, scale=None, return_lse=False,
+                                              causal="top_left" if causal else None, window=None,
+                                              scale=None, return_lse=False,
                                               dropout_p=dropout_p, dropout_seed=seed)  # (N, H, L, hd)
         # (N, H, L, hd) -> the input's layout, (N, L, E) or (L, N, E), for the output projection.
         out = out.transpose(1, 2) if bf else out.permute(2, 0, 1, 3)
