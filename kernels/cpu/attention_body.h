@@ -544,14 +544,12 @@ void dropout_typed(const AttentionDropoutParams& p, ParallelFor parallel_for) {
   parallel_for(p.batch * p.heads * p.lq, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.lk)),
                [&](int64_t r0, int64_t r1) {
                  for (int64_t r = r0; r < r1; ++r) {
-                   const int64_t i = r % p.lq, bh = r / p.lq, h = bh % p.heads, b = bh / p.heads;
-                   const uint64_t rk = dropout_math::row_key(
-                       dropout_math::head_key(p.key[0], p.key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
-                   const uint32_t lo = uint32_t(rk), hi = uint32_t(rk >> 32);
-                   const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2];
-                   T* y = static_cast<T*>(p.y) + r * p.lk;
+                   const AttentionDropoutRow row = attention_dropout_row(p, r);
+                   const T* x = static_cast<const T*>(p.x) + row.x_offset;
+                   T* y = static_cast<T*>(p.y) + row.y_offset;
                    for (int64_t j = 0; j < p.lk; ++j) {
-                     const A m = dropout_math::bits(lo, hi, uint32_t(j)) >= p.threshold ? A(p.scale) : A(0);
+                     const A m =
+                         dropout_math::bits(row.key_lo, row.key_hi, uint32_t(j)) >= p.threshold ? A(p.scale) : A(0);
                      y[j] = narrow<T>(A(widen(x[j])) * m);
                    }
                  }

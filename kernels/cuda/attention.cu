@@ -276,14 +276,11 @@ __global__ void __launch_bounds__(256) dropout_kernel(AttentionDropoutParams p) 
   using A = acc_t<T>;
   const int64_t rows = p.batch * p.heads * p.lq;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const int64_t i = r % p.lq, bh = r / p.lq, h = bh % p.heads, b = bh / p.heads;
-    const uint64_t rk = dropout_math::row_key(
-        dropout_math::head_key(p.key[0], p.key[1], uint64_t(b), uint64_t(h)), uint64_t(i));
-    const uint32_t lo = uint32_t(rk), hi = uint32_t(rk >> 32);
-    const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2];
-    T* y = static_cast<T*>(p.y) + r * p.lk;
+    const AttentionDropoutRow row = attention_dropout_row(p, r);
+    const T* x = static_cast<const T*>(p.x) + row.x_offset;
+    T* y = static_cast<T*>(p.y) + row.y_offset;
     for (int64_t j = threadIdx.x; j < p.lk; j += blockDim.x) {
-      const A m = dropout_math::bits(lo, hi, uint32_t(j)) >= p.threshold ? A(p.scale) : A(0);
+      const A m = dropout_math::bits(row.key_lo, row.key_hi, uint32_t(j)) >= p.threshold ? A(p.scale) : A(0);
       y[j] = from_acc<T>(to_acc(x[j]) * m);
     }
   }

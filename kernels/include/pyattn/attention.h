@@ -25,6 +25,7 @@
 #pragma once
 
 #include "pyattn/common.h"
+#include "pyattn/dropout_math.h"
 
 namespace pyattn {
 
@@ -85,6 +86,20 @@ struct AttentionDropoutParams {
   const void* x; int64_t x_stride[3];  // [batch, heads, lq, lk], key stride 1
   void* y;                             // [batch, heads, lq, lk] contiguous; overwritten, no aliasing
 };
+
+// Row r (batch, head and query flattened) of attention_dropout: the two halves of its
+// keep mask's hash key and where the row starts in x (strided) and in y (contiguous).
+// The CPU and CUDA kernels share it, so both draw the same mask.
+struct AttentionDropoutRow {
+  uint32_t key_lo, key_hi;
+  int64_t x_offset, y_offset;  // elements
+};
+PYATTN_HD AttentionDropoutRow attention_dropout_row(const AttentionDropoutParams& p, int64_t r) {
+  const int64_t i = r % p.lq, bh = r / p.lq, h = bh % p.heads, b = bh / p.heads;
+  const uint64_t rk = dropout_math::row_key(dropout_math::head_key(p.key[0], p.key[1], uint64_t(b), uint64_t(h)),
+                                            uint64_t(i));
+  return {uint32_t(rk), uint32_t(rk >> 32), b * p.x_stride[0] + h * p.x_stride[1] + i * p.x_stride[2], r * p.lk};
+}
 
 // Attention that also returns the weights, for inference with need_weights
 // (nn.MultiheadAttention): P = softmax(scale * q k^T + mask) row by row, out = P v, and
