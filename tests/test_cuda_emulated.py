@@ -231,10 +231,12 @@ ALL = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 @pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])
 def test_softmax(emu, gen, dtype):
-    """Both kernel shapes (a warp group per row up to 1024 keys, a block per row above,
-    with and without the shared-memory cache), scalar and 16-byte loads, every mask."""
-    for b, h, sq, sk in ((2, 3, 5, 1), (1, 2, 7, 33), (2, 1, 4, 256), (1, 1, 3, 1000), (1, 1, 2, 3000),
-                         (1, 1, 2, 20000)):
+    """Every kernel shape: a warp group per row up to 1024 keys (several rows a group
+    for short rows, row counts that leave a group's last rows dead), and a block per row
+    above, with the row in registers (3000, 3001), cached in shared memory (9001 fwd) or
+    read twice (20000 bwd, 40000); scalar and 16-byte loads, every mask."""
+    for b, h, sq, sk in ((2, 3, 5, 1), (1, 2, 7, 33), (1, 3, 3, 128), (2, 1, 4, 256), (1, 1, 3, 1000),
+                         (1, 1, 2, 3000), (1, 1, 1, 3001), (1, 1, 1, 9001), (1, 1, 2, 20000), (1, 1, 1, 40000)):
         x = (torch.randn(b, h, sq, sk, generator=gen) * 3).to(dtype)
         masks = {"none": None, "bool": torch.rand(b, 1, sq, sk, generator=gen) > 0.7,
                  "additive": (torch.randn(1, h, sq, sk, generator=gen)).to(dtype)}

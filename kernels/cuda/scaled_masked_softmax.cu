@@ -1,13 +1,17 @@
 // CUDA scaled masked softmax (semantics in pyattn/scaled_masked_softmax.h).
 //
 // A "row" is one (b, h, i) of the [batch, heads, sq, sk] view; rows = batch*heads*sq.
-// Two kernel shapes, chosen by sk:
+// Kernel shapes, chosen by sk:
 //   sk <= kWarpMaxCols: a group of LANES <= 32 lanes owns a row and keeps it in
 //     registers (N elements per lane, N fixed at compile time from next_pow2(sk)), so
-//     x is read once and y written once; short rows pack several groups in a warp.
-//   longer rows: a block owns a row. Pass 1 reads the row and reduces an online
-//     (max, sum); pass 2 writes y from logits kept in shared memory when the row fits
-//     there (kCacheBytes), or else re-reads x and the mask (usually L2 hits). Any sk.
+//     x is read once and y written once; short rows pack several groups in a warp, and
+//     a group loads up to 4 rows at once when one row gives each thread too few bytes
+//     in flight (WarpCfg::ROWS).
+//   longer rows: a block owns a row. When the row fits in the block's registers (16
+//     fp32 values a thread: 16384 keys) it stays there: one read, one write.
+//     Otherwise pass 1 reads the row and reduces an online (max, sum); pass 2 writes y
+//     from logits kept in shared memory when the row fits there (kCacheBytes), or else
+//     re-reads x and the mask (usually L2 hits). Any sk.
 // Loads are 16-byte packs when every base pointer, row stride and sk allow it (checked
 // on the host per launch), scalar otherwise. Grids are 1-d with a grid-stride loop
 // over rows, so rows may exceed any grid limit.
@@ -64,6 +68,7 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
 // Ops given to block_allreduce name their identity, fed to lanes past the last warp.
 struct MaxOp {
   template <typename A> __device__ A operator()(A a, A b) const { return a > b ? a : b; }
+  template <typename A> __device__ static A identity() { return neg_inf<A>(); }
 };
 struct SumOp {
   template <typename A> __device__ A operator()(A a, A b) const { return a + b; }
@@ -118,10 +123,25 @@ __device__ __forceinline__ A block_allreduce(A v, Op op, A* slots) {
 
 // ---- row geometry ------------------------------------------------------------------
 
-// Maps a flat row index to (b, h, i). 32-bit division when rows fit, since 64-bit
-// division is a long instruction sequence and short rows pay it once per ~32 elements.
+// floor(n / d) for 0 <= n < 2^51 and d > 0, given inv_d = 1.0 / d rounded: the product
+// is within a few ulp of n / d, so the estimate is off by at most one, which one
+// multiply-compare fixes. Replaces 64-bit integer division, which compiles to a called
+// subroutine (and ptxas reports the registers saved around the call as spills).
+__device__ __forceinline__ int64_t div_by_reciprocal(int64_t n, int64_t d, double inv_d) {
+  int64_t q = static_cast<int64_t>(static_cast<double>(n) * inv_d);
+  if (q * d > n) {
+    --q;
+  } else if ((q + 1) * d <= n) {
+    ++q;
+  }
+  return q;
+}
+
+// Maps a flat row index to (b, h, i): 32-bit division when rows fit (short rows pay it
+// once per ~32 elements), else div_by_reciprocal (a tensor's rows are far below 2^51).
 struct RowMap {
   int64_t rows, heads, sq;
+  double inv_heads, inv_sq;
   bool narrow;  // rows <= UINT32_MAX
 
   __device__ __forceinline__ void locate(int64_t row, int64_t& b, int64_t& h, int64_t& i) const {
@@ -132,9 +152,9 @@ struct RowMap {
       b = bh / nh;
       h = bh - static_cast<uint32_t>(b) * nh;
     } else {
-      const int64_t bh = row / sq;
+      const int64_t bh = div_by_reciprocal(row, sq, inv_sq);
       i = row - bh * sq;
-      b = bh / heads;
+      b = div_by_reciprocal(bh, heads, inv_heads);
       h = bh - b * heads;
     }
   }
@@ -203,69 +223,100 @@ __device__ __forceinline__ const void* mask_row(const FwdArgs<T>& a, int64_t b, 
 
 // ---- warp-per-row kernels (sk <= kWarpMaxCols) ---------------------------------------
 
+// Bytes of each input stream a thread should have in flight: a group loads ROWS rows at
+// once when one row gives a thread less than this (short rows, 16-bit data), so that
+// load latency is hidden by the loads themselves and not only by occupancy.
+constexpr int kWarpBytesInFlight = 64;
+constexpr int kWarpMaxRows = 4;
+
 // Register layout for rows of up to C = 2^LOG2C elements, in packs of V <= C: lane l of
-// a LANES-wide group holds packs p = 0..PACKS, covering elements (p*LANES + l)*V + [0, V).
-template <int LOG2C, int VEC>
+// a LANES-wide group holds packs p = 0..PACKS of each of its ROWS rows, covering
+// elements (p*LANES + l)*V + [0, V). STREAMS: input arrays read per element (fwd x: 1;
+// bwd y and dy: 2), sharing kWarpBytesInFlight.
+template <typename T, int LOG2C, int VEC, int STREAMS>
 struct WarpCfg {
   static constexpr int C = 1 << LOG2C;
   static constexpr int V = VEC;
   static_assert(V <= C, "a pack must fit in the row capacity");
   static constexpr int LANES = C / V < kWarp ? C / V : kWarp;
   static constexpr int PACKS = C / (LANES * V);
-  static constexpr int N = PACKS * V;  // elements per lane
-  static constexpr int ROWS_PER_BLOCK = (kWarpKernelThreads / kWarp) * (kWarp / LANES);
+  static constexpr int N = PACKS * V;  // elements per lane per row
+  static constexpr int kRowBytes = N * int(sizeof(T)) * STREAMS;
+  // Scalar loads (V = 1: misaligned views) stay one row a group: that path is for
+  // correctness, and more rows cost it registers.
+  static constexpr int ROWS = V == 1 || kRowBytes >= kWarpBytesInFlight ? 1
+                              : kWarpBytesInFlight / kRowBytes >= kWarpMaxRows ? kWarpMaxRows
+                                                                               : kWarpBytesInFlight / kRowBytes;
+  static constexpr int ROWS_PER_BLOCK = (kWarpKernelThreads / LANES) * ROWS;
 };
 
-template <typename T, int LOG2C, int VEC>
+// Where row `row` of a group lives; dead rows (past the last) load nothing.
+struct WarpRow {
+  int64_t b = 0, h = 0, i = 0;
+  bool live = false;
+};
+
+template <int ROWS, int LANES>
+__device__ __forceinline__ void locate_rows(const RowMap& map, int64_t base, WarpRow (&r)[ROWS]) {
+  const int64_t first = base + int64_t(threadIdx.x / LANES) * ROWS;
+#pragma unroll
+  for (int k = 0; k < ROWS; ++k) {
+    r[k].live = first + k < map.rows;
+    if (r[k].live) map.locate(first + k, r[k].b, r[k].h, r[k].i);
+  }
+}
+
+template <typename T, typename Cfg>
 __global__ void __launch_bounds__(kWarpKernelThreads) smsm_fwd_warp(const FwdArgs<T> a) {
   using Acc = acc_t<T>;
-  using Cfg = WarpCfg<LOG2C, VEC>;
-  constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N;
-  const int gl = threadIdx.x % LANES;             // lane within the row's group
-  const int slot = threadIdx.x / LANES;           // row within the block
+  constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N, R = Cfg::ROWS;
+  const int gl = threadIdx.x % LANES;  // lane within the group
   // Block-uniform loop, so whole warps stay together for the shuffles.
   for (int64_t base = int64_t(blockIdx.x) * Cfg::ROWS_PER_BLOCK; base < a.map.rows;
        base += int64_t(gridDim.x) * Cfg::ROWS_PER_BLOCK) {
-    const int64_t row = base + slot;
-    const bool live = row < a.map.rows;
-    int64_t b = 0, h = 0, i = 0;
-    if (live) a.map.locate(row, b, h, i);
-    const T* xr = a.x + offset(a.xs, b, h, i);
-    const void* mr = mask_row(a, b, h, i);
+    WarpRow rows[R];
+    locate_rows<R, LANES>(a.map, base, rows);
 
-    Acc z[N];
+    Acc z[R][N];  // every load of every row issued before the first reduction
 #pragma unroll
-    for (int p = 0; p < PACKS; ++p) {
-      const int j0 = (p * LANES + gl) * V;  // < C <= kWarpMaxCols
-      if (live && j0 < a.sk) {
-        load_logits<V>(a, xr, mr, j0, i, z + p * V);
-      } else {
+    for (int k = 0; k < R; ++k) {
+      const WarpRow& r = rows[k];
+      const T* xr = a.x + offset(a.xs, r.b, r.h, r.i);
+      const void* mr = mask_row(a, r.b, r.h, r.i);
 #pragma unroll
-        for (int e = 0; e < V; ++e) z[p * V + e] = neg_inf<Acc>();
+      for (int p = 0; p < PACKS; ++p) {
+        const int j0 = (p * LANES + gl) * V;  // < C <= kWarpMaxCols
+        if (r.live && j0 < a.sk) {
+          load_logits<V>(a, xr, mr, j0, r.i, z[k] + p * V);
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e) z[k][p * V + e] = neg_inf<Acc>();
+        }
       }
     }
 
-    Acc m = z[0];
 #pragma unroll
-    for (int k = 1; k < N; ++k) m = MaxOp()(m, z[k]);
-    m = group_allreduce<LANES>(m, MaxOp());
-    Acc s = 0;
+    for (int k = 0; k < R; ++k) {
+      Acc m = z[k][0];
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-      z[k] = exp_shifted(z[k], m);
-      s += z[k];
-    }
-    const Acc inv = inv_sum(group_allreduce<LANES>(s, SumOp()));
-
-    if (live) {
-      T* yr = a.y + offset(a.ys, b, h, i);
+      for (int e = 1; e < N; ++e) m = MaxOp()(m, z[k][e]);
+      m = group_allreduce<LANES>(m, MaxOp());
+      Acc s = 0;
+#pragma unroll
+      for (int e = 0; e < N; ++e) {
+        z[k][e] = exp_shifted(z[k][e], m);
+        s += z[k][e];
+      }
+      const Acc inv = inv_sum(group_allreduce<LANES>(s, SumOp()));
+      if (!rows[k].live) continue;
+      T* yr = a.y + offset(a.ys, rows[k].b, rows[k].h, rows[k].i);
 #pragma unroll
       for (int p = 0; p < PACKS; ++p) {
         const int j0 = (p * LANES + gl) * V;
         if (j0 < a.sk) {
           Pack<T, V> out;
 #pragma unroll
-          for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(z[p * V + e] * inv);
+          for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(z[k][p * V + e] * inv);
           store_pack<V>(yr + j0, out);
         }
       }
@@ -273,45 +324,47 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_fwd_warp(const FwdArg
   }
 }
 
-template <typename T, int LOG2C, int VEC>
+template <typename T, typename Cfg>
 __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArgs<T> a) {
   using Acc = acc_t<T>;
-  using Cfg = WarpCfg<LOG2C, VEC>;
-  constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N;
+  constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N, R = Cfg::ROWS;
   const int gl = threadIdx.x % LANES;
-  const int slot = threadIdx.x / LANES;
   for (int64_t base = int64_t(blockIdx.x) * Cfg::ROWS_PER_BLOCK; base < a.map.rows;
        base += int64_t(gridDim.x) * Cfg::ROWS_PER_BLOCK) {
-    const int64_t row = base + slot;
-    const bool live = row < a.map.rows;
-    int64_t b = 0, h = 0, i = 0;
-    if (live) a.map.locate(row, b, h, i);
-    const T* yr = a.y + offset(a.ys, b, h, i);
-    const T* dyr = a.dy + offset(a.dys, b, h, i);
+    WarpRow rows[R];
+    locate_rows<R, LANES>(a.map, base, rows);
 
-    Acc yv[N], dyv[N];  // padding elements are 0 and add nothing to the dot product
-    Acc dot = 0;
+    Acc yv[R][N], dyv[R][N];  // padding elements are 0 and add nothing to the dot product
 #pragma unroll
-    for (int p = 0; p < PACKS; ++p) {
-      const int j0 = (p * LANES + gl) * V;
-      if (live && j0 < a.sk) {
-        const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+    for (int k = 0; k < R; ++k) {
+      const WarpRow& r = rows[k];
+      const T* yr = a.y + offset(a.ys, r.b, r.h, r.i);
+      const T* dyr = a.dy + offset(a.dys, r.b, r.h, r.i);
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-          yv[p * V + e] = to_acc(py.v[e]);
-          dyv[p * V + e] = to_acc(pdy.v[e]);
+      for (int p = 0; p < PACKS; ++p) {
+        const int j0 = (p * LANES + gl) * V;
+        if (r.live && j0 < a.sk) {
+          const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            yv[k][p * V + e] = to_acc(py.v[e]);
+            dyv[k][p * V + e] = to_acc(pdy.v[e]);
+          }
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e) yv[k][p * V + e] = dyv[k][p * V + e] = Acc(0);
         }
-      } else {
-#pragma unroll
-        for (int e = 0; e < V; ++e) yv[p * V + e] = dyv[p * V + e] = Acc(0);
       }
-#pragma unroll
-      for (int e = 0; e < V; ++e) dot += yv[p * V + e] * dyv[p * V + e];
     }
-    dot = group_allreduce<LANES>(dot, SumOp());
 
-    if (live) {
-      T* dxr = a.dx + offset(a.dxs, b, h, i);
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+      Acc dot = 0;
+#pragma unroll
+      for (int e = 0; e < N; ++e) dot += yv[k][e] * dyv[k][e];
+      dot = group_allreduce<LANES>(dot, SumOp());
+      if (!rows[k].live) continue;
+      T* dxr = a.dx + offset(a.dxs, rows[k].b, rows[k].h, rows[k].i);
 #pragma unroll
       for (int p = 0; p < PACKS; ++p) {
         const int j0 = (p * LANES + gl) * V;
@@ -319,8 +372,8 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArg
           Pack<T, V> out;
 #pragma unroll
           for (int e = 0; e < V; ++e) {
-            const int k = p * V + e;
-            out.v[e] = from_acc<T>(a.scale * yv[k] * (dyv[k] - dot));
+            const int n = p * V + e;
+            out.v[e] = from_acc<T>(a.scale * yv[k][n] * (dyv[k][n] - dot));
           }
           store_pack<V>(dxr + j0, out);
         }
@@ -334,6 +387,105 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArg
 // Dynamic shared memory: one untyped declaration (extern arrays of different element
 // types would clash); each kernel casts it to its Acc.
 PYATTN_DYNAMIC_SMEM(smem_raw, 32);
+
+// Rows held in registers: thread t owns packs p*blockDim.x + t, p < PACKS, of its row,
+// so x and the mask are read once with PACKS loads in flight per thread, y is written
+// once, and nothing goes through shared memory but the two reductions. The host picks
+// PACKS and blockDim.x so that PACKS * blockDim.x * V >= sk.
+template <typename T, int V, int PACKS>
+__global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block_regs(const FwdArgs<T> a) {
+  using Acc = acc_t<T>;
+  constexpr int N = PACKS * V;
+  __shared__ Acc slots[kWarp + 1];
+  for (int64_t row = blockIdx.x; row < a.map.rows; row += gridDim.x) {
+    int64_t b, h, i;
+    a.map.locate(row, b, h, i);
+    const T* xr = a.x + offset(a.xs, b, h, i);
+    const void* mr = mask_row(a, b, h, i);
+
+    Acc z[N];
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
+      if (j0 < a.sk) {
+        load_logits<V>(a, xr, mr, j0, i, z + p * V);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) z[p * V + e] = neg_inf<Acc>();
+      }
+    }
+    Acc m = z[0];
+#pragma unroll
+    for (int e = 1; e < N; ++e) m = MaxOp()(m, z[e]);
+    m = block_allreduce(m, MaxOp(), slots);
+    Acc s = 0;
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      z[e] = exp_shifted(z[e], m);
+      s += z[e];
+    }
+    const Acc inv = inv_sum(block_allreduce(s, SumOp(), slots));
+
+    T* yr = a.y + offset(a.ys, b, h, i);
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
+      if (j0 < a.sk) {
+        Pack<T, V> out;
+#pragma unroll
+        for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(z[p * V + e] * inv);
+        store_pack<V>(yr + j0, out);
+      }
+    }
+  }
+}
+
+// The backward's register-resident rows: y and dy read once, dx written once.
+template <typename T, int V, int PACKS>
+__global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block_regs(const BwdArgs<T> a) {
+  using Acc = acc_t<T>;
+  constexpr int N = PACKS * V;
+  __shared__ Acc slots[kWarp + 1];
+  for (int64_t row = blockIdx.x; row < a.map.rows; row += gridDim.x) {
+    int64_t b, h, i;
+    a.map.locate(row, b, h, i);
+    const T* yr = a.y + offset(a.ys, b, h, i);
+    const T* dyr = a.dy + offset(a.dys, b, h, i);
+
+    Acc yv[N], dyv[N];  // padding elements are 0 and add nothing to the dot product
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
+      if (j0 < a.sk) {
+        const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          yv[p * V + e] = to_acc(py.v[e]);
+          dyv[p * V + e] = to_acc(pdy.v[e]);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) yv[p * V + e] = dyv[p * V + e] = Acc(0);
+      }
+    }
+    Acc dot = 0;
+#pragma unroll
+    for (int e = 0; e < N; ++e) dot += yv[e] * dyv[e];
+    dot = block_allreduce(dot, SumOp(), slots);
+
+    T* dxr = a.dx + offset(a.dxs, b, h, i);
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
+      if (j0 < a.sk) {
+        Pack<T, V> out;
+#pragma unroll
+        for (int e = 0; e < V; ++e) out.v[e] = from_acc<T>(a.scale * yv[p * V + e] * (dyv[p * V + e] - dot));
+        store_pack<V>(dxr + j0, out);
+      }
+    }
+  }
+}
 
 // CACHE: logits z (sk Acc values) are parked in shared memory by pass 1. Each thread
 // reads back only the elements it wrote, so pass 2 needs no barrier for the cache.
@@ -442,7 +594,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 RowMap make_map(int64_t batch, int64_t heads, int64_t sq) {
   const int64_t rows = batch * heads * sq;
-  return {rows, heads, sq, rows <= int64_t(UINT32_MAX)};
+  return {rows, heads, sq, 1.0 / double(heads), 1.0 / double(sq), rows <= int64_t(UINT32_MAX)};
 }
 
 // Can a tensor's rows be moved in packs of `bytes`? Its base must be aligned and every
@@ -464,13 +616,42 @@ int block_threads(int64_t sk, int v) {
   return t;
 }
 
-// The two kernel families behind one launcher. kCachedArrays: Acc arrays of sk values
-// the block kernel parks in shared memory (fwd: z; bwd: y and dy).
+// Register-resident long rows: PACKS (a power of two <= 2^kRegsMaxLog2Packs) packs per
+// thread and the threads (a multiple of a warp, 128..1024) that cover sk with about 4
+// packs each. Not possible (log2_packs < 0) when a thread would hold more than
+// max_elems values per array (kRegsMaxBytes of accumulators).
+constexpr int kRegsMaxLog2Packs = 3;
+struct RegsShape {
+  int threads = 0, log2_packs = -1;
+};
+RegsShape regs_shape(int64_t sk, int v, int max_elems) {
+  const int64_t packs = ceil_div(sk, v);
+  const int64_t threads = std::min<int64_t>(std::max<int64_t>(ceil_div(ceil_div(packs, 4), kWarp) * kWarp, 128),
+                                            kBlockMaxThreads);
+  const int l = ceil_log2(ceil_div(packs, threads));
+  if (l > kRegsMaxLog2Packs || (int64_t(1) << l) * v > max_elems) return {};
+  return {int(threads), l};
+}
+
+// A thread of a 1024-thread block has 64 registers. Accumulator bytes per array of the
+// register-resident block kernels (fwd: z; bwd: y and dy) that fit beside the rest
+// without spilling (ptxas -v, sm_80 and sm_90): 16 fp32 or 8 fp64 values.
+constexpr int kRegsMaxBytes = 64;
+
+// The two kernel families behind one launcher. Warp<T, LOG2C, V>: the warp kernels'
+// layout. kCachedArrays: Acc arrays of sk values the shared-memory block kernel parks
+// (fwd: z; bwd: y and dy).
 struct FwdKernels {
-  static constexpr int kCachedArrays = 1;
   template <typename T, int LOG2C, int V>
+  using Warp = WarpCfg<T, LOG2C, V, 1>;
+  static constexpr int kCachedArrays = 1;
+  template <typename T, typename Cfg>
   static void warp(unsigned grid, cudaStream_t s, const FwdArgs<T>& a) {
-    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_fwd_warp<T, LOG2C, V>)(a);
+    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_fwd_warp<T, Cfg>)(a);
+  }
+  template <typename T, int V, int PACKS>
+  static void regs(unsigned grid, int threads, cudaStream_t s, const FwdArgs<T>& a) {
+    PYATTN_LAUNCH(grid, threads, 0, s, smsm_fwd_block_regs<T, V, PACKS>)(a);
   }
   template <typename T, int V, bool CACHE>
   static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const FwdArgs<T>& a) {
@@ -479,10 +660,16 @@ struct FwdKernels {
 };
 
 struct BwdKernels {
-  static constexpr int kCachedArrays = 2;
   template <typename T, int LOG2C, int V>
+  using Warp = WarpCfg<T, LOG2C, V, 2>;
+  static constexpr int kCachedArrays = 2;
+  template <typename T, typename Cfg>
   static void warp(unsigned grid, cudaStream_t s, const BwdArgs<T>& a) {
-    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_bwd_warp<T, LOG2C, V>)(a);
+    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_bwd_warp<T, Cfg>)(a);
+  }
+  template <typename T, int V, int PACKS>
+  static void regs(unsigned grid, int threads, cudaStream_t s, const BwdArgs<T>& a) {
+    PYATTN_LAUNCH(grid, threads, 0, s, smsm_bwd_block_regs<T, V, PACKS>)(a);
   }
   template <typename T, int V, bool CACHE>
   static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const BwdArgs<T>& a) {
@@ -490,8 +677,10 @@ struct BwdKernels {
   }
 };
 
-// Picks the kernel shape for sk, the pack width (16 bytes when vec, else 1 element) and,
-// for long rows, whether the shared-memory cache fits.
+// Picks the kernel shape for sk: a warp group per row up to kWarpMaxCols; above, a
+// block per row, with the row in registers when it fits there (up to 16384 keys for
+// 32- and 16-bit data), else cached in shared memory when it fits there, else read twice. The pack
+// width is 16 bytes when vec, else 1 element.
 template <typename K, typename T, typename Args>
 void launch(const Args& a, bool vec, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
@@ -502,19 +691,28 @@ void launch(const Args& a, bool vec, cudaStream_t stream) {
         constexpr int kLog2c = decltype(log2c)::value;
         // Rows shorter than a pack never take the vector path (sk % V == 0).
         constexpr int kPack = (1 << kLog2c) >= V ? V : 1;
-        using Cfg = WarpCfg<kLog2c, kPack>;
+        using Cfg = typename K::template Warp<T, kLog2c, kPack>;
         const int64_t blocks = std::min(ceil_div(a.map.rows, Cfg::ROWS_PER_BLOCK), kMaxBlocks);
-        K::template warp<T, kLog2c, Cfg::V>(unsigned(blocks), stream, a);
+        K::template warp<T, Cfg>(unsigned(blocks), stream, a);
       });
-    } else {
-      const int64_t cache_bytes = K::kCachedArrays * a.sk * int64_t(sizeof(acc_t<T>));
-      const int threads = block_threads(a.sk, V);
-      const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
-      with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
-        constexpr bool kCache = decltype(cache_tag)::value;
-        K::template block<T, V, kCache>(blocks, threads, kCache ? size_t(cache_bytes) : 0, stream, a);
-      });
+      return;
     }
+    const unsigned blocks = unsigned(std::min(a.map.rows, kMaxBlocks));
+    constexpr int kMaxElems = kRegsMaxBytes / int(sizeof(acc_t<T>));
+    const RegsShape regs = regs_shape(a.sk, V, kMaxElems);
+    if (regs.log2_packs >= 0) {
+      with_int<0, kRegsMaxLog2Packs>(regs.log2_packs, [&](auto log2p) {
+        constexpr int kPacks = 1 << decltype(log2p)::value;
+        if constexpr (kPacks * V <= kMaxElems) K::template regs<T, V, kPacks>(blocks, regs.threads, stream, a);
+      });
+      return;
+    }
+    const int64_t cache_bytes = K::kCachedArrays * a.sk * int64_t(sizeof(acc_t<T>));
+    const int threads = block_threads(a.sk, V);
+    with_bool(cache_bytes <= kCacheBytes, [&](auto cache_tag) {
+      constexpr bool kCache = decltype(cache_tag)::value;
+      K::template block<T, V, kCache>(blocks, threads, kCache ? size_t(cache_bytes) : 0, stream, a);
+    });
   });
 }
 
