@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
@@ -190,36 +191,60 @@ struct BwdArgs {
   acc_t<T> scale;
 };
 
-// Logits z[0..V) of elements j0..j0+V-1 of row i (x row at xr, mask row at mr).
-template <int V, typename T, typename J>
-__device__ __forceinline__ void load_logits(const FwdArgs<T>& a, const T* xr, const void* mr, J j0,
-                                            int64_t i, acc_t<T>* z) {
-  using Acc = acc_t<T>;
-  const Pack<T, V> xv = load_pack<V>(xr + j0);
-#pragma unroll
-  for (int e = 0; e < V; ++e) z[e] = a.scale * to_acc(xv.v[e]);
-  if (a.mask_kind == MaskKind::additive) {
-    const Pack<T, V> mv = load_pack<V>(static_cast<const T*>(mr) + j0);
-#pragma unroll
-    for (int e = 0; e < V; ++e) z[e] += to_acc(mv.v[e]);
-  } else if (a.mask_kind == MaskKind::drop) {
-    const Pack<uint8_t, V> mv = load_pack<V>(static_cast<const uint8_t*>(mr) + j0);
-#pragma unroll
-    for (int e = 0; e < V; ++e) z[e] = mv.v[e] ? neg_inf<Acc>() : z[e];
+// The raw data behind V logits: a pack of x and, by mask kind, of the mask. The mask
+// kind MK is a template parameter so that loading is straight-line code: a runtime
+// switch here put branches between the loads, and the compiler then issued each pack's
+// x load and mask load one after another, each waiting for the last (sm_90 SASS).
+template <MaskKind MK, typename T, int V>
+struct RawPack {
+  using MaskElem = std::conditional_t<MK == MaskKind::additive, T, uint8_t>;
+  Pack<T, V> x;
+  Pack<MaskElem, MK == MaskKind::none ? 1 : V> mask;
+};
+
+template <MaskKind MK, int V, typename T, typename J>
+__device__ __forceinline__ RawPack<MK, T, V> load_raw(const T* xr, const void* mr, J j0) {
+  RawPack<MK, T, V> r;
+  r.x = load_pack<V>(xr + j0);
+  if constexpr (MK != MaskKind::none) {
+    r.mask = load_pack<V>(static_cast<const typename RawPack<MK, T, V>::MaskElem*>(mr) + j0);
   }
-  if (a.causal) {
+  return r;
+}
+
+// Logits z[0..V) of elements j0..j0+V-1 of row i from their raw data.
+template <MaskKind MK, int V, typename T, typename J>
+__device__ __forceinline__ void to_logits(const FwdArgs<T>& a, const RawPack<MK, T, V>& r, J j0, int64_t i,
+                                          acc_t<T>* z) {
+  using Acc = acc_t<T>;
 #pragma unroll
-    for (int e = 0; e < V; ++e) z[e] = j0 + e > i ? neg_inf<Acc>() : z[e];
+  for (int e = 0; e < V; ++e) {
+    z[e] = a.scale * to_acc(r.x.v[e]);
+    if constexpr (MK == MaskKind::additive) z[e] += to_acc(r.mask.v[e]);
+    if constexpr (MK == MaskKind::drop) z[e] = r.mask.v[e] ? neg_inf<Acc>() : z[e];
+    z[e] = a.causal && j0 + e > i ? neg_inf<Acc>() : z[e];
   }
 }
 
-template <typename T>
+// Both in one (the block kernel's streaming loop).
+template <MaskKind MK, int V, typename T, typename J>
+__device__ __forceinline__ void load_logits(const FwdArgs<T>& a, const T* xr, const void* mr, J j0, int64_t i,
+                                            acc_t<T>* z) {
+  to_logits<MK, V>(a, load_raw<MK, V>(xr, mr, j0), j0, i, z);
+}
+
+template <MaskKind MK, typename T>
 __device__ __forceinline__ const void* mask_row(const FwdArgs<T>& a, int64_t b, int64_t h, int64_t i) {
   const int64_t off = offset(a.ms, b, h, i);
-  if (a.mask_kind == MaskKind::additive) return static_cast<const T*>(a.mask) + off;
-  if (a.mask_kind == MaskKind::drop) return static_cast<const uint8_t*>(a.mask) + off;
+  if constexpr (MK == MaskKind::additive) return static_cast<const T*>(a.mask) + off;
+  if constexpr (MK == MaskKind::drop) return static_cast<const uint8_t*>(a.mask) + off;
   return nullptr;
 }
+
+// kLoadAlways: the register-resident kernels load every pack a thread owns, reading
+// pack 0 of the row (a valid address: every row has one, dead rows use row 0) in place
+// of packs past the row's end, and then discard those values. A branch around each load
+// instead made the compiler issue them one at a time, each waiting for the last.
 
 // ---- warp-per-row kernels (sk <= kWarpMaxCols) ---------------------------------------
 
@@ -266,7 +291,7 @@ __device__ __forceinline__ void locate_rows(const RowMap& map, int64_t base, War
   }
 }
 
-template <typename T, typename Cfg>
+template <typename T, typename Cfg, MaskKind MK>
 __global__ void __launch_bounds__(kWarpKernelThreads) smsm_fwd_warp(const FwdArgs<T> a) {
   using Acc = acc_t<T>;
   constexpr int V = Cfg::V, LANES = Cfg::LANES, PACKS = Cfg::PACKS, N = Cfg::N, R = Cfg::ROWS;
@@ -277,21 +302,29 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_fwd_warp(const FwdArg
     WarpRow rows[R];
     locate_rows<R, LANES>(a.map, base, rows);
 
-    Acc z[R][N];  // every load of every row issued before the first reduction
+    // Every load of every row issued before the first use (kLoadAlways).
+    RawPack<MK, T, V> raw[R][PACKS];
 #pragma unroll
     for (int k = 0; k < R; ++k) {
       const WarpRow& r = rows[k];
       const T* xr = a.x + offset(a.xs, r.b, r.h, r.i);
-      const void* mr = mask_row(a, r.b, r.h, r.i);
+      const void* mr = mask_row<MK>(a, r.b, r.h, r.i);
 #pragma unroll
       for (int p = 0; p < PACKS; ++p) {
         const int j0 = (p * LANES + gl) * V;  // < C <= kWarpMaxCols
-        if (r.live && j0 < a.sk) {
-          load_logits<V>(a, xr, mr, j0, r.i, z[k] + p * V);
-        } else {
+        raw[k][p] = load_raw<MK, V>(xr, mr, r.live && j0 < a.sk ? j0 : 0);
+      }
+    }
+    Acc z[R][N];
 #pragma unroll
-          for (int e = 0; e < V; ++e) z[k][p * V + e] = neg_inf<Acc>();
-        }
+    for (int k = 0; k < R; ++k) {
+#pragma unroll
+      for (int p = 0; p < PACKS; ++p) {
+        const int j0 = (p * LANES + gl) * V;
+        to_logits<MK, V>(a, raw[k][p], j0, rows[k].i, z[k] + p * V);
+        const bool in = rows[k].live && j0 < a.sk;
+#pragma unroll
+        for (int e = 0; e < V; ++e) z[k][p * V + e] = in ? z[k][p * V + e] : neg_inf<Acc>();
       }
     }
 
@@ -343,16 +376,12 @@ __global__ void __launch_bounds__(kWarpKernelThreads) smsm_bwd_warp(const BwdArg
 #pragma unroll
       for (int p = 0; p < PACKS; ++p) {
         const int j0 = (p * LANES + gl) * V;
-        if (r.live && j0 < a.sk) {
-          const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+        const bool in = r.live && j0 < a.sk;
+        const Pack<T, V> py = load_pack<V>(yr + (in ? j0 : 0)), pdy = load_pack<V>(dyr + (in ? j0 : 0));
 #pragma unroll
-          for (int e = 0; e < V; ++e) {
-            yv[k][p * V + e] = to_acc(py.v[e]);
-            dyv[k][p * V + e] = to_acc(pdy.v[e]);
-          }
-        } else {
-#pragma unroll
-          for (int e = 0; e < V; ++e) yv[k][p * V + e] = dyv[k][p * V + e] = Acc(0);
+        for (int e = 0; e < V; ++e) {
+          yv[k][p * V + e] = in ? to_acc(py.v[e]) : Acc(0);
+          dyv[k][p * V + e] = in ? to_acc(pdy.v[e]) : Acc(0);
         }
       }
     }
@@ -392,7 +421,7 @@ PYATTN_DYNAMIC_SMEM(smem_raw, 32);
 // so x and the mask are read once with PACKS loads in flight per thread, y is written
 // once, and nothing goes through shared memory but the two reductions. The host picks
 // PACKS and blockDim.x so that PACKS * blockDim.x * V >= sk.
-template <typename T, int V, int PACKS>
+template <typename T, int V, int PACKS, MaskKind MK>
 __global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block_regs(const FwdArgs<T> a) {
   using Acc = acc_t<T>;
   constexpr int N = PACKS * V;
@@ -401,18 +430,21 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block_regs(const Fw
     int64_t b, h, i;
     a.map.locate(row, b, h, i);
     const T* xr = a.x + offset(a.xs, b, h, i);
-    const void* mr = mask_row(a, b, h, i);
+    const void* mr = mask_row<MK>(a, b, h, i);
 
+    RawPack<MK, T, V> raw[PACKS];  // every load issued before the first use (kLoadAlways)
+#pragma unroll
+    for (int p = 0; p < PACKS; ++p) {
+      const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
+      raw[p] = load_raw<MK, V>(xr, mr, j0 < a.sk ? j0 : 0);
+    }
     Acc z[N];
 #pragma unroll
     for (int p = 0; p < PACKS; ++p) {
       const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
-      if (j0 < a.sk) {
-        load_logits<V>(a, xr, mr, j0, i, z + p * V);
-      } else {
+      to_logits<MK, V>(a, raw[p], j0, i, z + p * V);
 #pragma unroll
-        for (int e = 0; e < V; ++e) z[p * V + e] = neg_inf<Acc>();
-      }
+      for (int e = 0; e < V; ++e) z[p * V + e] = j0 < a.sk ? z[p * V + e] : neg_inf<Acc>();
     }
     Acc m = z[0];
 #pragma unroll
@@ -456,16 +488,12 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block_regs(const Bw
 #pragma unroll
     for (int p = 0; p < PACKS; ++p) {
       const int64_t j0 = (int64_t(p) * blockDim.x + threadIdx.x) * V;
-      if (j0 < a.sk) {
-        const Pack<T, V> py = load_pack<V>(yr + j0), pdy = load_pack<V>(dyr + j0);
+      const bool in = j0 < a.sk;
+      const Pack<T, V> py = load_pack<V>(yr + (in ? j0 : 0)), pdy = load_pack<V>(dyr + (in ? j0 : 0));
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-          yv[p * V + e] = to_acc(py.v[e]);
-          dyv[p * V + e] = to_acc(pdy.v[e]);
-        }
-      } else {
-#pragma unroll
-        for (int e = 0; e < V; ++e) yv[p * V + e] = dyv[p * V + e] = Acc(0);
+      for (int e = 0; e < V; ++e) {
+        yv[p * V + e] = in ? to_acc(py.v[e]) : Acc(0);
+        dyv[p * V + e] = in ? to_acc(pdy.v[e]) : Acc(0);
       }
     }
     Acc dot = 0;
@@ -489,7 +517,7 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_bwd_block_regs(const Bw
 
 // CACHE: logits z (sk Acc values) are parked in shared memory by pass 1. Each thread
 // reads back only the elements it wrote, so pass 2 needs no barrier for the cache.
-template <typename T, int V, bool CACHE>
+template <typename T, int V, bool CACHE, MaskKind MK>
 __global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block(const FwdArgs<T> a) {
   using Acc = acc_t<T>;
   using St = softmax_math::OnlineSoftmax<Acc>;
@@ -500,12 +528,12 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block(const FwdArgs
     int64_t b, h, i;
     a.map.locate(row, b, h, i);
     const T* xr = a.x + offset(a.xs, b, h, i);
-    const void* mr = mask_row(a, b, h, i);
+    const void* mr = mask_row<MK>(a, b, h, i);
 
     St st = St::empty();
     for (int64_t j0 = int64_t(threadIdx.x) * V; j0 < a.sk; j0 += step) {
       Pack<Acc, V> z;
-      load_logits<V>(a, xr, mr, j0, i, z.v);
+      load_logits<MK, V>(a, xr, mr, j0, i, z.v);
 #pragma unroll
       for (int e = 0; e < V; ++e) st.add(z.v[e]);
       if (CACHE) store_pack<V>(cache + j0, z);
@@ -519,7 +547,7 @@ __global__ void __launch_bounds__(kBlockMaxThreads) smsm_fwd_block(const FwdArgs
       if (CACHE) {
         z = load_pack<V>(cache + j0);
       } else {
-        load_logits<V>(a, xr, mr, j0, i, z.v);
+        load_logits<MK, V>(a, xr, mr, j0, i, z.v);
       }
       Pack<T, V> out;
 #pragma unroll
@@ -633,6 +661,17 @@ RegsShape regs_shape(int64_t sk, int v, int max_elems) {
   return {int(threads), l};
 }
 
+// f(std::integral_constant<MaskKind, k>{}) for the forward's mask kinds (none, drop,
+// additive): the kernels take the kind as a template parameter (see load_logits).
+template <typename F>
+void with_mask_kind(MaskKind k, F&& f) {
+  switch (k) {
+    case MaskKind::drop: return f(std::integral_constant<MaskKind, MaskKind::drop>{});
+    case MaskKind::additive: return f(std::integral_constant<MaskKind, MaskKind::additive>{});
+    default: return f(std::integral_constant<MaskKind, MaskKind::none>{});
+  }
+}
+
 // A thread of a 1024-thread block has 64 registers. Accumulator bytes per array of the
 // register-resident block kernels (fwd: z; bwd: y and dy) that fit beside the rest
 // without spilling (ptxas -v, sm_80 and sm_90): 16 fp32 or 8 fp64 values.
@@ -647,15 +686,21 @@ struct FwdKernels {
   static constexpr int kCachedArrays = 1;
   template <typename T, typename Cfg>
   static void warp(unsigned grid, cudaStream_t s, const FwdArgs<T>& a) {
-    PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_fwd_warp<T, Cfg>)(a);
+    with_mask_kind(a.mask_kind, [&](auto mk) {
+      PYATTN_LAUNCH(grid, kWarpKernelThreads, 0, s, smsm_fwd_warp<T, Cfg, decltype(mk)::value>)(a);
+    });
   }
   template <typename T, int V, int PACKS>
   static void regs(unsigned grid, int threads, cudaStream_t s, const FwdArgs<T>& a) {
-    PYATTN_LAUNCH(grid, threads, 0, s, smsm_fwd_block_regs<T, V, PACKS>)(a);
+    with_mask_kind(a.mask_kind, [&](auto mk) {
+      PYATTN_LAUNCH(grid, threads, 0, s, smsm_fwd_block_regs<T, V, PACKS, decltype(mk)::value>)(a);
+    });
   }
   template <typename T, int V, bool CACHE>
   static void block(unsigned grid, int threads, size_t smem, cudaStream_t s, const FwdArgs<T>& a) {
-    PYATTN_LAUNCH(grid, threads, smem, s, smsm_fwd_block<T, V, CACHE>)(a);
+    with_mask_kind(a.mask_kind, [&](auto mk) {
+      PYATTN_LAUNCH(grid, threads, smem, s, smsm_fwd_block<T, V, CACHE, decltype(mk)::value>)(a);
+    });
   }
 };
 
