@@ -6,8 +6,9 @@
    the Transformer LM (pyattn's modules) after a stated training budget.
 2. Training speed, pyattn's modules against torch's: the same model (same seed, same
    state_dict, same batches), steps timed interleaved (ours, theirs, ours, ...), tokens/s
-   as medians, held-out perplexity of both after the same steps, and the share of our
-   step spent in pyattn's ops (torch.profiler, self CPU time of ``pyattn::*`` ops).
+   as medians, held-out perplexity of both after the same steps, and the modules pyattn
+   replaces (self-attention, the LSTM) timed alone, forward+backward: their speed ratio
+   and their share of our step, from which the whole-step ratio can be read.
 3. With --mt-src/--mt-tgt: the seq2seq translator (greedy and beam BLEU).
 
 CORPUS is plain text, one line per sentence or paragraph (bench/make_debian_corpus.py
@@ -43,18 +44,35 @@ def _loss(model, w):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1))
 
 
-def _pyattn_share(model, opt, w) -> float:
-    """Share of one training step's wall time spent in pyattn's ops (self CPU time)."""
-    from torch.profiler import ProfilerActivity, profile
+def _layer_seconds(models: dict, arch: str, batch: int, context: int, repeats: int, seed: int) -> dict:
+    """Forward+backward seconds (median of ``repeats``, ours and torch's interleaved) of
+    the modules pyattn replaces, summed over the model: every block's self-attention
+    (TransformerLM) or the whole LSTM stack (LSTMLM), on random inputs of the shapes the
+    training step feeds them."""
+    gen = torch.Generator().manual_seed(seed)
+    if arch == "transformer":
+        width, layers = models["pyattn"].d_model, len(models["pyattn"].blocks)
+        causal_mask = torch.ones(context, context, dtype=torch.bool).triu(1)
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        _loss(model, w).backward()
-        opt.step()
-        wall_us = (time.perf_counter() - t0) * 1e6
-    ours = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("pyattn::"))
-    return ours / wall_us
+        def call(model, x):
+            out, _ = model.blocks[0].attention(x, x, x, need_weights=False, attn_mask=causal_mask, is_causal=True)
+            return out
+    else:
+        width, layers = models["pyattn"].hidden_size, 1
+
+        def call(model, x):
+            return model.lstm(x)[0]
+    x = torch.randn(batch, context, width, generator=gen)
+    grad = torch.randn(batch, context, width, generator=gen)
+    times = {"pyattn": [], "torch": []}
+    for r in range(repeats + 1):
+        for impl in (("pyattn", "torch") if r % 2 == 0 else ("torch", "pyattn")):
+            xi = x.clone().requires_grad_()
+            t0 = time.perf_counter()
+            call(models[impl], xi).backward(grad)
+            if r > 0:  # the first call of each pays one-time costs
+                times[impl].append(time.perf_counter() - t0)
+    return {impl: layers * statistics.median(t) for impl, t in times.items()}
 
 
 def speed(arch: str, config: dict, vocab, train_ids, heldout_ids, context: int, batch: int, steps: int,
@@ -87,8 +105,13 @@ def speed(arch: str, config: dict, vocab, train_ids, heldout_ids, context: int, 
         nll, count = lm_nll(models[impl], heldout_ids, context, batch, torch.device("cpu"))
         row[f"{impl}_heldout_perplexity"] = perplexity(nll, count)
     row["speedup"] = row["pyattn_tokens_per_s"] / row["torch_tokens_per_s"]
-    w = windows[:batch]
-    row["pyattn_share_of_step"] = _pyattn_share(models["pyattn"], opts["pyattn"], w)
+    # What the whole-step ratio is made of: the replaced modules alone, and their share
+    # of our step (a layer ratio X on a share S gives at most 1 / (1 - S (1 - 1/X))).
+    layers = _layer_seconds(models, arch, batch, context, repeats=max(5, steps // 4), seed=seed)
+    step_seconds = tokens / row["pyattn_tokens_per_s"]
+    row["layer_seconds"] = layers
+    row["layer_speedup"] = layers["torch"] / layers["pyattn"]
+    row["layer_share_of_step"] = layers["pyattn"] / step_seconds
     return row
 
 
@@ -146,7 +169,8 @@ def main() -> None:
             print(f"{arch} speed: pyattn {row['pyattn_tokens_per_s']:.0f} tok/s, torch {row['torch_tokens_per_s']:.0f} "
                   f"tok/s ({row['speedup']:.2f}x); held-out perplexity after {row['steps']} steps "
                   f"{row['pyattn_heldout_perplexity']:.1f} vs {row['torch_heldout_perplexity']:.1f}; "
-                  f"pyattn ops {100 * row['pyattn_share_of_step']:.0f}% of our step", flush=True)
+                  f"the replaced modules: {row['layer_speedup']:.2f}x torch's, "
+                  f"{100 * row['layer_share_of_step']:.0f}% of our step", flush=True)
 
     if args.mt_src and "mt" not in args.skip:
         t0 = time.perf_counter()
