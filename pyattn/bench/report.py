@@ -86,8 +86,15 @@ _HEADER = ["case", "device", "dtype", "ours ms", "peer ms", "speedup", "ours rat
 _LEFT = {0, 1, 2, 9, 10}  # left-aligned columns; numbers align right
 
 
+def _device_name(device: str) -> str:
+    """"cpu", or "cuda (NVIDIA H200)": the table names the GPU its rows ran on."""
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
 def format_table(rows: Sequence[Row], ceilings: Iterable[Ceilings]) -> str:
-    lines = [f"ceilings ({c.device}, measured in this run): {c.summary()}" for c in ceilings]
+    lines = [f"ceilings ({_device_name(c.device)}, measured in this run): {c.summary()}" for c in ceilings]
     for op in dict.fromkeys(r.op for r in rows):
         ops_rows = [r for r in rows if r.op == op]
         cells = [_HEADER] + [_row_cells(r) for r in ops_rows]
