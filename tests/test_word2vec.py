@@ -4,6 +4,10 @@ formats (round trips through gensim), the CLI and bad inputs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +15,7 @@ import torch
 import pyattn
 from pyattn.word2vec import KeyedVectors, Word2Vec
 from pyattn.word2vec.__main__ import main as cli
-from pyattn.word2vec.corpus import encode
+from pyattn.word2vec.corpus import encode, shard
 from pyattn.word2vec.model import context_windows, keep_probabilities
 
 GROUPS = 4
@@ -50,6 +54,24 @@ def test_encode_vocab_order_counts_and_sentences():
     assert enc.raw_words == 10
     assert enc.ids.tolist() == [0, 2, 0, 1, 1, 0, 2, 1, 0]   # "x" (count 1) dropped
     assert enc.sentence_ends.tolist() == [4, 6, 6, 9]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_shard_splits_at_sentence_ends(size, rng):
+    sents = [[f"w{i}" for i in rng.integers(0, 20, rng.integers(0, 12))] for _ in range(101)]
+    whole = encode(sents, min_count=1)
+    parts = [shard(whole, r, size) for r in range(size)]
+    assert np.array_equal(np.concatenate([p.ids for p in parts]), whole.ids)
+    offsets = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
+    assert np.array_equal(np.concatenate([p.sentence_ends + o for p, o in zip(parts, offsets)]), whole.sentence_ends)
+    assert all(p.index_to_key == whole.index_to_key for p in parts)
+    assert max(len(p.ids) for p in parts) - min(len(p.ids) for p in parts) <= 2 * 12  # balanced to a sentence or two
+    assert abs(sum(p.raw_words for p in parts) - whole.raw_words) <= size
+
+
+def test_shard_of_a_corpus_too_small():
+    with pytest.raises(ValueError, match="too small to share among 2 processes"):
+        shard(encode([["a"] * 5], min_count=1), 0, 2)
 
 
 def test_encode_max_vocab_size_prunes_rare_words():
@@ -320,3 +342,36 @@ def test_gensim_reads_our_files_and_evaluators_agree(kv, tmp_path):
         a2, sec2 = theirs.evaluate_word_analogies(os.path.join(data, "questions-words.txt"), restrict_vocab=rv)
         assert a1 == pytest.approx(a2)
         assert [len(s["correct"]) for s in sec1] == [len(s["correct"]) for s in sec2]
+
+
+# ------------------------------------------------------------------ torch.distributed
+
+
+def test_cli_two_gloo_processes(tmp_path, corpus):
+    """torchrun with 2 CPU processes: rank 0 reads the corpus, each rank trains its half,
+    the tables are averaged 4 times per epoch, rank 0 alone writes and reports; the
+    vectors keep the planted groups. An empty corpus fails on every rank with the reader's
+    message (no hang)."""
+    c = tmp_path / "corpus.txt"
+    c.write_text("\n".join(" ".join(s) for s in corpus) + "\n")
+    out = tmp_path / "vec.bin"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "pyattn.word2vec", "train"]
+    args = ["--size", "32", "--window", "3", "--min-count", "1", "--sample", "0", "--workers", "1",
+            "--syncs-per-epoch", "4", "--no-progress"]
+    proc = subprocess.run(run + [str(c), "-o", str(out)] + args, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [line for line in proc.stdout.splitlines() if "->" in line]
+    assert len(reports) == 1 and "on 2 processes" in reports[0], proc.stdout
+    wv = KeyedVectors.load_word2vec_format(str(out), binary=True)
+    same = [wv.similarity(f"g{g}w{i}", f"g{g}w{j}") for g in range(GROUPS) for i in range(4) for j in range(4, 8)]
+    cross = [wv.similarity(f"g{g}w{i}", f"g{(g + 1) % GROUPS}w{i}") for g in range(GROUPS) for i in range(8)]
+    assert np.mean(same) > np.mean(cross) + 0.3, (np.mean(same), np.mean(cross))
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    proc = subprocess.run(run + [str(empty), "-o", str(tmp_path / "e.bin")] + args, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: word2vec: the corpus is empty") == 2, proc.stderr[-3000:]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pyattn.metrics import corpus_bleu, perplexity
 from pyattn.models import checkpoint, data
 from pyattn.models.checks import IMPLS
-from pyattn.models import distributed as dist_util
+from pyattn import distributed as dist_util
 from pyattn.models.decoding import beam_search, greedy_search
 from pyattn.models.lstm_lm import LSTMLM
 from pyattn.models.ngram import NGramLM

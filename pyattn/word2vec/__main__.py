@@ -1,5 +1,10 @@
 """Command line: ``python -m pyattn.word2vec train CORPUS -o VECTORS [options]`` and
-``python -m pyattn.word2vec evaluate VECTORS --pairs FILE --analogies FILE``."""
+``python -m pyattn.word2vec evaluate VECTORS --pairs FILE --analogies FILE``.
+
+``torchrun --nproc_per_node N -m pyattn.word2vec train CORPUS -o VECTORS ...`` trains
+across N processes (gloo on the CPU, NCCL with ``--device cuda``): rank 0 reads the
+corpus, each rank trains on its share, the tables are averaged ``--syncs-per-epoch``
+times per epoch, and rank 0 writes VECTORS."""
 
 from __future__ import annotations
 
@@ -9,6 +14,32 @@ import sys
 
 def _is_binary(path: str, flag) -> bool:
     return flag if flag is not None else path.endswith(".bin")
+
+
+def _train(args) -> int:
+    from pyattn import distributed
+    from pyattn.word2vec import Word2Vec
+
+    world = distributed.init(args.device)
+    try:
+        alpha = args.alpha if args.alpha is not None else (0.025 if args.sg else 0.05)
+        m = Word2Vec(corpus_file=args.corpus, vector_size=args.vector_size, window=args.window,
+                     negative=args.negative, ns_exponent=args.ns_exponent, sample=args.sample,
+                     min_count=args.min_count, max_vocab_size=args.max_vocab_size, alpha=alpha,
+                     min_alpha=args.min_alpha, epochs=args.epochs, workers=args.workers, seed=args.seed,
+                     sg=args.sg, progress=not args.no_progress, device=str(world.device), world=world,
+                     syncs_per_epoch=args.syncs_per_epoch)
+        # every rank's words and time: the run's words/s is all the words over the slowest rank
+        words = distributed.sum_all([float(m.corpus.raw_words * m.epochs)], world)[0]
+        seconds = distributed.max_all([m.train_seconds], world)[0]
+        if world.is_main:
+            m.wv.save_word2vec_format(args.output, binary=_is_binary(args.output, args.binary))
+            ranks = f" on {world.size} processes" if world.distributed else ""
+            print(f"{len(m.wv)} words x {m.vector_size} dims -> {args.output}; {words:.0f} words{ranks} in "
+                  f"{seconds:.1f} s ({words / seconds / 1e6:.2f} M words/s), loss {m.running_loss:.4f}")
+    finally:
+        distributed.shutdown(world)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -33,6 +64,9 @@ def main(argv=None) -> int:
     t.add_argument("--binary", dest="binary", action="store_true", default=None)
     t.add_argument("--text", dest="binary", action="store_false")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--device", default="cpu", help="cpu, or cuda (under torchrun: each rank its local GPU)")
+    t.add_argument("--syncs-per-epoch", type=int, default=1,
+                   help="under torchrun: how often per epoch the ranks average their tables")
     e = sub.add_parser("evaluate", help="evaluate vectors on word-pair similarities and/or analogies")
     e.add_argument("vectors")
     e.add_argument("--binary", dest="binary", action="store_true", default=None)
@@ -45,18 +79,7 @@ def main(argv=None) -> int:
 
     try:
         if args.cmd == "train":
-            from pyattn.word2vec import Word2Vec
-
-            alpha = args.alpha if args.alpha is not None else (0.025 if args.sg else 0.05)
-            m = Word2Vec(corpus_file=args.corpus, vector_size=args.vector_size, window=args.window,
-                         negative=args.negative, ns_exponent=args.ns_exponent, sample=args.sample,
-                         min_count=args.min_count, max_vocab_size=args.max_vocab_size, alpha=alpha,
-                         min_alpha=args.min_alpha, epochs=args.epochs, workers=args.workers, seed=args.seed,
-                         sg=args.sg, progress=not args.no_progress)
-            m.wv.save_word2vec_format(args.output, binary=_is_binary(args.output, args.binary))
-            print(f"{len(m.wv)} words x {m.vector_size} dims -> {args.output}; {m.corpus.raw_words} words x "
-                  f"{m.epochs} epochs in {m.train_seconds:.1f} s ({m.words_per_second / 1e6:.2f} M words/s), "
-                  f"loss {m.running_loss:.4f}")
+            return _train(args)
         else:
             from pyattn.word2vec import KeyedVectors
 

@@ -121,3 +121,29 @@ def encode(sentences: Iterable, min_count: int = 5, max_vocab_size: Optional[int
         sentence_ends=sentence_ends,
         raw_words=raw_words,
     )
+
+
+def shard(corpus: EncodedCorpus, rank: int, size: int) -> EncodedCorpus:
+    """Rank ``rank`` of ``size``'s contiguous share of the sentences, cut at sentence ends
+    nearest to equal shares of the tokens; the vocabulary and counts stay whole.
+    raw_words becomes the share's part of the total, in proportion to its tokens.
+    Raises ValueError when some rank would get no tokens (a corpus too small for size)."""
+    if size == 1:
+        return corpus
+    n = len(corpus.ids)
+    ends = corpus.sentence_ends
+    # cut[r]: sentences before rank r's share (whole sentences ending at or before r/size of the tokens)
+    cut = [0] + [int(np.searchsorted(ends, n * r // size, side="right")) for r in range(1, size)] + [len(ends)]
+    first_token = [int(ends[c - 1]) if c > 0 else 0 for c in cut]
+    tokens = [first_token[r + 1] - first_token[r] for r in range(size)]
+    if min(tokens) == 0:
+        raise ValueError(f"word2vec: the corpus ({n} in-vocabulary tokens in {len(ends)} sentences) is too small to "
+                         f"share among {size} processes: rank {tokens.index(0)} would get no tokens")
+    lo, hi = first_token[rank], first_token[rank + 1]
+    return EncodedCorpus(
+        index_to_key=corpus.index_to_key,
+        counts=corpus.counts,
+        ids=corpus.ids[lo:hi],
+        sentence_ends=ends[cut[rank]:cut[rank + 1]] - lo,
+        raw_words=max(1, round(corpus.raw_words * (hi - lo) / n)),
+    )

@@ -9,6 +9,13 @@ Per epoch, vectorised over blocks of tokens (no per-token Python):
      from a unigram^ns_exponent alias table inside the kernel and runs Hogwild over
      torch.get_num_threads() threads. The learning rate decays linearly with the raw
      words processed, from alpha to min_alpha over all epochs, as in gensim.
+
+Across processes (torchrun; ``world`` from pyattn.distributed.init): rank 0 reads the
+corpus and builds the vocabulary once, every rank receives it (broadcast) and trains on
+its contiguous share of the sentences (corpus.shard), starting from the same tables;
+the tables are averaged over the ranks (all_reduce) ``syncs_per_epoch`` times per epoch,
+at even points of each rank's share, the last at the epoch's end (BlazingText averages
+once per epoch). One process behaves exactly as without ``world``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import torch
 
 import pyattn
 
-from .corpus import EncodedCorpus, encode, line_sentences
+from pyattn import distributed
+
+from .corpus import EncodedCorpus, encode, line_sentences, shard
 from .keyedvectors import KeyedVectors
 
 
@@ -92,6 +101,9 @@ class Word2Vec:
     construction when either is given. ``workers`` sets torch's CPU threads while
     training. ``compute_loss``: measure the loss on one block in eight (shown by the
     progress bar, kept in ``running_loss``; the others skip the log1p per target).
+    ``world`` / ``syncs_per_epoch``: training across processes (see the module's
+    docstring); ``corpus``, ``words_per_second`` and ``running_loss`` are then this
+    rank's.
     """
 
     def __init__(self, sentences: Optional[Iterable] = None, corpus_file: Optional[Union[str, os.PathLike]] = None,
@@ -99,9 +111,12 @@ class Word2Vec:
                  max_vocab_size: Optional[int] = None, sample: float = 1e-3, seed: int = 1, workers: int = 3,
                  min_alpha: float = 0.0001, sg: int = 0, negative: int = 5, ns_exponent: float = 0.75,
                  cbow_mean: int = 1, epochs: int = 5, batch_words: int = 10000, device: str = "cpu",
-                 progress: bool = True, compute_loss: bool = True):
+                 progress: bool = True, compute_loss: bool = True, world: Optional[distributed.World] = None,
+                 syncs_per_epoch: int = 1):
         self._check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
                          epochs, batch_words, cbow_mean)
+        if not isinstance(syncs_per_epoch, int) or syncs_per_epoch < 1:
+            raise ValueError(f"Word2Vec: syncs_per_epoch must be an int >= 1, got {syncs_per_epoch!r}")
         dev = torch.device(device)
         if dev.type not in ("cpu", "cuda"):
             raise ValueError(f"Word2Vec: device={device!r}: expected 'cpu' or 'cuda'")
@@ -114,6 +129,8 @@ class Word2Vec:
         self.workers, self.sg, self.negative, self.ns_exponent = workers, int(bool(sg)), negative, ns_exponent
         self.epochs, self.batch_words, self.device = epochs, batch_words, dev
         self.progress, self.compute_loss = progress, compute_loss
+        self.world = world if world is not None else distributed.World(0, 1, dev)
+        self.syncs_per_epoch = syncs_per_epoch
         self.corpus: Optional[EncodedCorpus] = None
         self.wv: Optional[KeyedVectors] = None
         self.syn1neg: Optional[torch.Tensor] = None
@@ -151,7 +168,19 @@ class Word2Vec:
             sentences = line_sentences(corpus_file)
         if sentences is None:
             raise ValueError("Word2Vec.build_vocab: give sentences or corpus_file")
-        self.corpus = encode(sentences, self.min_count, self.max_vocab_size)
+        if not self.world.distributed:
+            self.corpus = encode(sentences, self.min_count, self.max_vocab_size)
+        else:  # rank 0 reads; every rank gets the corpus, or rank 0's error to raise
+            corpus = error = None
+            if self.world.is_main:
+                try:
+                    corpus = encode(sentences, self.min_count, self.max_vocab_size)
+                except (OSError, ValueError, TypeError) as e:
+                    error = e
+            corpus, error = distributed.broadcast((corpus, error), self.world)
+            if error is not None:
+                raise error
+            self.corpus = shard(corpus, self.world.rank, self.world.size)
         vocab = len(self.corpus.index_to_key)
         gen = torch.Generator().manual_seed(self.seed)
         w_in = (torch.rand(vocab, self.vector_size, generator=gen) - 0.5) / self.vector_size
@@ -170,31 +199,38 @@ class Word2Vec:
         table = alias_table(c.counts.astype(np.float64) ** self.ns_exponent)
         keep_p = keep_probabilities(c.counts, self.sample)
         sentence = np.repeat(np.arange(len(c.sentence_ends)), np.diff(np.concatenate([[0], c.sentence_ends])))
-        rng = np.random.default_rng(self.seed)
+        rank = self.world.rank
+        rng = np.random.default_rng(self.seed + rank)
         op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
         dev = self.device
         if dev.type == "cuda":  # train device copies; the vectors come back when training ends
             w_in, w_out, table = w_in.to(dev), w_out.to(dev), table.to(dev)
         total_raw = c.raw_words * epochs
-        bar = _progress(total_raw, self.progress)
+        bar = _progress(total_raw, self.progress and self.world.is_main)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.workers)
         loss_sum, loss_n, done_raw = 0.0, 0, 0.0
+        syncs = self.syncs_per_epoch
         t0 = time.perf_counter()
         try:
-            for epoch, b, n_ids, centers, ctx in self._blocks(epochs, rng, keep_p, sentence):
+            for epoch, b, n_ids, n_blocks, centers, ctx in self._blocks(epochs, rng, keep_p, sentence):
                 if b == 0 and epoch > 0 and loss_n:
                     self.running_loss = loss_sum / loss_n
                     loss_sum, loss_n = 0.0, 0
                 progress = done_raw / total_raw
                 lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
-                want_loss = self.compute_loss and b % 8 == 0
-                seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b
-                loss = op(w_in, w_out, centers.to(dev), ctx.to(dev), None, table, self.negative, lr, seed, want_loss)
+                want_loss = self.compute_loss and b % 8 == 0 and len(centers) > 0
+                seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b + (rank << 40)
+                if len(centers):
+                    loss = op(w_in, w_out, centers.to(dev), ctx.to(dev), None, table, self.negative, lr, seed,
+                              want_loss)
                 if want_loss:
                     examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
                     loss_sum += float(loss)
                     loss_n += examples
+                # the averages due by the end of block b: syncs_per_epoch of them by the epoch's end
+                for _ in range((b + 1) * syncs // n_blocks - b * syncs // n_blocks):
+                    distributed.average_([w_in, w_out], self.world)
                 step_raw = len(centers) / n_ids * c.raw_words
                 done_raw += step_raw
                 if bar is not None:
@@ -221,16 +257,19 @@ class Word2Vec:
 
     def _blocks(self, epochs, rng, keep_p, sentence):
         """Per epoch: subsample, shrink windows, then yield (epoch, block index, kept
-        tokens this epoch, centers [n] int64 tensor, contexts [n, 2 * window] int64 tensor)."""
+        tokens this epoch, blocks this epoch, centers [n] int64 tensor, contexts
+        [n, 2 * window] int64 tensor). An epoch whose subsampling keeps nothing yields one
+        empty block, so that every rank meets its syncs."""
         c, block = self.corpus, max(1, self.batch_words)
         for epoch in range(epochs):
             keep = rng.random(len(c.ids)) < keep_p[c.ids]
             ids = c.ids[keep].astype(np.int64)
             sent = sentence[keep]
             radius = self.window - rng.integers(0, self.window, len(ids))
-            for b, s in enumerate(range(0, len(ids), block)):
-                e = min(len(ids), s + block)
-                yield (epoch, b, len(ids), torch.from_numpy(ids[s:e]),
+            n_blocks = max(1, -(-len(ids) // block))
+            for b in range(n_blocks):
+                s, e = b * block, min(len(ids), (b + 1) * block)
+                yield (epoch, b, max(1, len(ids)), n_blocks, torch.from_numpy(ids[s:e]),
                        torch.from_numpy(context_windows(ids, sent, s, e, self.window, radius)))
 
 

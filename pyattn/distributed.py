@@ -1,5 +1,6 @@
-"""torch.distributed for the trainers: one process without torchrun, DistributedDataParallel
-under it (gloo on the CPU, NCCL on GPUs), and the few collectives the trainers need."""
+"""torch.distributed for the trainers (pyattn.models, pyattn.word2vec): one process
+without torchrun, a process group under it (gloo on the CPU, NCCL on GPUs), and the few
+collectives the trainers need."""
 
 from __future__ import annotations
 
@@ -64,3 +65,21 @@ def sum_all(values: list[float], world: World) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=world.device if world.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return t.tolist()
+
+
+def max_all(values: list[float], world: World) -> list[float]:
+    """Element-wise maxima over the ranks (float64), e.g. the slowest rank's time."""
+    if not world.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=world.device if world.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def average_(tensors: list[torch.Tensor], world: World) -> None:
+    """Replaces each tensor, in place, by its mean over the ranks (word2vec's tables)."""
+    if not world.distributed:
+        return
+    for t in tensors:
+        dist.all_reduce(t)
+        t.div_(world.size)
