@@ -76,10 +76,15 @@ def max_all(values: list[float], world: World) -> list[float]:
     return t.tolist()
 
 
-def average_(tensors: list[torch.Tensor], world: World) -> None:
-    """Replaces each tensor, in place, by its mean over the ranks (word2vec's tables)."""
+def merge_updates_(tensors: list[torch.Tensor], bases: list[torch.Tensor], world: World) -> None:
+    """Each tensor becomes its base plus the sum over the ranks of (tensor - base), the
+    updates every rank made since the last merge; the bases then take the merged value.
+    Summing updates keeps each rank's full learning rate, where averaging the tensors
+    would halve it on 2 ranks (word2vec's tables: see pyattn.word2vec.model)."""
     if not world.distributed:
         return
-    for t in tensors:
+    for t, base in zip(tensors, bases):
+        t.sub_(base)
         dist.all_reduce(t)
-        t.div_(world.size)
+        t.add_(base)
+        base.copy_(t)

@@ -349,7 +349,7 @@ def test_gensim_reads_our_files_and_evaluators_agree(kv, tmp_path):
 
 def test_cli_two_gloo_processes(tmp_path, corpus):
     """torchrun with 2 CPU processes: rank 0 reads the corpus, each rank trains its half,
-    the tables are averaged 4 times per epoch, rank 0 alone writes and reports; the
+    the tables are merged 4 times per epoch, rank 0 alone writes and reports; the
     vectors keep the planted groups. An empty corpus fails on every rank with the reader's
     message (no hang)."""
     c = tmp_path / "corpus.txt"
@@ -375,3 +375,25 @@ def test_cli_two_gloo_processes(tmp_path, corpus):
                           timeout=300, env=env)
     assert proc.returncode != 0
     assert proc.stderr.count("error: word2vec: the corpus is empty") == 2, proc.stderr[-3000:]
+
+
+def test_merge_updates_sums_every_ranks_changes(tmp_path):
+    """pyattn.distributed.merge_updates_ on 2 gloo processes: base + the sum of the ranks'
+    changes since the base, on every rank, and the base follows."""
+    script = tmp_path / "merge.py"
+    script.write_text(
+        "import torch\n"
+        "from pyattn import distributed\n"
+        "world = distributed.init('cpu')\n"
+        "base = torch.tensor([1.0, -2.0, 0.5])\n"
+        "t = base + torch.tensor([1.0, 2.0, 3.0]) * (world.rank + 1)\n"
+        "distributed.merge_updates_([t], [base], world)\n"
+        f"open(r'{tmp_path}' + f'/rank{{world.rank}}.txt', 'w').write(str([t.tolist(), base.tolist()]))\n"
+        "distributed.shutdown(world)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = [1.0 + 3.0, -2.0 + 6.0, 0.5 + 9.0]  # base + (1 + 2) * delta
+    for r in (0, 1):  # each rank writes its own file (their stdout lines interleave)
+        assert (tmp_path / f"rank{r}.txt").read_text() == str([want, want])

@@ -3,8 +3,8 @@
 
 ``torchrun --nproc_per_node N -m pyattn.word2vec train CORPUS -o VECTORS ...`` trains
 across N processes (gloo on the CPU, NCCL with ``--device cuda``): rank 0 reads the
-corpus, each rank trains on its share, the tables are averaged ``--syncs-per-epoch``
-times per epoch, and rank 0 writes VECTORS."""
+corpus, each rank trains on its share, the ranks merge their tables (summing their
+updates) ``--syncs-per-epoch`` times per epoch, and rank 0 writes VECTORS."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     t.add_argument("--text", dest="binary", action="store_false")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--device", default="cpu", help="cpu, or cuda (under torchrun: each rank its local GPU)")
-    t.add_argument("--syncs-per-epoch", type=int, default=1,
-                   help="under torchrun: how often per epoch the ranks average their tables")
+    t.add_argument("--syncs-per-epoch", type=int, default=16,
+                   help="under torchrun: how often per epoch the ranks merge their tables")
     e = sub.add_parser("evaluate", help="evaluate vectors on word-pair similarities and/or analogies")
     e.add_argument("vectors")
     e.add_argument("--binary", dest="binary", action="store_true", default=None)
