@@ -1,6 +1,6 @@
 """Word2Vec: pyattn against gensim on one corpus, side by side in one run.
 
-    python bench/word2vec_vs_gensim.py CORPUS [--sg 1] [--sg 0] [--workers 2] [--epochs 5]
+    python bench/word2vec_vs_gensim.py CORPUS [--sg 1] [--sg 0] [--workers 2] [--epochs 5] [--seed 1]
         [--wordsim PATH] [--analogies PATH] [--out results.md]
 
 Both train with gensim's defaults (vector_size 100, window 5, negative 5, sample 1e-3,
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--sg", type=int, action="append", choices=(0, 1))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1, help="both trainers' seed (run several to see the noise)")
     ap.add_argument("--wordsim")
     ap.add_argument("--analogies")
     ap.add_argument("--out")
@@ -50,13 +51,13 @@ def main():
     analogies = args.analogies or datapath("questions-words.txt")
     lines = [f"# word2vec: pyattn vs gensim {gensim.__version__}", "",
              f"corpus: `{args.corpus}` ({os.path.getsize(args.corpus) / 1e6:.1f} MB); workers {args.workers}; "
-             f"epochs {args.epochs}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+             f"epochs {args.epochs}; seed {args.seed}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
              f"torch {torch.__version__}; pyattn cpu_isa {pyattn.build_info()['cpu_isa']}", "",
              "| model | impl | vocab | train s | words/s | speedup | WS353 Spearman | WS353 OOV % | analogy acc | analogies answered |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for sg in args.sg or [1, 0]:
         kw = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
-                  workers=args.workers, sg=sg, alpha=0.025, seed=1)
+                  workers=args.workers, sg=sg, alpha=0.025, seed=args.seed)
         ours = Word2Vec(progress=False, **kw)
         t = time.perf_counter()
         ours.build_vocab(corpus_file=args.corpus)
