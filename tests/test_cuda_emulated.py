@@ -323,9 +323,12 @@ def test_lstm_seq_persistent(emu, gen, dtype, reverse):
         dgates, db, dh0, dc0 = grads
         r = lstmref.lstm_seq_bwd(to_np(dy), to_np(dh_n), to_np(dc_n), to_np(act_in), caches, eye, to_np(w_hh),
                                  batch_sizes=batch_sizes, reverse=reverse)
-        for got, want, name in ((dgates, r["dx"], "dgates"), (db, r["db"], "db"), (dh0, r["dh0"], "dh0"),
-                                (dc0, r["dc0"], "dc0")):
-            assert_close(got, want, dtype, tol=tol, msg=f"{what} {name}")
+        # dh0 = W_hh^T dgates sums 4H terms that can cancel (H = 1 once gave |dh0| ~ 0.01 from
+        # terms ~ 0.1, and bf16 failed against dh0's own size): judge it by its terms' size.
+        dh0_terms = float(np.abs(r["dx"]).max() * np.abs(to_np(w_hh)).sum(0).max())
+        for got, want, name, mag in ((dgates, r["dx"], "dgates", None), (db, r["db"], "db", None),
+                                     (dh0, r["dh0"], "dh0", dh0_terms), (dc0, r["dc0"], "dc0", None)):
+            assert_close(got, want, dtype, magnitude=mag, tol=tol, msg=f"{what} {name}")
 
 
 def test_lstm_seq_persistent_declines(emu, gen):
