@@ -382,11 +382,67 @@ def test_negative_sampling_update(emu, gen, dtype, cbow):
     contexts[0, -1] = -1  # an empty window slot
     update = nsref.cbow_update if cbow else nsref.sgns_update
     r_in, r_out, r_loss = update(to_np(w_in), to_np(w_out), centers.numpy(), contexts.numpy(), negs.numpy(), 0.05)
-    loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts.contiguous(), negs.contiguous(), 0.05, cbow)
+    loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts.contiguous(), negs.contiguous(), torch.empty(0), k,
+                                   0.05, 0, cbow, 0)
     assert bad == -1
     assert_close(w_in, r_in, dtype, msg="w_in")
     assert_close(w_out, r_out, dtype, msg="w_out")
     assert_close(torch.tensor(loss, dtype=torch.float64), np.float64(r_loss), dtype, msg="loss")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("cbow", [False, True], ids=["skipgram", "cbow"])
+@pytest.mark.parametrize("streams, k", [(1, 2), (3, 2), (2, 10)])
+def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, cbow, streams, k):
+    """Each stream walks a contiguous run of the centers in order. Ids repeat within a run
+    (every update meets earlier ones; targets repeat within one example, whose logits the
+    kernel sums together, 8 at a time) but each run draws from its own part of the
+    vocabulary, so runs never meet and the result is the sequential reference's."""
+    run, slots, dim, words = 4, 3, 40, 6
+    n = run * streams
+    part = torch.arange(n)[:, None] // run * words                    # [n, 1]: run r uses ids r*words ..
+    draw = lambda *shape: part.view(n, *[1] * (len(shape) - 1)) + torch.randint(0, words, shape, generator=gen)
+    centers = draw(n)
+    contexts = draw(n, slots)
+    contexts[1, 0] = -1  # an empty window slot
+    negs = draw(n, k) if cbow else draw(n, slots, k)
+    vocab = words * streams
+    w_in = (torch.randn(vocab, dim, generator=gen) * 0.3).to(dtype)
+    w_out = (torch.randn(vocab, dim, generator=gen) * 0.3).to(dtype)
+    update = nsref.cbow_update if cbow else nsref.sgns_update
+    r_in, r_out, r_loss = update(to_np(w_in), to_np(w_out), centers.numpy(), contexts.numpy(), negs.numpy(), 0.05)
+    loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts, negs.contiguous(), torch.empty(0), k, 0.05, 0,
+                                   cbow, streams)
+    assert bad == -1
+    assert_close(w_in, r_in, dtype, msg="w_in")
+    assert_close(w_out, r_out, dtype, msg="w_out")
+    assert_close(torch.tensor(loss, dtype=torch.float64), np.float64(r_loss), dtype, msg="loss")
+
+
+@pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
+def test_word2vec_planted_structure_emulated(emu, sg):
+    """The Word2Vec trainer with the CUDA update kernel (emulated, with the number of
+    streams it chooses) finds the planted groups of tests/test_word2vec.py, on a shorter
+    corpus. The emulator runs blocks one after another, so this checks the kernel's
+    logic, not what thousands of concurrent warps do on a GPU (for that, see
+    bench/word2vec_concurrency.py)."""
+    from pyattn.word2vec import Word2Vec
+    from test_word2vec import GROUPS, PER_GROUP, planted_corpus
+
+    class EmulatedCuda(Word2Vec):
+        def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss):
+            loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts, torch.empty(0), table, self.negative, lr,
+                                           seed, not self.sg, 0)
+            assert bad == -1
+            return torch.tensor(loss, dtype=torch.float64)
+
+    model = EmulatedCuda(planted_corpus(sentences=400), vector_size=32, window=3, min_count=1, sg=sg, negative=5,
+                         epochs=5, workers=1, seed=3, sample=0, alpha=0.025 if sg else 0.05, progress=False)
+    wv = model.wv
+    same = [wv.similarity(f"g{g}w{i}", f"g{g}w{j}") for g in range(GROUPS) for i in range(4) for j in range(4, 8)]
+    cross = [wv.similarity(f"g{g}w{i}", f"g{(g + 1) % GROUPS}w{i}") for g in range(GROUPS) for i in range(8)]
+    assert np.mean(same) > np.mean(cross) + 0.3, (np.mean(same), np.mean(cross))
+    assert np.isfinite(model.running_loss)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])

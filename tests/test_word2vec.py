@@ -80,13 +80,15 @@ def test_encode_max_vocab_size_prunes_rare_words():
     assert "common" in enc.index_to_key and len(enc.index_to_key) <= 10
 
 
-def test_context_windows_matches_loops(rng):
+@pytest.mark.parametrize("start, stop", [(5, 50), (0, 60), (0, 2), (58, 60)])
+def test_context_windows_matches_loops(rng, start, stop):
     ids = rng.integers(0, 100, 60)
     sentence = np.repeat(np.arange(6), 10)
     window = 3
     radius = window - rng.integers(0, window, 60)
-    got = context_windows(ids, sentence, 5, 50, window, radius)
-    for row, i in enumerate(range(5, 50)):
+    got = context_windows(*map(torch.from_numpy, (ids, sentence)), start, stop, window, torch.from_numpy(radius))
+    assert got.shape == (stop - start, 2 * window) and got.dtype == torch.int64
+    for row, i in enumerate(range(start, stop)):
         want = [ids[i + d] if 0 <= i + d < 60 and abs(d) <= radius[i] and sentence[i + d] == sentence[i] else -1
                 for d in (-3, -2, -1, 1, 2, 3)]
         assert got[row].tolist() == want

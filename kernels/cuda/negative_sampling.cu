@@ -1,12 +1,21 @@
 // CUDA negative-sampling updates and the sgns_loss kernel (semantics in
-// pyattn/negative_sampling.h). Updates: one warp per
-// example (a skip-gram pair or a CBOW center), lanes striding over dim. The example's
-// input vector h and its gradient e live in shared memory (a slice per warp); each
-// target's logit is a warp-shuffle reduction, then every lane updates its columns of e
-// and of the output row. Examples run without locks (Hogwild) as on the CPU; with one
-// example per warp and thousands of warps in flight, rows of frequent words are updated
-// concurrently and may lose updates, which SGD tolerates. Negatives are drawn with the
-// same counter-based hash and tables as the CPU kernel, so both see the same draws.
+// pyattn/negative_sampling.h).
+//
+// Updates run as S streams, one warp each: stream s takes a contiguous run of the
+// batch's centers and works through it in order, as a word2vec.c thread walks its part
+// of the corpus (skip-gram: the center's window slots one after another; CBOW: one
+// example per center). Within an example, lanes stride over dim; h and its gradient e
+// live in the warp's shared-memory slice; each target's logit is a warp-shuffle sum.
+// Streams run without locks (Hogwild), so S is the number of examples in flight, and S
+// bounds how stale a gradient can be. One warp per example with every example of the
+// batch in flight (this kernel until 2026-12-05) did not learn on an H200: on the
+// planted-structure test's 32-word vocabulary each output row had hundreds of stale
+// updates in flight. bench/word2vec_concurrency.py models that schedule on the CPU
+// (every stream reads, then every update lands): the 32-word test diverges from
+// S = 2048 and learns at S <= 1024. So S = min(kStreamsPerWord * vocab, the warps the GPU
+// holds at once, centers), or params.max_streams when set (1: the sequential result).
+// Negatives are drawn with the same counter-based hash and tables as the CPU kernel,
+// so both see the same draws.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,7 +30,7 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;
-static_assert(kWarpsPerBlock * 2 * kNegSamplingCudaMaxRowBytes <= 48 * 1024, "h and e slices must fit the default shared memory");
+constexpr int64_t kStreamsPerWord = 16;  // 4x below where the lockstep model diverges on 32 words
 constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ __forceinline__ float log1p_acc(float x) { return log1pf(x); }
@@ -50,88 +59,172 @@ __device__ __forceinline__ bool valid(const NegSamplingUpdateParams& p, int64_t 
   return false;
 }
 
-// Targets of one example with h in shared memory: updates w_out rows, accumulates e,
-// returns the loss (the same value on every lane).
+constexpr int kGroup = 8;  // targets whose logits a warp sums at once
+
+// A warp's shared-memory slice for one example. Lane l owns columns l, l + 32, ... of h
+// and e (no lane reads another's, so they need no barriers); red and x carry the
+// cross-lane sums of a group of targets.
 template <class T>
-__device__ T run_targets(const NegSamplingUpdateParams& p, const T* h, T* e, int64_t pos, int64_t example, int lane) {
+struct Slice {
+  T* h;    // [dim] the example's input vector
+  T* e;    // [dim] its accumulated gradient
+  T* red;  // [kGroup + 1][32] per-lane partial sums: the group's h . u_i, then h . h
+  T* x;    // [kGroup + 1] their totals
+  __host__ __device__ static size_t elems(int64_t dim) { return size_t(2 * dim + (kGroup + 1) * (kWarp + 1)); }
+  __device__ Slice(T* base, int64_t dim) : h(base), e(base + dim), red(base + 2 * dim), x(red + (kGroup + 1) * kWarp) {}
+};
+
+// Targets of one example (pos, then k negatives, a negative equal to pos or out of
+// range skipped) with s.h in place: updates the w_out rows, fills s.e, returns the loss
+// (the same on every lane). Targets go kGroup at a time: each lane forms its partial
+// dot products with all of the group's rows (their loads in flight together), the warp
+// totals them through shared memory (two barriers per group, where a shuffle tree per
+// target would wait on five dependent shuffles), then every lane runs the group's
+// updates in order. A row that comes twice in a group sees its earlier update, as in
+// the sequential order: x_i += g_j * |h|^2 for each earlier j with the same row.
+template <class T>
+__device__ T run_targets(const NegSamplingUpdateParams& p, const Slice<T>& s, int64_t pos, int64_t example, int lane) {
   const int64_t d = p.dim;
   const T lr = T(p.lr);
-  for (int64_t c = lane; c < d; c += kWarp) e[c] = T(0);
+  T* w_out = static_cast<T*>(p.w_out);
+  for (int64_t c = lane; c < d; c += kWarp) s.e[c] = T(0);
   T loss = T(0);
-  for (int64_t j = -1; j < p.k; ++j) {
-    const int64_t t = j < 0 ? pos : draw_negative(p, example, j);
-    if (j >= 0 && (t == pos || !valid(p, t))) continue;
-    T* u = static_cast<T*>(p.w_out) + t * p.w_out_stride;
-    T part = T(0);
-    for (int64_t c = lane; c < d; c += kWarp) part += h[c] * u[c];
-    const T x = warp_sum(part);
-    const T g = lr * ((j < 0 ? T(1) : T(0)) - sigmoid(x));
-    if (p.compute_loss) loss += neg_log_sigmoid(j < 0 ? x : -x);
+  for (int64_t j0 = -1; j0 < p.k; j0 += kGroup) {
+    int64_t t[kGroup];
+    int m = 0;
+    for (int64_t j = j0; j < j0 + kGroup && j < p.k; ++j) {
+      const int64_t tj = j < 0 ? pos : draw_negative(p, example, j);
+      if (j >= 0 && (tj == pos || !valid(p, tj))) continue;
+      t[m++] = tj;
+    }
+    T part[kGroup + 1];
+#pragma unroll
+    for (int i = 0; i <= kGroup; ++i) part[i] = T(0);
     for (int64_t c = lane; c < d; c += kWarp) {
-      const T uc = u[c];
-      e[c] += g * uc;
-      u[c] = uc + g * h[c];
+      const T hc = s.h[c];
+#pragma unroll
+      for (int i = 0; i < kGroup; ++i)
+        if (i < m) part[i] += hc * w_out[t[i] * p.w_out_stride + c];
+      part[kGroup] += hc * hc;
+    }
+#pragma unroll
+    for (int i = 0; i <= kGroup; ++i) s.red[i * kWarp + lane] = part[i];
+    __syncwarp();
+    if (lane < m || lane == kGroup) {
+      T sum = T(0);
+      for (int l = 0; l < kWarp; ++l) sum += s.red[lane * kWarp + l];
+      s.x[lane] = sum;
     }
     __syncwarp();
+    const T hh = s.x[kGroup];
+    T g[kGroup];
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i) {
+      if (i >= m) break;
+      T x = s.x[i];
+      for (int j = 0; j < i; ++j)
+        if (t[j] == t[i]) x += g[j] * hh;
+      const bool positive = j0 < 0 && i == 0;
+      g[i] = lr * ((positive ? T(1) : T(0)) - sigmoid(x));
+      if (p.compute_loss) loss += neg_log_sigmoid(positive ? x : -x);
+      T* u = w_out + t[i] * p.w_out_stride;
+      for (int64_t c = lane; c < d; c += kWarp) {
+        const T uc = u[c];
+        s.e[c] += g[i] * uc;
+        u[c] = uc + g[i] * s.h[c];
+      }
+    }
   }
   return loss;
 }
 
+// One skip-gram center: each window slot's pair in order, h = w_in[center] re-read per
+// pair and e added back after it, as on the CPU. Returns the loss.
 template <class T>
-__global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const NegSamplingUpdateParams p) {
+__device__ T skipgram_center(const NegSamplingUpdateParams& p, int64_t n, const Slice<T>& s, int lane) {
+  const int64_t center = p.centers[n];
+  if (!valid(p, center)) return T(0);
+  T* hin = static_cast<T*>(p.w_in) + center * p.w_in_stride;
+  T loss = T(0);
+  for (int64_t slot = 0; slot < p.window_slots; ++slot) {
+    const int64_t o = p.contexts[n * p.window_slots + slot];
+    if (o < 0 || !valid(p, o)) continue;
+    for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] = hin[c];
+    loss += run_targets(p, s, o, n * p.window_slots + slot, lane);
+    for (int64_t c = lane; c < p.dim; c += kWarp) hin[c] += s.e[c];
+  }
+  return loss;
+}
+
+// One CBOW center: h = mean of the context rows, then the undivided e added to each
+// (as gensim / word2vec.c). Returns the loss.
+template <class T>
+__device__ T cbow_center(const NegSamplingUpdateParams& p, int64_t n, const Slice<T>& s, int lane) {
+  const int64_t center = p.centers[n];
+  if (!valid(p, center)) return T(0);
+  T* w_in = static_cast<T*>(p.w_in);
+  const int64_t* ctx = p.contexts + n * p.window_slots;
+  int64_t count = 0;
+  for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] = T(0);
+  for (int64_t slot = 0; slot < p.window_slots; ++slot) {
+    if (ctx[slot] < 0 || !valid(p, ctx[slot])) continue;
+    const T* row = w_in + ctx[slot] * p.w_in_stride;
+    for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] += row[c];
+    ++count;
+  }
+  if (count == 0) return T(0);
+  const T inv = T(1) / T(count);
+  for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] *= inv;
+  const T loss = run_targets(p, s, center, n, lane);
+  for (int64_t slot = 0; slot < p.window_slots; ++slot) {
+    if (ctx[slot] < 0 || ctx[slot] >= p.vocab) continue;
+    T* row = w_in + ctx[slot] * p.w_in_stride;
+    for (int64_t c = lane; c < p.dim; c += kWarp) row[c] += s.e[c];
+  }
+  return loss;
+}
+
+// Warp `stream` of `streams` takes centers [stream * run, (stream + 1) * run) in order.
+template <class T>
+__global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const NegSamplingUpdateParams p,
+                                                                          const int64_t streams) {
   PYATTN_DYNAMIC_SMEM(smem_raw, 16);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  T* h = reinterpret_cast<T*>(smem_raw) + size_t(warp) * 2 * p.dim;
-  T* e = h + p.dim;
-  const int64_t d = p.dim;
-  const int64_t examples = p.cbow ? p.n : p.n * p.window_slots;
-  const int64_t stride = int64_t(gridDim.x) * kWarpsPerBlock;
+  const Slice<T> s(reinterpret_cast<T*>(smem_raw) + warp * Slice<T>::elems(p.dim), p.dim);
+  const int64_t stream = int64_t(blockIdx.x) * kWarpsPerBlock + warp;
+  if (stream >= streams) return;
+  const int64_t run = (p.n + streams - 1) / streams;
+  const int64_t stop = (stream + 1) * run < p.n ? (stream + 1) * run : p.n;
   T loss = T(0);
-  for (int64_t ex = int64_t(blockIdx.x) * kWarpsPerBlock + warp; ex < examples; ex += stride) {
-    const int64_t n = p.cbow ? ex : ex / p.window_slots;
-    const int64_t center = p.centers[n];
-    if (!valid(p, center)) continue;
-    T* w_in = static_cast<T*>(p.w_in);
-    if (!p.cbow) {
-      const int64_t o = p.contexts[ex];
-      if (o < 0 || !valid(p, o)) continue;
-      T* hin = w_in + center * p.w_in_stride;
-      for (int64_t c = lane; c < d; c += kWarp) h[c] = hin[c];
-      __syncwarp();
-      loss += run_targets(p, h, e, o, ex, lane);
-      for (int64_t c = lane; c < d; c += kWarp) hin[c] += e[c];
-    } else {
-      const int64_t* ctx = p.contexts + n * p.window_slots;
-      int64_t count = 0;
-      for (int64_t c = lane; c < d; c += kWarp) h[c] = T(0);
-      for (int64_t s = 0; s < p.window_slots; ++s) {
-        if (ctx[s] < 0 || !valid(p, ctx[s])) continue;
-        const T* row = w_in + ctx[s] * p.w_in_stride;
-        for (int64_t c = lane; c < d; c += kWarp) h[c] += row[c];
-        ++count;
-      }
-      if (count == 0) continue;
-      const T inv = T(1) / T(count);
-      for (int64_t c = lane; c < d; c += kWarp) h[c] *= inv;
-      __syncwarp();
-      loss += run_targets(p, h, e, center, n, lane);
-      for (int64_t s = 0; s < p.window_slots; ++s) {
-        if (ctx[s] < 0 || ctx[s] >= p.vocab) continue;
-        T* row = w_in + ctx[s] * p.w_in_stride;
-        for (int64_t c = lane; c < d; c += kWarp) row[c] += e[c];  // undivided, as gensim/word2vec.c
-      }
-    }
-    __syncwarp();
-  }
+  for (int64_t n = stream * run; n < stop; ++n) loss += p.cbow ? cbow_center(p, n, s, lane) : skipgram_center(p, n, s, lane);
   if (p.compute_loss && lane == 0 && loss != T(0)) atomicAdd(p.loss, double(loss));
+}
+
+// S (see the top of the file): at most kStreamsPerWord per vocabulary row, at most the
+// warps resident at once (more would only queue), at most one per center.
+template <class T>
+int64_t stream_count(const NegSamplingUpdateParams& p, size_t smem) {
+  if (p.max_streams > 0) return std::min(p.max_streams, p.n);
+  int dev = 0, sms = 1, per_sm = 1;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, negsamp_update<T>, kWarp * kWarpsPerBlock, smem) !=
+          cudaSuccess)
+    throw std::runtime_error("negative-sampling update: cannot query the GPU's SM count and occupancy");
+  const int64_t resident = int64_t(std::max(sms, 1)) * std::max(per_sm, 1) * kWarpsPerBlock;
+  return std::max<int64_t>(1, std::min({kStreamsPerWord * p.vocab, resident, p.n}));
 }
 
 template <class T>
 void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
-  const size_t smem = size_t(kWarpsPerBlock) * 2 * size_t(p.dim) * sizeof(T);
-  const int64_t examples = p.cbow ? p.n : p.n * p.window_slots;
-  const int64_t blocks = std::min<int64_t>((examples + kWarpsPerBlock - 1) / kWarpsPerBlock, int64_t(1) << 16);
-  PYATTN_LAUNCH(unsigned(std::max<int64_t>(blocks, 1)), kWarp * kWarpsPerBlock, smem, stream, negsamp_update<T>)(p);
+  if (p.n == 0) return;
+  const size_t smem = kWarpsPerBlock * Slice<T>::elems(p.dim) * sizeof(T);
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(reinterpret_cast<const void*>(&negsamp_update<T>), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(smem)) != cudaSuccess)
+    throw std::runtime_error("negative-sampling update: cannot raise the kernel's shared memory limit");
+  const int64_t streams = stream_count<T>(p, smem);
+  const int64_t blocks = (streams + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  PYATTN_LAUNCH(unsigned(blocks), kWarp * kWarpsPerBlock, smem, stream, negsamp_update<T>)(p, streams);
 }
 
 // sgns_loss (semantics in SgnsLossParams, mirroring cpu/negative_sampling_body.h's

@@ -1,13 +1,16 @@
 """Word2Vec trainer with gensim's parameters, on pyattn's negative-sampling update ops.
 
-Per epoch, vectorised over blocks of tokens (no per-token Python):
+Per epoch, vectorised over blocks of tokens with torch ops on the training device (no
+per-token Python; on CUDA the tokens stay on the GPU):
   1. subsampling: token kept with probability min(1, (sqrt(f/t) + 1) * t/f), t = sample * words;
   2. window shrinking: each kept token gets radius window - (r mod window), r random;
   3. context windows: [centers, 2 * window] ids of the neighbours within the radius and
      the same sentence (after subsampling), -1 elsewhere;
   4. one torch.ops.pyattn.{sgns,cbow}_update_ call per block, which draws the negatives
      from a unigram^ns_exponent alias table inside the kernel and runs Hogwild over
-     torch.get_num_threads() threads. The learning rate decays linearly with the raw
+     torch.get_num_threads() threads (on CUDA: over ordered streams of centers, one warp
+     each, as many as the vocabulary tolerates; see kernels/cuda/negative_sampling.cu).
+     The learning rate decays linearly with the raw
      words processed, from alpha to min_alpha over all epochs, as in gensim.
 
 Across processes (torchrun; ``world`` from pyattn.distributed.init): rank 0 reads the
@@ -38,6 +41,8 @@ from pyattn import distributed
 
 from .corpus import EncodedCorpus, encode, line_sentences, shard
 from .keyedvectors import KeyedVectors
+
+CUDA_BLOCK_WORDS = 1 << 19  # tokens per update launch on CUDA (see Word2Vec._blocks)
 
 
 
@@ -74,24 +79,24 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
     return np.minimum(1.0, (np.sqrt(c / t) + 1.0) * t / c)
 
 
-def context_windows(ids: np.ndarray, sentence: np.ndarray, start: int, stop: int, window: int,
-                    radius: np.ndarray) -> np.ndarray:
-    """[stop - start, 2 * window] int64 context ids of centers ids[start:stop] (-1 = none):
-    offset d is used when |d| <= radius of the center and ids[i + d] is in its sentence.
-    Works on shifted slices of the block padded by `window` sentinels on each side (no gathers)."""
+def context_windows(ids: torch.Tensor, sentence: torch.Tensor, start: int, stop: int, window: int,
+                    radius: torch.Tensor) -> torch.Tensor:
+    """[stop - start, 2 * window] int64 context ids of centers ids[start:stop] (-1 = none),
+    on the tensors' device: offset d is used when |d| <= radius of the center and
+    ids[i + d] is in its sentence. ids, sentence, radius: [n] int64. Windows are strided
+    views of the block padded by `window` sentinels on each side (no gathers)."""
     n = stop - start
     lo, hi = max(0, start - window), min(len(ids), stop + window)
-    pad_l, pad_r = np.full(window - (start - lo), -1), np.full(window - (hi - stop), -1)
-    tok = np.concatenate([pad_l, ids[lo:hi], pad_r])
-    sen = np.concatenate([pad_l, sentence[lo:hi], pad_r])     # -1: no sentence
-    own = sen[window : window + n]
-    r = radius[start:stop]
-    out = np.empty((n, 2 * window), dtype=np.int64)
-    offsets = [d for d in range(-window, window + 1) if d]
-    for slot, d in enumerate(offsets):
-        nb = slice(window + d, window + d + n)
-        out[:, slot] = np.where((sen[nb] == own) & (r >= abs(d)), tok[nb], -1)
-    return out
+    pad = ids.new_full((window,), -1)
+
+    def windows(x):  # [n, 2 * window + 1] view: x[i - window .. i + window] for each center i
+        return torch.cat([pad[: window - (start - lo)], x[lo:hi], pad[: window - (hi - stop)]]).unfold(0, 2 * window + 1, 1)
+
+    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(ids.device)
+    cols = offsets + window
+    sen, tok = windows(sentence)[:, cols], windows(ids)[:, cols]   # -1 in sen: no sentence
+    near = radius[start:stop, None] >= offsets.abs()[None, :]
+    return torch.where((sen == sentence[start:stop, None]) & near, tok, -1)
 
 
 class Word2Vec:
@@ -201,15 +206,11 @@ class Word2Vec:
         c = self.corpus
         w_in = torch.from_numpy(self.wv.vectors)      # shares memory: wv sees the updates
         w_out = self.syn1neg
-        table = alias_table(c.counts.astype(np.float64) ** self.ns_exponent)
-        keep_p = keep_probabilities(c.counts, self.sample)
-        sentence = np.repeat(np.arange(len(c.sentence_ends)), np.diff(np.concatenate([[0], c.sentence_ends])))
-        rank = self.world.rank
-        rng = np.random.default_rng(self.seed + rank)
-        op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
         dev = self.device
+        table = alias_table(c.counts.astype(np.float64) ** self.ns_exponent).to(dev)
+        rank = self.world.rank
         if dev.type == "cuda":  # train device copies; the vectors come back when training ends
-            w_in, w_out, table = w_in.to(dev), w_out.to(dev), table.to(dev)
+            w_in, w_out = w_in.to(dev), w_out.to(dev)
         total_raw = c.raw_words * epochs
         bar = _progress(total_raw, self.progress and self.world.is_main)
         threads = torch.get_num_threads()
@@ -219,7 +220,7 @@ class Word2Vec:
         bases = [w_in.clone(), w_out.clone()] if self.world.distributed else []  # the tables at the last merge
         t0 = time.perf_counter()
         try:
-            for epoch, b, n_ids, n_blocks, centers, ctx in self._blocks(epochs, rng, keep_p, sentence):
+            for epoch, b, n_ids, n_blocks, centers, ctx in self._blocks(epochs, self.seed + rank):
                 if b == 0 and epoch > 0 and loss_n:
                     self.running_loss = loss_sum / loss_n
                     loss_sum, loss_n = 0.0, 0
@@ -228,8 +229,7 @@ class Word2Vec:
                 want_loss = self.compute_loss and b % 8 == 0 and len(centers) > 0
                 seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b + (rank << 40)
                 if len(centers):
-                    loss = op(w_in, w_out, centers.to(dev), ctx.to(dev), None, table, self.negative, lr, seed,
-                              want_loss)
+                    loss = self._update(w_in, w_out, centers, ctx, table, lr, seed, want_loss)
                 if want_loss:
                     examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
                     loss_sum += float(loss)
@@ -260,23 +260,35 @@ class Word2Vec:
         self.wv.fill_norms()
         return self
 
+    def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss) -> torch.Tensor:
+        """One block's SGD step in place (torch.ops.pyattn.{sgns,cbow}_update_, negatives
+        drawn from the alias `table` with `seed`); returns the summed loss (0-d float64)."""
+        op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
+        return op(w_in, w_out, centers, contexts, None, table, self.negative, lr, seed, want_loss)
 
-    def _blocks(self, epochs, rng, keep_p, sentence):
-        """Per epoch: subsample, shrink windows, then yield (epoch, block index, kept
-        tokens this epoch, blocks this epoch, centers [n] int64 tensor, contexts
-        [n, 2 * window] int64 tensor). An epoch whose subsampling keeps nothing yields one
-        empty block, so that every rank meets its syncs."""
-        c, block = self.corpus, max(1, self.batch_words)
+    def _blocks(self, epochs, seed):
+        """Per epoch, on the training device: subsample, shrink windows, then yield (epoch,
+        block index, kept tokens this epoch, blocks this epoch, centers [n] int64,
+        contexts [n, 2 * window] int64). An epoch whose subsampling keeps nothing yields
+        one empty block, so that every rank meets its syncs. On CUDA a block is at least
+        CUDA_BLOCK_WORDS tokens: the update kernel spreads a block's centers over
+        thousands of ordered streams (warps), each wanting a run of dozens of centers."""
+        c, dev = self.corpus, self.device
+        block = max(1, self.batch_words) if dev.type == "cpu" else max(self.batch_words, CUDA_BLOCK_WORDS)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        all_ids = torch.from_numpy(c.ids).to(dev, torch.int64)
+        lengths = torch.from_numpy(np.diff(np.concatenate([[0], c.sentence_ends])))
+        sentence = torch.repeat_interleave(torch.arange(len(lengths)), lengths).to(dev)
+        keep_p = torch.from_numpy(keep_probabilities(c.counts, self.sample)).to(dev)
         for epoch in range(epochs):
-            keep = rng.random(len(c.ids)) < keep_p[c.ids]
-            ids = c.ids[keep].astype(np.int64)
-            sent = sentence[keep]
-            radius = self.window - rng.integers(0, self.window, len(ids))
+            keep = torch.rand(len(all_ids), generator=gen, device=dev, dtype=torch.float64) < keep_p[all_ids]
+            ids, sent = all_ids[keep], sentence[keep]
+            radius = self.window - torch.randint(0, self.window, (len(ids),), generator=gen, device=dev)
             n_blocks = max(1, -(-len(ids) // block))
             for b in range(n_blocks):
                 s, e = b * block, min(len(ids), (b + 1) * block)
-                yield (epoch, b, max(1, len(ids)), n_blocks, torch.from_numpy(ids[s:e]),
-                       torch.from_numpy(context_windows(ids, sent, s, e, self.window, radius)))
+                yield (epoch, b, max(1, len(ids)), n_blocks, ids[s:e],
+                       context_windows(ids, sent, s, e, self.window, radius))
 
 
 def _progress(total: float, enabled: bool):

@@ -154,16 +154,19 @@ std::vector<at::Tensor> lstm_seq_persistent_bwd(const at::Tensor& dy, const at::
 }
 
 // Skip-gram (contexts [n, slots]) or CBOW update in place of w_in, w_out [V, D] (fp32 or
-// fp64) with explicit negatives (skip-gram [n, slots, k], CBOW [n, k]). Returns
-// (summed loss, bad index or -1).
+// fp64), with explicit negatives (skip-gram [n, slots, k], CBOW [n, k]) or, when
+// `negatives` is empty, k negatives drawn with `seed` from `table` (as the op does).
+// max_streams: 0 lets the kernel choose. Returns (summed loss, bad index or -1).
 std::tuple<double, int64_t> negsamp_update(at::Tensor w_in, at::Tensor w_out, const at::Tensor& centers,
-                                           const at::Tensor& contexts, const at::Tensor& negatives, double lr,
-                                           bool cbow) {
+                                           const at::Tensor& contexts, const at::Tensor& negatives,
+                                           const at::Tensor& table, int64_t k, double lr, int64_t seed, bool cbow,
+                                           int64_t max_streams) {
   at::Tensor loss = at::zeros({}, at::kDouble), bad = at::zeros({1}, at::kLong);
-  negative_sampling_update_cuda(make_negative_sampling_update_params(w_in, w_out, centers, contexts, negatives,
-                                                                     at::Tensor(), negatives.size(-1), 0, lr, cbow,
-                                                                     true, loss, bad),
-                                nullptr);
+  NegSamplingUpdateParams p = make_negative_sampling_update_params(
+      w_in, w_out, centers, contexts, negatives.numel() ? negatives : at::Tensor(),
+      table.numel() ? table : at::Tensor(), k, uint64_t(seed), lr, cbow, true, loss, bad);
+  p.max_streams = max_streams;
+  negative_sampling_update_cuda(p, nullptr);
   return {loss.item<double>(), bad.item<int64_t>()};
 }
 

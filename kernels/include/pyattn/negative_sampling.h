@@ -13,7 +13,7 @@ namespace pyattn {
 
 // One batch of updates. Examples run in parallel without locks (Hogwild, as
 // word2vec.c): rows shared by two threads may lose an update, which SGD tolerates.
-// With one thread the result equals the sequential reference.
+// With one thread (CUDA: max_streams = 1) the result equals the sequential reference.
 //   skip-gram: each (centers[n], contexts[n, c] >= 0) is one pair; h = w_in[center],
 //              targets: the context (label 1) and k negatives (label 0).
 //   CBOW:      each center with >= 1 valid context; h = mean of w_in[contexts[n, :]],
@@ -50,6 +50,7 @@ struct NegSamplingUpdateParams {
   bool compute_loss;
   double* loss;              // [1]: overwritten with the summed loss (0 unless compute_loss); device memory on CUDA
   int64_t* bad_index;        // [1]: overwritten with an out-of-range id met, or -1 (that example was skipped); device memory on CUDA
+  int64_t max_streams;       // CUDA: examples in flight (see cuda/negative_sampling.cu); 0: the kernel's choice, 1: sequential
 };
 
 // loss[b] = -log s(w_out[ctx_b] . h_b) - sum_k log s(-w_out[neg_bk] . h_b), h_b = w_in[center_b].
@@ -98,7 +99,7 @@ PYATTN_HD int64_t draw_negative(const NegSamplingUpdateParams& p, int64_t exampl
 constexpr int64_t kNegSamplingCudaMaxRowBytes = 6144;
 
 void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor parallel_for);
-// Launch on `stream` (one warp per example); the caller checks the launch afterwards.
+// Launch on `stream` (ordered runs of centers, one warp per run); the caller checks the launch afterwards.
 void negative_sampling_update_cuda(const NegSamplingUpdateParams& p, cudaStream stream);
 void sgns_loss_cpu(const SgnsLossParams& p, ParallelFor parallel_for);
 // Launch on `stream` (one warp per example, dim * element size <= kNegSamplingCudaMaxRowBytes);
