@@ -90,12 +90,12 @@ __device__ T run_targets(const NegSamplingUpdateParams& p, const Slice<T>& s, in
   for (int64_t c = lane; c < d; c += kWarp) s.e[c] = T(0);
   T loss = T(0);
   for (int64_t j0 = -1; j0 < p.k; j0 += kGroup) {
-    int64_t t[kGroup];
-    int m = 0;
-    for (int64_t j = j0; j < j0 + kGroup && j < p.k; ++j) {
-      const int64_t tj = j < 0 ? pos : draw_negative(p, example, j);
-      if (j >= 0 && (tj == pos || !valid(p, tj))) continue;
-      t[m++] = tj;
+    int64_t t[kGroup];  // slot i: target j0 + i, or -1 (skipped, or past the last negative)
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i) {
+      const int64_t j = j0 + i;
+      t[i] = j < 0 ? pos : j < p.k ? draw_negative(p, example, j) : -1;
+      if (j >= 0 && t[i] >= 0 && (t[i] == pos || !valid(p, t[i]))) t[i] = -1;
     }
     T part[kGroup + 1];
 #pragma unroll
@@ -104,13 +104,13 @@ __device__ T run_targets(const NegSamplingUpdateParams& p, const Slice<T>& s, in
       const T hc = s.h[c];
 #pragma unroll
       for (int i = 0; i < kGroup; ++i)
-        if (i < m) part[i] += hc * w_out[t[i] * p.w_out_stride + c];
+        if (t[i] >= 0) part[i] += hc * w_out[t[i] * p.w_out_stride + c];
       part[kGroup] += hc * hc;
     }
 #pragma unroll
     for (int i = 0; i <= kGroup; ++i) s.red[i * kWarp + lane] = part[i];
     __syncwarp();
-    if (lane < m || lane == kGroup) {
+    if (lane <= kGroup) {
       T sum = T(0);
       for (int l = 0; l < kWarp; ++l) sum += s.red[lane * kWarp + l];
       s.x[lane] = sum;
@@ -120,8 +120,10 @@ __device__ T run_targets(const NegSamplingUpdateParams& p, const Slice<T>& s, in
     T g[kGroup];
 #pragma unroll
     for (int i = 0; i < kGroup; ++i) {
-      if (i >= m) break;
+      g[i] = T(0);
+      if (t[i] < 0) continue;
       T x = s.x[i];
+#pragma unroll
       for (int j = 0; j < i; ++j)
         if (t[j] == t[i]) x += g[j] * hh;
       const bool positive = j0 < 0 && i == 0;
