@@ -78,12 +78,13 @@ TORCH_LIBRARY(pyattn, m) {
   // word2vec negative sampling: one batch of SGD updates, in place on both tables.
   // centers [n], contexts [n, window_slots] (-1 = empty); negatives explicit (skip-gram
   // [n, window_slots, k], CBOW [n, k]) or drawn with `seed` from `table`: token ids
-  // [slots] drawn uniformly, or an alias table [vocab, 2] int64. Returns the
-  // summed loss (float64 scalar on the CPU; 0 unless compute_loss).
+  // [slots] drawn uniformly, or an alias table [vocab, 2] int64. max_streams (CUDA):
+  // the most examples in flight, 0 = the kernel's choice (the CPU runs one per thread).
+  // Returns the summed loss (float64 scalar on the CPU; 0 unless compute_loss).
   m.def("sgns_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
-        "Tensor? table, int k, float lr, int seed, bool compute_loss=True) -> Tensor");
+        "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0) -> Tensor");
   m.def("cbow_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
-        "Tensor? table, int k, float lr, int seed, bool compute_loss=True) -> Tensor");
+        "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0) -> Tensor");
   // loss[b] = -log s(w_out[contexts[b]] . w_in[centers[b]]) - sum_k log s(-w_out[negatives[b, k]] . w_in[centers[b]])
   m.def("sgns_loss_fwd(Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) -> Tensor");
   // (loss [b], d_h [b, dim], d_u [b, 1 + k, dim]): the loss and, from the same pass over

@@ -56,7 +56,8 @@ at::Tensor check_draw_table(const at::Tensor& table, const at::Tensor& w_in, con
 
 at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers_in,
                   const at::Tensor& contexts_in, const std::optional<at::Tensor>& negatives_in,
-                  const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed, bool compute_loss) {
+                  const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed, bool compute_loss,
+                  int64_t max_streams) {
   const char* op = cbow ? "cbow_update_" : "sgns_update_";
   check_table(w_in, op, "w_in");
   check_table(w_out, op, "w_out");
@@ -66,6 +67,7 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
               contexts_in.sizes(), ", expected (n, window_slots) with n = ", centers_in.size(0));
   TORCH_CHECK(k >= 0, op, ": k (negatives per example) is ", k, ", expected >= 0");
   TORCH_CHECK(lr >= 0 && std::isfinite(lr), op, ": lr is ", lr, ", expected a finite value >= 0");
+  TORCH_CHECK(max_streams >= 0, op, ": max_streams is ", max_streams, ", expected >= 0 (0: the kernel's choice)");
   const at::Tensor centers = ids(centers_in, w_in, op, "centers");
   const at::Tensor contexts = ids(contexts_in, w_in, op, "contexts");
   at::Tensor negatives, table;
@@ -83,8 +85,9 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
   at::Tensor bad = at::empty({1}, w_in.options().dtype(at::kLong));
   if (n == 0 || w_in.size(1) == 0) return loss;
   check_cuda_row_bytes(w_in, op, "w_in");
-  const NegSamplingUpdateParams p = make_negative_sampling_update_params(
+  NegSamplingUpdateParams p = make_negative_sampling_update_params(
       w_in, w_out, centers, contexts, negatives, table, k, uint64_t(seed), lr, cbow, compute_loss, loss, bad);
+  p.max_streams = max_streams;
   run_kernel(w_in, op, p, &negative_sampling_update_cpu, PYATTN_CUDA_LAUNCHER(negative_sampling_update_cuda));
   raise_bad_index(bad, p.vocab, op);
   return loss;
@@ -92,14 +95,14 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
 
 at::Tensor sgns_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
                        const std::optional<at::Tensor>& negatives, const std::optional<at::Tensor>& table, int64_t k,
-                       double lr, int64_t seed, bool compute_loss) {
-  return update(false, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss);
+                       double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
+  return update(false, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss, max_streams);
 }
 
 at::Tensor cbow_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
                        const std::optional<at::Tensor>& negatives, const std::optional<at::Tensor>& table, int64_t k,
-                       double lr, int64_t seed, bool compute_loss) {
-  return update(true, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss);
+                       double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
+  return update(true, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss, max_streams);
 }
 
 // sgns_loss's inputs, checked, with the ids as int64.

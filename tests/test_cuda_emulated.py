@@ -422,17 +422,20 @@ def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, cbow, st
 @pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
 def test_word2vec_planted_structure_emulated(emu, sg):
     """The Word2Vec trainer with the CUDA update kernel (emulated, with the number of
-    streams it chooses) finds the planted groups of tests/test_word2vec.py, on a shorter
+    streams the trainer picks on CUDA) finds the planted groups of tests/test_word2vec.py, on a shorter
     corpus. The emulator runs blocks one after another, so this checks the kernel's
     logic, not what thousands of concurrent warps do on a GPU (for that, see
     bench/word2vec_concurrency.py)."""
     from pyattn.word2vec import Word2Vec
+    from pyattn.word2vec.model import cuda_streams
     from test_word2vec import GROUPS, PER_GROUP, planted_corpus
 
     class EmulatedCuda(Word2Vec):
         def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss):
+            streams = cuda_streams(self.corpus.counts, self.sample, self.negative, self.ns_exponent, self.window,
+                                   not self.sg)
             loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts, torch.empty(0), table, self.negative, lr,
-                                           seed, not self.sg, 0)
+                                           seed, not self.sg, streams)
             assert bad == -1
             return torch.tensor(loss, dtype=torch.float64)
 

@@ -218,6 +218,8 @@ def test_update_bad_inputs(cbow):
         op(w.clone(), w.clone(), c, ctx, None, torch.tensor([[0, 11]]), 2, 0.1, 0)
     with pytest.raises(USER_ERRORS, match="lr is"):
         op(w.clone(), w.clone(), c, ctx, None, tab, 2, float("nan"), 0)
+    with pytest.raises(USER_ERRORS, match="max_streams is -1"):
+        op(w.clone(), w.clone(), c, ctx, None, tab, 2, 0.1, 0, True, -1)
 
 
 # ------------------------------------------------------------------------ sgns_loss

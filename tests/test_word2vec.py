@@ -16,7 +16,7 @@ import pyattn
 from pyattn.word2vec import KeyedVectors, Word2Vec
 from pyattn.word2vec.__main__ import main as cli
 from pyattn.word2vec.corpus import encode, shard
-from pyattn.word2vec.model import context_windows, keep_probabilities
+from pyattn.word2vec.model import STREAM_LOAD, context_windows, cuda_streams, keep_probabilities
 
 GROUPS = 4
 PER_GROUP = 8
@@ -94,6 +94,21 @@ def test_context_windows_matches_loops(rng, start, stop):
         assert got[row].tolist() == want
 
 
+def test_cuda_streams_bounds_the_busiest_rows_load():
+    # The planted corpus: 32 equally frequent words; each example updates the positive's
+    # output row and 5 negatives' (load 6/32 per word), more than CBOW's 4 context rows.
+    uniform = np.full(32, 100)
+    for cbow in (False, True):
+        assert cuda_streams(uniform, 0, 5, 0.75, 3, cbow) == int(STREAM_LOAD / (6 / 32)) == 512
+    # Skewed counts, without subsampling: word 0 has 90 % of the tokens.
+    counts = np.array([900, 50, 50])
+    p_neg = counts ** 0.75 / (counts ** 0.75).sum()
+    assert cuda_streams(counts, 0, 2, 0.75, 5, False) == int(STREAM_LOAD / (0.9 + 2 * p_neg[0]))
+    assert cuda_streams(counts, 0, 2, 0.75, 5, True) == int(STREAM_LOAD / (6 * 0.9))  # 6 context rows per example
+    # Subsampling thins the frequent word, so more streams fit.
+    assert cuda_streams(counts, 0.01, 2, 0.75, 5, True) > cuda_streams(counts, 0, 2, 0.75, 5, True)
+
+
 def test_keep_probabilities_gensim_formula():
     counts = np.array([1000, 10, 1])
     p = keep_probabilities(counts, 1e-2)
@@ -119,7 +134,7 @@ def test_planted_structure(model):
 
 @pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
 def test_planted_structure_on_device(device, sg, corpus):
-    """Training on `device` (on CUDA: the warp-per-example update kernel) finds the planted
+    """Training on `device` (on CUDA: the update kernel's ordered streams) finds the planted
     groups and leaves the vectors on the CPU, in wv."""
     model = Word2Vec(corpus, vector_size=32, window=3, min_count=1, sg=sg, negative=5, epochs=5, workers=2, seed=3,
                      sample=0, alpha=0.025 if sg else 0.05, progress=False, device=device)

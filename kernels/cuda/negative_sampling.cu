@@ -5,15 +5,18 @@
 // batch's centers and works through it in order, as a word2vec.c thread walks its part
 // of the corpus (skip-gram: the center's window slots one after another; CBOW: one
 // example per center). Within an example, lanes stride over dim; h and its gradient e
-// live in the warp's shared-memory slice; each target's logit is a warp-shuffle sum.
+// live in the warp's shared-memory slice; the logits of 8 targets are summed at once
+// through shared memory (run_targets).
 // Streams run without locks (Hogwild), so S is the number of examples in flight, and S
 // bounds how stale a gradient can be. One warp per example with every example of the
 // batch in flight (this kernel until 2026-12-05) did not learn on an H200: on the
 // planted-structure test's 32-word vocabulary each output row had hundreds of stale
 // updates in flight. bench/word2vec_concurrency.py models that schedule on the CPU
 // (every stream reads, then every update lands): the 32-word test diverges from
-// S = 2048 and learns at S <= 1024. So S = min(kStreamsPerWord * vocab, the warps the GPU
-// holds at once, centers), or params.max_streams when set (1: the sequential result).
+// S = 2048 and learns at S <= 1024. S = min(max_streams, the warps the GPU holds at
+// once, centers); the Word2Vec trainer sets max_streams from the word frequencies
+// (pyattn.word2vec.model.cuda_streams), and without it the kernel allows
+// kStreamsPerWord per vocabulary row, which suits evenly used vocabularies only.
 // Negatives are drawn with the same counter-based hash and tables as the CPU kernel,
 // so both see the same draws.
 #include <cuda_runtime.h>
@@ -202,18 +205,18 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
   if (p.compute_loss && lane == 0 && loss != T(0)) atomicAdd(p.loss, double(loss));
 }
 
-// S (see the top of the file): at most kStreamsPerWord per vocabulary row, at most the
-// warps resident at once (more would only queue), at most one per center.
+// S (see the top of the file): max_streams or kStreamsPerWord per vocabulary row, at most
+// the warps resident at once (more would only queue), at most one per center.
 template <class T>
 int64_t stream_count(const NegSamplingUpdateParams& p, size_t smem) {
-  if (p.max_streams > 0) return std::min(p.max_streams, p.n);
   int dev = 0, sms = 1, per_sm = 1;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, negsamp_update<T>, kWarp * kWarpsPerBlock, smem) !=
           cudaSuccess)
     throw std::runtime_error("negative-sampling update: cannot query the GPU's SM count and occupancy");
   const int64_t resident = int64_t(std::max(sms, 1)) * std::max(per_sm, 1) * kWarpsPerBlock;
-  return std::max<int64_t>(1, std::min({kStreamsPerWord * p.vocab, resident, p.n}));
+  const int64_t wanted = p.max_streams > 0 ? p.max_streams : kStreamsPerWord * p.vocab;
+  return std::max<int64_t>(1, std::min({wanted, resident, p.n}));
 }
 
 template <class T>

@@ -43,6 +43,7 @@ from .corpus import EncodedCorpus, encode, line_sentences, shard
 from .keyedvectors import KeyedVectors
 
 CUDA_BLOCK_WORDS = 1 << 19  # tokens per update launch on CUDA (see Word2Vec._blocks)
+STREAM_LOAD = 96  # bound on streams x the busiest row's load (see cuda_streams)
 
 
 
@@ -97,6 +98,27 @@ def context_windows(ids: torch.Tensor, sentence: torch.Tensor, start: int, stop:
     sen, tok = windows(sentence)[:, cols], windows(ids)[:, cols]   # -1 in sen: no sentence
     near = radius[start:stop, None] >= offsets.abs()[None, :]
     return torch.where((sen == sentence[start:stop, None]) & near, tok, -1)
+
+
+def cuda_streams(counts: np.ndarray, sample: float, negative: int, ns_exponent: float, window: int,
+                 cbow: bool) -> int:
+    """How many examples the CUDA update may have in flight (its max_streams, S).
+
+    Hogwild streams read rows, compute their updates from what they read, then add them;
+    a row that S streams update at once gets S gradients computed from the same stale
+    value. With load(w) the expected updates of word w's rows per example (output row:
+    P(w is the positive target) + negative * P(w is a negative); input row: P(w is the
+    center), CBOW (window + 1) P(w is a context)), about S * load(w) such updates overlap.
+    bench/word2vec_concurrency.py's lockstep model (every stream reads, then every update
+    lands) of the planted-structure test's corpus learns at S * max load = 192 and
+    diverges from 384; this keeps S * max load <= STREAM_LOAD = 96. Frequent words set
+    it: on a 5.5 M-word English text (top word "the") S is about 900."""
+    c = counts.astype(np.float64)
+    kept = c * keep_probabilities(counts, sample)
+    p_pos = kept / kept.sum()
+    p_neg = c ** ns_exponent / (c ** ns_exponent).sum()
+    load = max(float((p_pos + negative * p_neg).max()), float(p_pos.max()) * ((window + 1) if cbow else 1))
+    return max(1, int(STREAM_LOAD / load))
 
 
 class Word2Vec:
@@ -209,8 +231,11 @@ class Word2Vec:
         dev = self.device
         table = alias_table(c.counts.astype(np.float64) ** self.ns_exponent).to(dev)
         rank = self.world.rank
+        self._max_streams = 0  # the CPU runs one example per thread
         if dev.type == "cuda":  # train device copies; the vectors come back when training ends
             w_in, w_out = w_in.to(dev), w_out.to(dev)
+            self._max_streams = cuda_streams(c.counts, self.sample, self.negative, self.ns_exponent, self.window,
+                                             not self.sg)
         total_raw = c.raw_words * epochs
         bar = _progress(total_raw, self.progress and self.world.is_main)
         threads = torch.get_num_threads()
@@ -264,7 +289,7 @@ class Word2Vec:
         """One block's SGD step in place (torch.ops.pyattn.{sgns,cbow}_update_, negatives
         drawn from the alias `table` with `seed`); returns the summed loss (0-d float64)."""
         op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
-        return op(w_in, w_out, centers, contexts, None, table, self.negative, lr, seed, want_loss)
+        return op(w_in, w_out, centers, contexts, None, table, self.negative, lr, seed, want_loss, self._max_streams)
 
     def _blocks(self, epochs, seed):
         """Per epoch, on the training device: subsample, shrink windows, then yield (epoch,
