@@ -1,7 +1,7 @@
 """Word2Vec: pyattn against gensim on one corpus, side by side in one run.
 
     python bench/word2vec_vs_gensim.py CORPUS [--sg 1] [--sg 0] [--workers 2] [--epochs 5] [--seed 1]
-        [--wordsim PATH] [--analogies PATH] [--out results.md]
+        [--device cpu] [--device cuda] [--wordsim PATH] [--analogies PATH] [--out results.md]
 
 Both train with gensim's defaults (vector_size 100, window 5, negative 5, sample 1e-3,
 min_count 5, alpha 0.025, 5 epochs) and the same worker
@@ -9,7 +9,9 @@ count; words/s counts raw corpus words x epochs over the training time only (the
 vocabulary scan is timed separately). Quality: WordSim353 Spearman and questions-words
 accuracy with gensim's evaluators on each model's vectors (the files default to the
 copies gensim ships in gensim/test/test_data). gensim must be importable (an optional
-dependency: use a venv with --system-site-packages).
+dependency: use a venv with --system-site-packages). With several --device, pyattn trains
+once on each (its words/s on CUDA is end to end: corpus in memory, pipeline on the GPU,
+vectors copied back), gensim once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1, help="both trainers' seed (run several to see the noise)")
+    ap.add_argument("--device", action="append", choices=("cpu", "cuda"), help="pyattn's device (repeatable)")
     ap.add_argument("--wordsim")
     ap.add_argument("--analogies")
     ap.add_argument("--out")
@@ -58,12 +61,13 @@ def main():
     for sg in args.sg or [1, 0]:
         kw = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
                   workers=args.workers, sg=sg, alpha=0.025, seed=args.seed)
-        ours = Word2Vec(progress=False, **kw)
-        t = time.perf_counter()
-        ours.build_vocab(corpus_file=args.corpus)
-        vocab_s = time.perf_counter() - t
-        ours.train()
-        ours_wps = ours.words_per_second
+        runs = []  # (device, model, vocab seconds)
+        for device in args.device or ["cpu"]:
+            ours = Word2Vec(progress=False, device=device, **kw)
+            t = time.perf_counter()
+            ours.build_vocab(corpus_file=args.corpus)
+            runs.append((device, ours, time.perf_counter() - t))
+            ours.train()
         theirs = GW2V(**kw)
         t = time.perf_counter()
         theirs.build_vocab(corpus_file=args.corpus)
@@ -74,16 +78,19 @@ def main():
         g_train = time.perf_counter() - t
         g_wps = theirs.corpus_total_words * args.epochs / g_train
         name = "skip-gram" if sg else "CBOW"
-        e_ours = _evaluate(ours.wv, wordsim, analogies)
         gkv = KeyedVectors(list(theirs.wv.index_to_key), theirs.wv.vectors)
         e_theirs = _evaluate(gkv, wordsim, analogies)
-        lines.append(f"| {name} | pyattn | {len(ours.wv)} | {ours.train_seconds:.1f} (+{vocab_s:.1f} vocab) | "
-                     f"{ours_wps / 1e6:.3f} M | {ours_wps / g_wps:.2f}x | {e_ours[0]:.4f} | {e_ours[1]:.1f} | "
-                     f"{e_ours[2]:.4f} | {e_ours[3]} |")
+        for device, ours, vocab_s in runs:
+            e_ours = _evaluate(ours.wv, wordsim, analogies)
+            wps = ours.words_per_second
+            impl = "pyattn" if device == "cpu" else f"pyattn ({device})"
+            lines.append(f"| {name} | {impl} | {len(ours.wv)} | {ours.train_seconds:.1f} (+{vocab_s:.1f} vocab) | "
+                         f"{wps / 1e6:.3f} M | {wps / g_wps:.2f}x | {e_ours[0]:.4f} | {e_ours[1]:.1f} | "
+                         f"{e_ours[2]:.4f} | {e_ours[3]} |")
         lines.append(f"| {name} | gensim | {len(theirs.wv)} | {g_train:.1f} (+{g_vocab_s:.1f} vocab) | "
                      f"{g_wps / 1e6:.3f} M | 1.00x | {e_theirs[0]:.4f} | {e_theirs[1]:.1f} | {e_theirs[2]:.4f} | "
                      f"{e_theirs[3]} |")
-        print("\n".join(lines[-2:]), flush=True)
+        print("\n".join(lines[-len(runs) - 1:]), flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
