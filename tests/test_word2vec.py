@@ -87,10 +87,10 @@ def test_context_windows_matches_loops(rng, start, stop):
     window = 3
     radius = window - rng.integers(0, window, 60)
     got = context_windows(*map(torch.from_numpy, (ids, sentence)), start, stop, window, torch.from_numpy(radius))
-    assert got.shape == (stop - start, 2 * window) and got.dtype == torch.int64
+    assert got.shape == (stop - start, 2 * window + 1) and got.dtype == torch.int64
     for row, i in enumerate(range(start, stop)):
-        want = [ids[i + d] if 0 <= i + d < 60 and abs(d) <= radius[i] and sentence[i + d] == sentence[i] else -1
-                for d in (-3, -2, -1, 1, 2, 3)]
+        want = [ids[i + d] if d and 0 <= i + d < 60 and abs(d) <= radius[i] and sentence[i + d] == sentence[i] else -1
+                for d in range(-window, window + 1)]
         assert got[row].tolist() == want
 
 

@@ -201,7 +201,8 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
   const int64_t run = (p.n + streams - 1) / streams;
   const int64_t stop = (stream + 1) * run < p.n ? (stream + 1) * run : p.n;
   T loss = T(0);
-  for (int64_t n = stream * run; n < stop; ++n) loss += p.cbow ? cbow_center(p, n, s, lane) : skipgram_center(p, n, s, lane);
+  for (int64_t n = stream * run; n < stop; ++n)
+    loss += p.cbow ? cbow_center(p, n, s, lane) : skipgram_center(p, n, s, lane);
   if (p.compute_loss && lane == 0 && loss != T(0)) atomicAdd(p.loss, double(loss));
 }
 
@@ -210,7 +211,8 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
 template <class T>
 int64_t stream_count(const NegSamplingUpdateParams& p, size_t smem) {
   int dev = 0, sms = 1, per_sm = 1;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, negsamp_update<T>, kWarp * kWarpsPerBlock, smem) !=
           cudaSuccess)
     throw std::runtime_error("negative-sampling update: cannot query the GPU's SM count and occupancy");
@@ -224,8 +226,8 @@ void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
   if (p.n == 0) return;
   const size_t smem = kWarpsPerBlock * Slice<T>::elems(p.dim) * sizeof(T);
   if (smem > 48 * 1024 &&
-      cudaFuncSetAttribute(reinterpret_cast<const void*>(&negsamp_update<T>), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(smem)) != cudaSuccess)
+      cudaFuncSetAttribute(reinterpret_cast<const void*>(&negsamp_update<T>),
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
     throw std::runtime_error("negative-sampling update: cannot raise the kernel's shared memory limit");
   const int64_t streams = stream_count<T>(p, smem);
   const int64_t blocks = (streams + kWarpsPerBlock - 1) / kWarpsPerBlock;

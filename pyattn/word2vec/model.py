@@ -4,8 +4,8 @@ Per epoch, vectorised over blocks of tokens with torch ops on the training devic
 per-token Python; on CUDA the tokens stay on the GPU):
   1. subsampling: token kept with probability min(1, (sqrt(f/t) + 1) * t/f), t = sample * words;
   2. window shrinking: each kept token gets radius window - (r mod window), r random;
-  3. context windows: [centers, 2 * window] ids of the neighbours within the radius and
-     the same sentence (after subsampling), -1 elsewhere;
+  3. context windows: [centers, 2 * window + 1] ids of the neighbours within the radius
+     and the same sentence (after subsampling), -1 elsewhere (and at the center);
   4. one torch.ops.pyattn.{sgns,cbow}_update_ call per block, which draws the negatives
      from a unigram^ns_exponent alias table inside the kernel and runs Hogwild over
      torch.get_num_threads() threads (on CUDA: over ordered streams of centers, one warp
@@ -82,22 +82,23 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
 
 def context_windows(ids: torch.Tensor, sentence: torch.Tensor, start: int, stop: int, window: int,
                     radius: torch.Tensor) -> torch.Tensor:
-    """[stop - start, 2 * window] int64 context ids of centers ids[start:stop] (-1 = none),
-    on the tensors' device: offset d is used when |d| <= radius of the center and
-    ids[i + d] is in its sentence. ids, sentence, radius: [n] int64. Windows are strided
-    views of the block padded by `window` sentinels on each side (no gathers)."""
-    n = stop - start
+    """[stop - start, 2 * window + 1] int64 context ids of centers ids[start:stop], on the
+    tensors' device: column window + d holds ids[i + d] when 0 < |d| <= radius of the
+    center and ids[i + d] is in its sentence, else -1 (the middle column always). ids,
+    sentence, radius: [n] int64. The update ops skip -1 slots; keeping the center's column
+    lets the windows stay strided views of the block (padded by `window` sentinels on
+    each side), read by one select: about 3x faster than gathering 2 * window columns."""
     lo, hi = max(0, start - window), min(len(ids), stop + window)
     pad = ids.new_full((window,), -1)
 
-    def windows(x):  # [n, 2 * window + 1] view: x[i - window .. i + window] for each center i
-        return torch.cat([pad[: window - (start - lo)], x[lo:hi], pad[: window - (hi - stop)]]).unfold(0, 2 * window + 1, 1)
+    def windows(x):  # [stop - start, 2 * window + 1] view: x[i - window .. i + window] for each center i
+        padded = torch.cat([pad[: window - (start - lo)], x[lo:hi], pad[: window - (hi - stop)]])
+        return padded.unfold(0, 2 * window + 1, 1)
 
-    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(ids.device)
-    cols = offsets + window
-    sen, tok = windows(sentence)[:, cols], windows(ids)[:, cols]   # -1 in sen: no sentence
-    near = radius[start:stop, None] >= offsets.abs()[None, :]
-    return torch.where((sen == sentence[start:stop, None]) & near, tok, -1)
+    reach = torch.arange(-window, window + 1, device=ids.device).abs()
+    reach[window] = window + 1  # the center itself: beyond every radius
+    near = radius[start:stop, None] >= reach[None, :]
+    return torch.where((windows(sentence) == sentence[start:stop, None]) & near, windows(ids), -1)
 
 
 def cuda_streams(counts: np.ndarray, sample: float, negative: int, ns_exponent: float, window: int,
@@ -294,10 +295,11 @@ class Word2Vec:
     def _blocks(self, epochs, seed):
         """Per epoch, on the training device: subsample, shrink windows, then yield (epoch,
         block index, kept tokens this epoch, blocks this epoch, centers [n] int64,
-        contexts [n, 2 * window] int64). An epoch whose subsampling keeps nothing yields
-        one empty block, so that every rank meets its syncs. On CUDA a block is at least
-        CUDA_BLOCK_WORDS tokens: the update kernel spreads a block's centers over
-        thousands of ordered streams (warps), each wanting a run of dozens of centers."""
+        contexts [n, 2 * window + 1] int64, see context_windows). An epoch whose
+        subsampling keeps nothing yields one empty block, so that every rank meets its
+        syncs. On CUDA a block is at least CUDA_BLOCK_WORDS tokens: the update kernel
+        spreads a block's centers over up to thousands of ordered streams (warps), each
+        wanting a long run of centers."""
         c, dev = self.corpus, self.device
         block = max(1, self.batch_words) if dev.type == "cpu" else max(self.batch_words, CUDA_BLOCK_WORDS)
         gen = torch.Generator(device=dev).manual_seed(seed)
