@@ -80,7 +80,7 @@ def test_encode_max_vocab_size_prunes_rare_words():
     assert "common" in enc.index_to_key and len(enc.index_to_key) <= 10
 
 
-@pytest.mark.parametrize("start, stop", [(5, 50), (0, 60), (0, 2), (58, 60)])
+@pytest.mark.parametrize("start, stop", [(5, 50), (0, 60), (0, 2), (58, 60), (7, 7)])
 def test_context_windows_matches_loops(rng, start, stop):
     ids = rng.integers(0, 100, 60)
     sentence = np.repeat(np.arange(6), 10)
@@ -107,6 +107,13 @@ def test_cuda_streams_bounds_the_busiest_rows_load():
     assert cuda_streams(counts, 0, 2, 0.75, 5, True) == int(STREAM_LOAD / (6 * 0.9))  # 6 context rows per example
     # Subsampling thins the frequent word, so more streams fit.
     assert cuda_streams(counts, 0.01, 2, 0.75, 5, True) > cuda_streams(counts, 0, 2, 0.75, 5, True)
+
+
+def test_epoch_whose_subsampling_keeps_nothing():
+    """Every token of a one-word corpus is dropped by subsampling: the epoch's one block is
+    empty, and training goes on (the loss stays unmeasured)."""
+    model = Word2Vec([["a"] * 5], min_count=1, sample=1e-9, epochs=2, workers=1, progress=False)
+    assert np.isnan(model.running_loss) and np.isfinite(model.wv.vectors).all()
 
 
 def test_keep_probabilities_gensim_formula():

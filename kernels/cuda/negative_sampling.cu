@@ -71,10 +71,14 @@ template <class T>
 struct Slice {
   T* h;    // [dim] the example's input vector
   T* e;    // [dim] its accumulated gradient
-  T* red;  // [kGroup + 1][32] per-lane partial sums: the group's h . u_i, then h . h
+  T* red;  // [kGroup + 1][kRedStride] per-lane partial sums: the group's h . u_i, then h . h
   T* x;    // [kGroup + 1] their totals
-  __host__ __device__ static size_t elems(int64_t dim) { return size_t(2 * dim + (kGroup + 1) * (kWarp + 1)); }
-  __device__ Slice(T* base, int64_t dim) : h(base), e(base + dim), red(base + 2 * dim), x(red + (kGroup + 1) * kWarp) {}
+  // Rows padded to 33: lane i summing row i reads column l of every row at once, and
+  // with a stride of 32 all rows would sit in one bank.
+  static constexpr int kRedStride = kWarp + 1;
+  __host__ __device__ static size_t elems(int64_t dim) { return size_t(2 * dim + (kGroup + 1) * (kRedStride + 1)); }
+  __device__ Slice(T* base, int64_t dim)
+      : h(base), e(base + dim), red(base + 2 * dim), x(red + (kGroup + 1) * kRedStride) {}
 };
 
 // Targets of one example (pos, then k negatives, a negative equal to pos or out of
@@ -111,11 +115,11 @@ __device__ T run_targets(const NegSamplingUpdateParams& p, const Slice<T>& s, in
       part[kGroup] += hc * hc;
     }
 #pragma unroll
-    for (int i = 0; i <= kGroup; ++i) s.red[i * kWarp + lane] = part[i];
+    for (int i = 0; i <= kGroup; ++i) s.red[i * Slice<T>::kRedStride + lane] = part[i];
     __syncwarp();
     if (lane <= kGroup) {
       T sum = T(0);
-      for (int l = 0; l < kWarp; ++l) sum += s.red[lane * kWarp + l];
+      for (int l = 0; l < kWarp; ++l) sum += s.red[lane * Slice<T>::kRedStride + l];
       s.x[lane] = sum;
     }
     __syncwarp();
@@ -200,10 +204,10 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
   if (stream >= streams) return;
   const int64_t run = (p.n + streams - 1) / streams;
   const int64_t stop = (stream + 1) * run < p.n ? (stream + 1) * run : p.n;
-  T loss = T(0);
+  double loss = 0.0;  // a stream may sum millions of centers' losses
   for (int64_t n = stream * run; n < stop; ++n)
-    loss += p.cbow ? cbow_center(p, n, s, lane) : skipgram_center(p, n, s, lane);
-  if (p.compute_loss && lane == 0 && loss != T(0)) atomicAdd(p.loss, double(loss));
+    loss += double(p.cbow ? cbow_center(p, n, s, lane) : skipgram_center(p, n, s, lane));
+  if (p.compute_loss && lane == 0 && loss != 0.0) atomicAdd(p.loss, loss);
 }
 
 // S (see the top of the file): max_streams or kStreamsPerWord per vocabulary row, at most

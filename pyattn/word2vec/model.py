@@ -88,6 +88,8 @@ def context_windows(ids: torch.Tensor, sentence: torch.Tensor, start: int, stop:
     sentence, radius: [n] int64. The update ops skip -1 slots; keeping the center's column
     lets the windows stay strided views of the block (padded by `window` sentinels on
     each side), read by one select: about 3x faster than gathering 2 * window columns."""
+    if stop <= start:
+        return ids.new_full((0, 2 * window + 1), -1)
     lo, hi = max(0, start - window), min(len(ids), stop + window)
     pad = ids.new_full((window,), -1)
 
@@ -296,10 +298,11 @@ class Word2Vec:
         """Per epoch, on the training device: subsample, shrink windows, then yield (epoch,
         block index, kept tokens this epoch, blocks this epoch, centers [n] int64,
         contexts [n, 2 * window + 1] int64, see context_windows). An epoch whose
-        subsampling keeps nothing yields one empty block, so that every rank meets its
-        syncs. On CUDA a block is at least CUDA_BLOCK_WORDS tokens: the update kernel
+        subsampling keeps nothing yields empty blocks, so that every rank meets its
+        syncs. On CUDA a block is up to CUDA_BLOCK_WORDS tokens: the update kernel
         spreads a block's centers over up to thousands of ordered streams (warps), each
-        wanting a long run of centers."""
+        wanting a long run of centers. Across processes an epoch has at least
+        syncs_per_epoch blocks."""
         c, dev = self.corpus, self.device
         block = max(1, self.batch_words) if dev.type == "cpu" else max(self.batch_words, CUDA_BLOCK_WORDS)
         gen = torch.Generator(device=dev).manual_seed(seed)
@@ -311,9 +314,11 @@ class Word2Vec:
             keep = torch.rand(len(all_ids), generator=gen, device=dev, dtype=torch.float64) < keep_p[all_ids]
             ids, sent = all_ids[keep], sentence[keep]
             radius = self.window - torch.randint(0, self.window, (len(ids),), generator=gen, device=dev)
-            n_blocks = max(1, -(-len(ids) // block))
+            # at least one block per merge, so that the ranks merge syncs_per_epoch times
+            n_blocks = max(1, -(-len(ids) // block), self.syncs_per_epoch if self.world.distributed else 1)
+            step = -(-len(ids) // n_blocks)
             for b in range(n_blocks):
-                s, e = b * block, min(len(ids), (b + 1) * block)
+                s, e = min(len(ids), b * step), min(len(ids), (b + 1) * step)
                 yield (epoch, b, max(1, len(ids)), n_blocks, ids[s:e],
                        context_windows(ids, sent, s, e, self.window, radius))
 
