@@ -421,14 +421,14 @@ def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, cbow, st
 
 @pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
 def test_word2vec_planted_structure_emulated(emu, sg):
-    """The Word2Vec trainer with the CUDA update kernel (emulated, with the number of
-    streams the trainer picks on CUDA) finds the planted groups of tests/test_word2vec.py, on a shorter
-    corpus. The emulator runs blocks one after another, so this checks the kernel's
-    logic, not what thousands of concurrent warps do on a GPU (for that, see
+    """The Word2Vec trainer with the CUDA update kernel (emulated, with the streams the
+    trainer picks on CUDA) finds the planted groups of tests/test_word2vec.py, on a
+    shorter corpus. The emulator runs blocks one after another, so this checks the
+    kernel's logic, not what hundreds of concurrent warps do on a GPU (for that, see
     bench/word2vec_concurrency.py)."""
     from pyattn.word2vec import Word2Vec
     from pyattn.word2vec.model import cuda_streams
-    from test_word2vec import GROUPS, PER_GROUP, planted_corpus
+    from test_word2vec import GROUPS, planted_corpus
 
     class EmulatedCuda(Word2Vec):
         def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss):

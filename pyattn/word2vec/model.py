@@ -9,9 +9,9 @@ per-token Python; on CUDA the tokens stay on the GPU):
   4. one torch.ops.pyattn.{sgns,cbow}_update_ call per block, which draws the negatives
      from a unigram^ns_exponent alias table inside the kernel and runs Hogwild over
      torch.get_num_threads() threads (on CUDA: over ordered streams of centers, one warp
-     each, as many as the vocabulary tolerates; see kernels/cuda/negative_sampling.cu).
-     The learning rate decays linearly with the raw
-     words processed, from alpha to min_alpha over all epochs, as in gensim.
+     each, as many as the busiest rows tolerate; see cuda_streams). The learning rate
+     decays linearly with the raw words processed, from alpha to min_alpha over all
+     epochs, as in gensim.
 
 Across processes (torchrun; ``world`` from pyattn.distributed.init): rank 0 reads the
 corpus and builds the vocabulary once, every rank receives it (broadcast) and trains on
