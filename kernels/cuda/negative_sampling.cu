@@ -15,8 +15,8 @@
 // (every stream reads, then every update lands): the 32-word test diverges from
 // S = 2048 and learns at S <= 1024. S = min(max_streams, the warps the GPU holds at
 // once, centers); the Word2Vec trainer sets max_streams from the word frequencies
-// (pyattn.word2vec.model.cuda_streams), and without it the kernel allows
-// kStreamsPerWord per vocabulary row, which suits evenly used vocabularies only.
+// (pyattn.word2vec.model.cuda_streams); without it the kernel allows kStreamsPerWord
+// per vocabulary row, up to kDefaultMaxStreams.
 // Negatives are drawn with the same counter-based hash and tables as the CPU kernel,
 // so both see the same draws.
 #include <cuda_runtime.h>
@@ -33,7 +33,11 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;
-constexpr int64_t kStreamsPerWord = 16;  // 4x below where the lockstep model diverges on 32 words
+// Without max_streams: 16 streams per vocabulary row (4x below where the lockstep model
+// diverges on the 32-word corpus), and never more than 1024 (S x load 110 for English
+// text, where the model learned at 438 and diverged at 904).
+constexpr int64_t kStreamsPerWord = 16;
+constexpr int64_t kDefaultMaxStreams = 1024;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ __forceinline__ float log1p_acc(float x) { return log1pf(x); }
@@ -210,8 +214,9 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
   if (p.compute_loss && lane == 0 && loss != 0.0) atomicAdd(p.loss, loss);
 }
 
-// S (see the top of the file): max_streams or kStreamsPerWord per vocabulary row, at most
-// the warps resident at once (more would only queue), at most one per center.
+// S (see the top of the file): max_streams, or kStreamsPerWord per vocabulary row up to
+// kDefaultMaxStreams; at most the warps resident at once (more would only queue), at
+// most one per center.
 template <class T>
 int64_t stream_count(const NegSamplingUpdateParams& p, size_t smem) {
   int dev = 0, sms = 1, per_sm = 1;
@@ -221,7 +226,7 @@ int64_t stream_count(const NegSamplingUpdateParams& p, size_t smem) {
           cudaSuccess)
     throw std::runtime_error("negative-sampling update: cannot query the GPU's SM count and occupancy");
   const int64_t resident = int64_t(std::max(sms, 1)) * std::max(per_sm, 1) * kWarpsPerBlock;
-  const int64_t wanted = p.max_streams > 0 ? p.max_streams : kStreamsPerWord * p.vocab;
+  const int64_t wanted = p.max_streams > 0 ? p.max_streams : std::min(kStreamsPerWord * p.vocab, kDefaultMaxStreams);
   return std::max<int64_t>(1, std::min({wanted, resident, p.n}));
 }
 
