@@ -4,7 +4,8 @@ float64 references.
 
 tests/cuda_emulation/emulate.h lets the host compiler build kernels/cuda/*.cu and run
 every CUDA thread of a block on a CPU thread (barriers for __syncthreads / __syncwarp, an
-exchange buffer for shuffles, WMMA on whole tiles in every lane); bindings.cpp calls the
+exchange buffer for shuffles, WMMA on whole tiles in every lane; mma.sync, ldmatrix and
+cp.async lane by lane from the PTX ISA's layouts, in ptx_emulated.h); bindings.cpp calls the
 kernels' own entry points (attention_fwd_cuda, scaled_masked_softmax_fwd_cuda, ...), so the dispatch
 between the tensor-core forward (fp16 / bf16 on compute capability 8+) and version 1 is
 exercised too. That checks the kernels' logic; WMMA's real fragment layouts, races under
@@ -51,7 +52,7 @@ def emu():
         pytest.skip("CUDA toolkit headers (cuda_fp16.h) not found: cannot compile the emulated kernels")
     from torch.utils import cpp_extension
 
-    sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_tc.cpp",
+    sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_mma.cpp", "emu_attention_tc.cpp",
                "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_lstm_persistent.cpp", "emu_negative_sampling.cpp"]
     # csrc/: the glue's params builders (<op>_params.h), which bindings.cpp calls, and
     # dispatch.cpp's fold_leading_dims behind the scaled_masked_softmax builders.
@@ -134,6 +135,10 @@ SHAPES = {
     "d32": (1, 1, 1, 20, 50, 32, 32),
     "dv_ne_d": (1, 2, 1, 17, 65, 80, 48),
     "lq1": (2, 2, 2, 1, 100, 64, 64),
+    # several query blocks (128 rows at d 64, 64 at d 128) and key tiles (64 keys): the
+    # two cp.async stages take turns
+    "blocks_tiles": (1, 1, 1, 150, 300, 64, 64),
+    "blocks_tiles_d128": (1, 2, 1, 70, 200, 128, 128),
 }
 
 
@@ -142,6 +147,16 @@ SHAPES = {
 def test_tensor_core_forward(cc80, gen, shape, dtype):
     for causal in (None, "top_left", "bottom_right"):
         _check_fwd(cc80, Case(gen, shape, dtype, causal=causal), f"causal={causal}")
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
+def test_tensor_core_forward_unaligned_rows(cc80, gen, dtype):
+    """Rows that do not start 16-byte aligned (q: views at element 3 of rows of 70; v:
+    rows of 53) take plain loads instead of cp.async; k's aligned rows still take it."""
+    case = Case(gen, (2, 2, 1, 37, 90, 64, 48), dtype, causal="bottom_right")
+    case.q = torch.randn(2, 2, 37, 70, generator=gen).to(dtype)[..., 3:67]
+    case.v = torch.randn(2, 1, 90, 53, generator=gen).to(dtype)[..., :48]
+    _check_fwd(cc80, case, "unaligned q and v rows")
 
 
 def _mask_cases(gen, shape, dtype):

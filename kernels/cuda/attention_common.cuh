@@ -1,13 +1,18 @@
 // Device helpers shared by the CUDA attention kernels (kernels/cuda/attention.cu, version
-// 1, and kernels/cuda/attention_tc.cu, the tensor-core forward): the masking rules and
-// the dropout keep mask, with the semantics of pyattn/attention.h.
+// 1; kernels/cuda/attention_mma.cu, the mma.sync forward; kernels/cuda/attention_tc.cu,
+// the WMMA backward): the masking rules, the rows a block owns and the dropout keep mask,
+// with the semantics of pyattn/attention.h.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
+#include "cuda/switch.cuh"
 #include "pyattn/attention.h"
 #include "pyattn/dropout_math.h"
 
@@ -27,6 +32,31 @@ __device__ __forceinline__ Rules rules_of(const AttentionShape& s, int64_t b) {
   int64_t lk = s.lk;
   if (s.key_lengths) lk = min(lk, max(int64_t(0), s.key_lengths[b]));
   return {s.diag_offset, s.window_left, s.window_right, lk};
+}
+
+// Rows of head h of batch item b of a [batch, heads, rows, ·] tensor.
+template <typename T>
+__device__ __forceinline__ const T* head_rows(const void* base, const int64_t (&stride)[3], int64_t b, int64_t h) {
+  return static_cast<const T*>(base) + b * stride[0] + h * stride[1];
+}
+
+// A block of `rows` query rows (forward, dq): blockIdx = (query block, head, batch item),
+// and the key range [kbeg, kend) that any of its rows may see.
+struct QueryBlock {
+  int64_t b, h, hk, q0, kbeg, kend;
+  Rules r;
+};
+
+__device__ __forceinline__ QueryBlock query_block(const AttentionShape& s, int rows) {
+  QueryBlock qb;
+  qb.b = blockIdx.z;
+  qb.h = blockIdx.y;
+  qb.hk = qb.h / (s.heads_q / s.heads_kv);
+  qb.q0 = int64_t(blockIdx.x) * rows;
+  qb.r = rules_of(s, qb.b);
+  qb.kbeg = qb.r.lo(qb.q0);
+  qb.kend = qb.r.hi(min(s.lq, qb.q0 + rows) - 1);
+  return qb;
 }
 
 // The score z (scale already in) after every mask: -inf where key j is dropped. A boolean
@@ -70,13 +100,50 @@ __device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64
   return dd;
 }
 
-// The tensor-core kernels (kernels/cuda/attention_tc.cu: fp16 / bf16 on compute
-// capability 8+, head dims up to kTcMaxHeadDim): each launches and returns true when it
-// serves p on the current device, else returns false and launches nothing (the caller
-// runs version 1).
+// The tensor-core kernels (fp16 / bf16 on compute capability 8+, head dims up to
+// kTcMaxHeadDim; the forward in kernels/cuda/attention_mma.cu, the backward in
+// kernels/cuda/attention_tc.cu): each launches and returns true when it serves p on the
+// current device, else returns false and launches nothing (the caller runs version 1).
 constexpr int kTcMaxHeadDim = 128;
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream);
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream);
+
+// Host helpers of those kernels' launchers.
+
+// The device's opt-in shared memory per block when it can run the tensor-core kernels
+// (compute capability 8+), else 0.
+inline int tc_usable_smem() {
+  int dev = 0, major = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+    return 0;
+  return major >= 8 ? optin : 0;
+}
+
+inline bool tc_serves(const AttentionShape& s) {
+  return (s.dtype == DType::f16 || s.dtype == DType::bf16) && s.d <= kTcMaxHeadDim && s.dv <= kTcMaxHeadDim;
+}
+
+// Calls f(T{}, D, DROP) for s's storage type, head dim (the compiled one >= max(d, dv),
+// both <= kTcMaxHeadDim: 64 or 128) and dropout flag.
+template <typename F>
+void tc_dispatch(const AttentionShape& s, F&& f) {
+  with_head_dim<64, kTcMaxHeadDim>(s.d > s.dv ? s.d : s.dv, [&](auto dim) {
+    with_bool(s.dropout, [&](auto drop) {
+      if (s.dtype == DType::f16) f(__half{}, dim, drop);
+      else f(__nv_bfloat16{}, dim, drop);
+    });
+  });
+}
+
+// Launches kernel on `threads` threads with `bytes` of dynamic shared memory (opting in
+// above 48 KiB, per device, so on every launch: it is cheap).
+template <typename P>
+void launch_tc(void (*kernel)(P), int threads, dim3 grid, int bytes, cudaStream_t stream, const P& p) {
+  cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  PYATTN_LAUNCH(grid, threads, bytes, stream, kernel)(p);
+}
 
 }  // namespace attention_cuda
 }  // namespace pyattn

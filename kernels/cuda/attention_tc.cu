@@ -1,28 +1,11 @@
-// CUDA attention on tensor cores, forward and backward (fp16 / bf16, compute capability
-// 8+, head dims up to kTcMaxHeadDim, padded to 64 or 128), semantics in
-// pyattn/attention.h; the same algorithm as the CPU kernel: key tiles with an online
-// softmax in base 2, the [lq, lk] scores never leave the chip. WMMA 16x16x16 products,
-// fp32 accumulators, operands staged (zero-padded) in shared memory.
-//
-// Forward: a block is kWarps warps and owns kBQ = 16·kWarps query rows; warp w owns rows
-// [16w, 16w + 16). Per key tile of kBK keys:
-//   S = Q Kᵀ       Q's fragments in registers for the whole loop, S stored to the
-//                  warp's score tile [16, kBK];
-//   softmax        two lanes per row (every other key each): scale, masks, running max
-//                  m and sum l, P = 2^(z - m) as T into the warp's P tile, the rescale
-//                  factor of each row into the warp's alpha tile [16, 16] (every column
-//                  the row's factor);
-//   O = αO + P V   O is D/16 accumulator fragments in registers. WMMA does not say
-//                  which row a fragment element holds, but fragments of one type share
-//                  one element order: the alpha tile loaded as an accumulator fragment
-//                  holds each element's row factor at the same index, so O scales
-//                  element-wise. Then P V accumulates into O.
-// The end: O / l (times 1/(1-p) with dropout) through the same alpha tile, staged in
-// shared memory as fp32 and written as T; lse = (m + log2 l)·ln 2.
-// Dropout: the keep mask of pyattn/dropout_math.h on P (l takes every probability), as
-// on the CPU and in version 1. The backward is described where it starts below.
-// Not yet run on a GPU (the project's machines had none so far); its logic is tested on
-// CPU threads by tests/test_cuda_emulated.py.
+// CUDA attention backward on tensor cores (fp16 / bf16, compute capability 8+, head dims
+// up to kTcMaxHeadDim, padded to 64 or 128), semantics in pyattn/attention.h; the same
+// algorithm as the CPU kernel: key tiles, P recomputed from the forward's lse, the
+// [lq, lk] scores never leave the chip. WMMA 16x16x16 products, fp32 accumulators,
+// operands staged (zero-padded) in shared memory; WMMA's fragment layout is unspecified,
+// so scores go through shared memory between the products. The forward has moved to
+// mma.sync (kernels/cuda/attention_mma.cu); this backward is next. The two kernels are
+// described where they start below.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -51,7 +34,6 @@ constexpr int kBK = 64;           // keys per tile
 static_assert(kBQ == kBK, "Q is staged through the K tile");
 static_assert(kBK == 64, "the softmax gives each of a row's two lanes every other key: 32 of a tile");
 constexpr int kF = 16;            // WMMA fragment side (m16n16k16)
-constexpr float kLn2 = 0.693147180559945309f;
 
 // Row pitches in elements, padded so rows start on different banks; every fragment
 // pointer stays 32-byte aligned (WMMA's requirement) as each pitch is a multiple of 16
@@ -60,19 +42,6 @@ template <int D> constexpr int kPitchT = D + 8;  // staged K, V (and Q), T
 constexpr int kPitchS = kBK + 4;                 // scores, fp32
 constexpr int kPitchP = kBK + 8;                 // probabilities, T
 template <int D> constexpr int kPitchO = D + 4;  // output staging, fp32
-
-// Shared memory of fwd_tc_kernel, in bytes (dynamic shared memory).
-template <int D>
-struct SmemFwd {
-  static constexpr int k = 0;                                          // [kBK][kPitchT] T
-  static constexpr int v = k + kBK * kPitchT<D> * 2;                   // [kBK][kPitchT] T
-  static constexpr int s = v + kBK * kPitchT<D> * 2;                   // per warp [16][kPitchS] f32
-  static constexpr int p = s + kWarps * kF * kPitchS * 4;              // per warp [16][kPitchP] T
-  static constexpr int alpha = p + kWarps * kF * kPitchP * 2;          // per warp [16][16] f32
-  static constexpr int bytes = alpha + kWarps * kF * kF * 4;
-  // The end reuses k and v for the fp32 output rows: per warp [16][kPitchO].
-  static_assert(kWarps * kF * kPitchO<D> * 4 <= s, "output staging must fit in the K and V tiles");
-};
 
 // rows [r0, r0 + n) of a [rows, width] matrix (row stride `stride`) into tile[kBK][pitch],
 // zero past n rows and past width columns.
@@ -88,169 +57,6 @@ using AccFrag = wmma::fragment<wmma::accumulator, kF, kF, kF, float>;
 template <typename T> using FragA = wmma::fragment<wmma::matrix_a, kF, kF, kF, T, wmma::row_major>;
 template <typename T> using FragBc = wmma::fragment<wmma::matrix_b, kF, kF, kF, T, wmma::col_major>;  // B as the rows of Bᵀ
 template <typename T> using FragBr = wmma::fragment<wmma::matrix_b, kF, kF, kF, T, wmma::row_major>;
-
-// Rows of head h of batch item b of a [batch, heads, rows, ·] tensor.
-template <typename T>
-__device__ __forceinline__ const T* head_rows(const void* base, const int64_t (&stride)[3], int64_t b, int64_t h) {
-  return static_cast<const T*>(base) + b * stride[0] + h * stride[1];
-}
-
-// A block of kBQ query rows (forward, dq): blockIdx = (query block, head, batch item),
-// and the key range [kbeg, kend) that any of its rows may see.
-struct QueryBlock {
-  int64_t b, h, hk, q0, kbeg, kend;
-  Rules r;
-};
-
-__device__ __forceinline__ QueryBlock query_block(const AttentionShape& s) {
-  QueryBlock qb;
-  qb.b = blockIdx.z;
-  qb.h = blockIdx.y;
-  qb.hk = qb.h / (s.heads_q / s.heads_kv);
-  qb.q0 = int64_t(blockIdx.x) * kBQ;
-  qb.r = rules_of(s, qb.b);
-  qb.kbeg = qb.r.lo(qb.q0);
-  qb.kend = qb.r.hi(min(s.lq, qb.q0 + kBQ) - 1);
-  return qb;
-}
-
-template <typename T, int D, bool DROP>
-__global__ void __launch_bounds__(kThreadsTc) fwd_tc_kernel(AttentionFwdParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // never launched there: fwd_tensor_cores checks the device first
-#else
-  using L = SmemFwd<D>;
-  PYATTN_DYNAMIC_SMEM(smem, 128);
-  T* ks = reinterpret_cast<T*>(smem + L::k);
-  T* vs = reinterpret_cast<T*>(smem + L::v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* ss = reinterpret_cast<float*>(smem + L::s) + warp * kF * kPitchS;
-  T* ps = reinterpret_cast<T*>(smem + L::p) + warp * kF * kPitchP;
-  float* at = reinterpret_cast<float*>(smem + L::alpha) + warp * kF * kF;
-
-  const AttentionShape& s = p.s;
-  const QueryBlock blk = query_block(s);
-  const int64_t b = blk.b, h = blk.h, q0 = blk.q0, kbeg = blk.kbeg, kend = blk.kend;
-  const Rules r = blk.r;
-  const T* k = head_rows<T>(p.k, p.k_stride, b, blk.hk);
-  const T* v = head_rows<T>(p.v, p.v_stride, b, blk.hk);
-  const T* q = head_rows<T>(p.q, p.q_stride, b, h);
-
-  // This lane's row (two lanes per row) and its half of each key tile's columns.
-  const int row = lane / 2, half = lane % 2;
-  const int64_t i = q0 + warp * kF + row;
-  const bool active = i < s.lq;
-  const float zscale = float(s.scale);
-  float m = neg_inf<float>(), l = 0.f;  // base 2: l = sum 2^(z·log2e - m) over keys seen
-  const DropRow dr = DROP && active ? drop_row(s, b, h, i) : DropRow{0, 0};
-
-  // Q's rows of the block, staged through the K tile once, into fragments.
-  FragA<T> qa[D / kF];
-  stage<T, D>(ks, q, p.q_stride[2], q0, int(min(int64_t(kBQ), s.lq - q0)), s.d);
-  __syncthreads();
-#pragma unroll
-  for (int kk = 0; kk < D / kF; ++kk) wmma::load_matrix_sync(qa[kk], ks + warp * kF * kPitchT<D> + kk * kF, kPitchT<D>);
-  AccFrag o[D / kF];
-#pragma unroll
-  for (int f = 0; f < D / kF; ++f) wmma::fill_fragment(o[f], 0.f);
-
-  for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {  // the same trip count for every warp
-    const int nk = int(min(int64_t(kBK), kend - k0));
-    __syncthreads();  // every warp is done with the previous tiles (and with Q)
-    stage<T, D>(ks, k, p.k_stride[2], k0, nk, s.d);
-    stage<T, D>(vs, v, p.v_stride[2], k0, nk, s.dv);
-    __syncthreads();
-
-    // S = Q Kᵀ: column block n of the tile is keys [16n, 16n + 16); Kᵀ as a col-major B.
-#pragma unroll
-    for (int n = 0; n < kBK / kF; ++n) {
-      AccFrag c;
-      wmma::fill_fragment(c, 0.f);
-#pragma unroll
-      for (int kk = 0; kk < D / kF; ++kk) {
-        FragBc<T> kb;
-        wmma::load_matrix_sync(kb, ks + n * kF * kPitchT<D> + kk * kF, kPitchT<D>);
-        wmma::mma_sync(c, qa[kk], kb, c);
-      }
-      wmma::store_matrix_sync(ss + n * kF, c, kPitchS, wmma::mem_row_major);
-    }
-    __syncwarp();
-
-    // Online softmax of this lane's 32 scores (columns 2c + half: the two lanes of a row
-    // hit different banks): z in base 2 after every mask.
-    float* srow = ss + row * kPitchS + half;
-    float tmax = neg_inf<float>();
-#pragma unroll 4
-    for (int c = 0; c < 64; c += 2) {
-      const int j = c + half;
-      float z = neg_inf<float>();
-      if (active && j < nk) z = masked<T>(s, r, b, h, i, k0 + j, srow[c] * zscale) * float(kLog2e);
-      srow[c] = z;
-      tmax = fmaxf(tmax, z);
-    }
-    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-    const float mnew = fmaxf(m, tmax);
-    // Nothing visible yet (mnew = -inf): shift by 0 so that 2^(-inf) = 0, keep alpha 1.
-    const float shift = mnew == neg_inf<float>() ? 0.f : mnew;
-    const float alpha = mnew == neg_inf<float>() ? 1.f : exp2f(m - mnew);
-    float sum = 0.f;
-    T* prow = ps + row * kPitchP + half;
-#pragma unroll 4
-    for (int c = 0; c < 64; c += 2) {
-      const float pj = exp2f(srow[c] - shift);
-      sum += pj;
-      prow[c] = from_acc<T>(DROP ? drop_mult(s, dr, k0 + c + half, pj) : pj);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = l * alpha + sum;
-    m = mnew;
-#pragma unroll
-    for (int c = 0; c < 8; ++c) at[row * kF + half * 8 + c] = alpha;
-    __syncwarp();
-
-    // O = alpha O + P V.
-    AccFrag af;
-    wmma::load_matrix_sync(af, at, kF, wmma::mem_row_major);
-    FragA<T> pa[kBK / kF];
-#pragma unroll
-    for (int kk = 0; kk < kBK / kF; ++kk) wmma::load_matrix_sync(pa[kk], ps + kk * kF, kPitchP);
-#pragma unroll
-    for (int f = 0; f < D / kF; ++f) {
-#pragma unroll
-      for (int t = 0; t < o[f].num_elements; ++t) o[f].x[t] *= af.x[t];
-#pragma unroll
-      for (int kk = 0; kk < kBK / kF; ++kk) {
-        FragBr<T> vb;
-        wmma::load_matrix_sync(vb, vs + kk * kF * kPitchT<D> + f * kF, kPitchT<D>);
-        wmma::mma_sync(o[f], pa[kk], vb, o[f]);
-      }
-    }
-    __syncwarp();  // the alpha and P tiles are read before the next tile rewrites them
-  }
-
-  // out = O / l (times 1/(1-p) with dropout), 0 where nothing was attended.
-  const float inv = l > 0.f ? (DROP ? float(s.dropout_scale) : 1.f) / l : 0.f;
-#pragma unroll
-  for (int c = 0; c < 8; ++c) at[row * kF + half * 8 + c] = inv;
-  __syncwarp();
-  AccFrag af;
-  wmma::load_matrix_sync(af, at, kF, wmma::mem_row_major);
-  __syncthreads();  // every warp is done with the K and V tiles: they become the staging
-  float* os = reinterpret_cast<float*>(smem + L::k) + warp * kF * kPitchO<D>;
-#pragma unroll
-  for (int f = 0; f < D / kF; ++f) {
-#pragma unroll
-    for (int t = 0; t < o[f].num_elements; ++t) o[f].x[t] *= af.x[t];
-    wmma::store_matrix_sync(os + f * kF, o[f], kPitchO<D>, wmma::mem_row_major);
-  }
-  __syncwarp();
-  if (!active) return;
-  T* orow = static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
-  for (int64_t d = half; d < s.dv; d += 2) orow[d] = from_acc<T>(os[row * kPitchO<D> + d]);
-  if (half == 0)
-    static_cast<float*>(p.lse)[(b * s.heads_q + h) * s.lq + i] = l > 0.f ? (m + log2f(l)) * kLn2 : neg_inf<float>();
-#endif
-}
 
 // ---- backward: two kernels, as version 1, so no two blocks add into one gradient row:
 //   dq_tc_kernel    a block owns kBQ queries and walks key tiles: S and dP = dO Vᵀ on
@@ -290,7 +96,7 @@ __global__ void __launch_bounds__(kThreadsTc) dq_tc_kernel(AttentionBwdParams p)
   T* dss = reinterpret_cast<T*>(smem + L::ds) + warp * kF * kPitchP;
 
   const AttentionShape& s = p.s;
-  const QueryBlock blk = query_block(s);
+  const QueryBlock blk = query_block(s, kBQ);
   const int64_t b = blk.b, h = blk.h, q0 = blk.q0, kbeg = blk.kbeg, kend = blk.kend;
   const Rules r = blk.r;
   const T* k = head_rows<T>(p.k, p.k_stride, b, blk.hk);
@@ -561,75 +367,25 @@ __global__ void __launch_bounds__(kThreadsTc) dkdv_tc_kernel(AttentionBwdParams 
 #endif
 }
 
-// Launches kernel with `bytes` of dynamic shared memory (opting in above 48 KiB, per
-// device, so on every launch: it is cheap).
-template <typename P>
-void launch(void (*kernel)(P), dim3 grid, int bytes, cudaStream_t stream, const P& p) {
-  cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  PYATTN_LAUNCH(grid, kThreadsTc, bytes, stream, kernel)(p);
-}
-
-// The device's opt-in shared memory per block when it can run these kernels (compute
-// capability 8+), else 0.
-int usable_smem() {
-  int dev = 0, major = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-    return 0;
-  return major >= 8 ? optin : 0;
-}
-
-bool serves(const AttentionShape& s) {
-  return (s.dtype == DType::f16 || s.dtype == DType::bf16) && s.d <= kTcMaxHeadDim && s.dv <= kTcMaxHeadDim;
-}
-
-// Calls f(T{}, D, DROP) for s's storage type, head dim (the compiled one >= max(d, dv),
-// both <= kTcMaxHeadDim) and dropout flag.
-template <typename F>
-void dispatch(const AttentionShape& s, F&& f) {
-  with_head_dim<64, kTcMaxHeadDim>(std::max(s.d, s.dv), [&](auto dim) {
-    with_bool(s.dropout, [&](auto drop) {
-      if (s.dtype == DType::f16) f(__half{}, dim, drop);
-      else f(__nv_bfloat16{}, dim, drop);
-    });
-  });
-}
-
 }  // namespace
-
-bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
-  const AttentionShape& s = p.s;
-  if (!serves(s) || s.lq == 0) return false;
-  const int smem = usable_smem();
-  const int need = s.d > 64 || s.dv > 64 ? SmemFwd<128>::bytes : SmemFwd<64>::bytes;
-  if (need > smem) return false;
-  dispatch(s, [&](auto t, auto dim, auto drop) {
-    using T = decltype(t);
-    constexpr int D = decltype(dim)::value;
-    const dim3 grid(unsigned((s.lq + kBQ - 1) / kBQ), unsigned(s.heads_q), unsigned(s.batch));
-    launch(&fwd_tc_kernel<T, D, decltype(drop)::value>, grid, SmemFwd<D>::bytes, stream, p);
-  });
-  return true;
-}
 
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
-  if (!serves(s)) return false;
-  const int smem = usable_smem();
+  if (!tc_serves(s)) return false;
+  const int smem = tc_usable_smem();
   const bool wide = s.d > 64 || s.dv > 64;
   const int need = wide ? std::max(SmemDq<128>::bytes, SmemDkdv<128>::bytes)
                         : std::max(SmemDq<64>::bytes, SmemDkdv<64>::bytes);
   if (need > smem) return false;
-  dispatch(s, [&](auto t, auto dim, auto drop) {
+  tc_dispatch(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
     constexpr bool DROP = decltype(drop)::value;
     if (s.lq > 0)
-      launch(&dq_tc_kernel<T, D, DROP>, dim3(unsigned((s.lq + kBQ - 1) / kBQ), unsigned(s.heads_q), unsigned(s.batch)),
+      launch_tc(&dq_tc_kernel<T, D, DROP>, kThreadsTc, dim3(unsigned((s.lq + kBQ - 1) / kBQ), unsigned(s.heads_q), unsigned(s.batch)),
              SmemDq<D>::bytes, stream, p);
     if (s.lk > 0)
-      launch(&dkdv_tc_kernel<T, D, DROP>,
+      launch_tc(&dkdv_tc_kernel<T, D, DROP>, kThreadsTc,
              dim3(unsigned((s.lk + kBK - 1) / kBK), unsigned(s.heads_kv), unsigned(s.batch)), SmemDkdv<D>::bytes,
              stream, p);
   });

@@ -1,4 +1,4 @@
-// kernels/cuda/attention_tc.cu (the tensor-core forward) on the emulated device of emulate.h.
+// kernels/cuda/attention_tc.cu (the WMMA backward) on the emulated device of emulate.h.
 #include "emulate.h"
 
 #include "cuda/attention_tc.cu"

@@ -72,7 +72,20 @@ struct Block {
   Barrier* all;
   std::vector<Barrier*> warps;
   std::vector<uint64_t> xchg;  // one shuffle slot per thread
+  std::vector<uint32_t> frag;  // kFragWords per thread: mma operands (ptx_emulated.h)
 };
+
+constexpr int kFragWords = 8;
+
+// A cp.async copy (ptx_emulated.h) not landed yet: it lands at the issuing thread's
+// wait, the latest moment the GPU allows, so a read before the wait sees stale data.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int src_bytes;
+  int group;  // -1 until committed
+};
+inline thread_local std::vector<AsyncCopy> t_async_copies;
 
 inline thread_local dim3 t_thread_idx;
 inline thread_local Block* t_block = nullptr;
@@ -99,7 +112,8 @@ struct RunningBlock {
   RunningBlock(dim3 idx, dim3 block, dim3 grid, unsigned char* smem, size_t smem_bytes) : all(int(block.x)) {
     const int threads = int(block.x);
     for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32, threads - 32 * w)));
-    b = Block{idx, block, grid, smem, &all, {}, std::vector<uint64_t>(size_t(threads))};
+    b = Block{idx, block, grid, smem, &all, {}, std::vector<uint64_t>(size_t(threads)),
+              std::vector<uint32_t>(size_t(threads) * kFragWords)};
     for (auto& w : warps) b.warps.push_back(w.get());
     // Shared memory starts undefined on the GPU: poison it (all-ones bytes read as NaN
     // in floating point), so a kernel that reads before writing fails here too.
@@ -112,6 +126,10 @@ struct RunningBlock {
         t_thread_idx = dim3(unsigned(t), 0, 0);
         t_block = &b;
         kernel(args...);
+        if (!t_async_copies.empty()) {
+          std::fprintf(stderr, "cuda emulation: a thread ended with cp.async copies it never waited for\n");
+          std::abort();
+        }
       });
   }
 };

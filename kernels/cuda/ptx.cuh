@@ -1,0 +1,134 @@
+// The PTX instructions pyattn's mma.sync kernels use, one small device function each, so
+// that tests/cuda_emulation/ptx_emulated.h can stand in for every one of them lane by lane
+// (DESIGN.md, rule 10). Fragment layouts are the PTX ISA's ("Matrix fragments for
+// mma.m16n8k16 with floating point type"); in a warp, lane = 4·g + t (g = lane / 4, the
+// group; t = lane % 4, the thread in the group):
+//   A, 16x16 row-major, 4 registers of two 16-bit elements (the lower address in the low
+//      half): a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9],
+//      a[3] = A[g+8][2t+8, 2t+9];
+//   B, 16x8 (k x n), 2 registers: b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g];
+//   C and D, 16x8 fp32: c[0], c[1] = C[g][2t, 2t+1], c[2], c[3] = C[g+8][2t, 2t+1].
+// So an accumulator of two neighbouring 8-column blocks is, converted to 16 bits, the A
+// operand of the next product (FlashAttention-2 keeps P in registers this way).
+//   ldmatrix .x4: lanes 8i..8i+7 give the addresses of the 8 rows (16 bytes each) of
+//      matrix i; register i of lane 4g + t gets row g, elements 2t, 2t+1 of matrix i, or
+//      with .trans row 2t and 2t+1, element g (the transposed matrix's).
+//   cp.async: a 16-byte copy from global to shared memory that lands asynchronously; the
+//      copies a thread issued since its last commit form a group, and wait<N> blocks the
+//      thread until at most N of its groups are still in flight. Other threads see the
+//      data after their __syncthreads that follows the wait.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(PYATTN_CUDA_EMULATION)
+#include "ptx_emulated.h"
+#else
+
+namespace pyattn {
+namespace ptx {
+
+// d += a·b on tensor cores: A 16x16 and B 16x8 of T (__half or __nv_bfloat16), fp32 D.
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#else
+  __trap();  // callers are compiled for compute capability 8+ only
+#endif
+}
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 matrices of 16-bit elements from shared memory; row_addr is this lane's row.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(row_addr)));
+#else
+  __trap();
+#endif
+}
+
+// As ldmatrix_x4, each matrix transposed.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row_addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(row_addr)));
+#else
+  __trap();
+#endif
+}
+
+// 16 bytes from global src (16-byte aligned) to shared dst (16-byte aligned): the first
+// src_bytes (0 to 16) are read, the rest of dst is zero-filled. Cached in L2 only (.cg):
+// each tile is read once per block.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Blocks until at most N of this thread's committed groups are in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+}  // namespace ptx
+}  // namespace pyattn
+
+#endif  // PYATTN_CUDA_EMULATION
+
+namespace pyattn {
+namespace ptx {
+
+// Two floats rounded to T (__half or __nv_bfloat16) in one register, lo in the low half:
+// the operand layout of mma_16816.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  uint32_t r;
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    memcpy(&r, &v, 4);
+  } else {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    memcpy(&r, &v, 4);
+  }
+  return r;
+}
+
+}  // namespace ptx
+}  // namespace pyattn
