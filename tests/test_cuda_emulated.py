@@ -4,12 +4,12 @@ float64 references.
 
 tests/cuda_emulation/emulate.h lets the host compiler build kernels/cuda/*.cu and run
 every CUDA thread of a block on a CPU thread (barriers for __syncthreads / __syncwarp, an
-exchange buffer for shuffles, WMMA on whole tiles in every lane; mma.sync, ldmatrix and
-cp.async lane by lane from the PTX ISA's layouts, in ptx_emulated.h); bindings.cpp calls the
+exchange buffer for shuffles; mma.sync, ldmatrix and cp.async lane by lane from the PTX
+ISA's layouts, in ptx_emulated.h); bindings.cpp calls the
 kernels' own entry points (attention_fwd_cuda, scaled_masked_softmax_fwd_cuda, ...), so the dispatch
-between the tensor-core forward (fp16 / bf16 on compute capability 8+) and version 1 is
-exercised too. That checks the kernels' logic; WMMA's real fragment layouts, races under
-the GPU's scheduling and speed need a GPU (the CUDA cases of the other test files,
+between the tensor-core kernels (fp16 / bf16 on compute capability 8+) and version 1 is
+exercised too. That checks the kernels' logic and fragment layouts; races under the
+GPU's scheduling and speed need a GPU (the CUDA cases of the other test files,
 scripts/gpu_check.sh).
 """
 
@@ -52,7 +52,7 @@ def emu():
         pytest.skip("CUDA toolkit headers (cuda_fp16.h) not found: cannot compile the emulated kernels")
     from torch.utils import cpp_extension
 
-    sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_mma.cpp", "emu_attention_tc.cpp",
+    sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_mma_fwd.cpp", "emu_attention_mma_bwd.cpp",
                "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_lstm_persistent.cpp", "emu_negative_sampling.cpp"]
     # csrc/: the glue's params builders (<op>_params.h), which bindings.cpp calls, and
     # dispatch.cpp's fold_leading_dims behind the scaled_masked_softmax builders.

@@ -25,7 +25,7 @@
 #include <tuple>
 #include <vector>
 
-#include "cuda/attention_mma.cu"
+#include "cuda/attention_mma_fwd.cu"
 
 namespace {
 

@@ -5,7 +5,7 @@
 // tiles of keys (or queries) staged in shared memory, with the same online softmax as
 // the CPU kernel. Tiles that causal / window / key_lengths rule out are skipped.
 // fp16 / bf16 with head dims up to 128 on sm_80+ run the tensor-core kernels of
-// kernels/cuda/attention_tc.cu instead (forward and backward); everything else (fp32,
+// kernels/cuda/attention_mma_fwd.cu and _bwd.cu instead; everything else (fp32,
 // fp64, older GPUs, head dims above 128) runs here.
 //
 // Backward is two kernels, so no two threads ever add into the same gradient row:
@@ -292,7 +292,7 @@ unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads);
 
 void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
   const auto st = reinterpret_cast<cudaStream_t>(stream);
-  if (fwd_tensor_cores(p, st)) return;  // fp16 / bf16 on sm_80+ (kernels/cuda/attention_tc.cu)
+  if (fwd_tensor_cores(p, st)) return;  // fp16 / bf16 on sm_80+ (kernels/cuda/attention_mma_*.cu)
   const dim3 grid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
   with_storage(p.s.dtype, [&](auto t) {
     using T = decltype(t);
@@ -306,7 +306,7 @@ void attention_fwd_cuda(const AttentionFwdParams& p, cudaStream stream) {
 
 void attention_bwd_cuda(const AttentionBwdParams& p, cudaStream stream) {
   const auto st = reinterpret_cast<cudaStream_t>(stream);
-  if (bwd_tensor_cores(p, st)) return;  // fp16 / bf16 on sm_80+ (kernels/cuda/attention_tc.cu)
+  if (bwd_tensor_cores(p, st)) return;  // fp16 / bf16 on sm_80+ (kernels/cuda/attention_mma_*.cu)
   const dim3 qgrid(blocks_for(p.s.lq), unsigned(p.s.heads_q), unsigned(p.s.batch));
   const dim3 kgrid(blocks_for(p.s.lk), unsigned(p.s.heads_kv), unsigned(p.s.batch));
   with_storage(p.s.dtype, [&](auto t) {

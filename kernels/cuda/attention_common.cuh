@@ -1,7 +1,7 @@
 // Device helpers shared by the CUDA attention kernels (kernels/cuda/attention.cu, version
-// 1; kernels/cuda/attention_mma.cu, the mma.sync forward; kernels/cuda/attention_tc.cu,
-// the WMMA backward): the masking rules, the rows a block owns and the dropout keep mask,
-// with the semantics of pyattn/attention.h.
+// 1; kernels/cuda/attention_mma_fwd.cu and attention_mma_bwd.cu, the tensor-core
+// kernels): the masking rules, the rows a block owns, the dropout keep mask, with the
+// semantics of pyattn/attention.h, and the tensor-core kernels' launch helpers.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -59,6 +59,13 @@ __device__ __forceinline__ QueryBlock query_block(const AttentionShape& s, int r
   return qb;
 }
 
+// Every row of [i0, i1] may see every key of [j0, j1): no mask tensor, and no rule takes
+// a key (lo and hi grow with the row, so the first and last rows decide).
+__device__ __forceinline__ bool sees_all(const AttentionShape& s, const Rules& r, int64_t i0, int64_t i1, int64_t j0,
+                                         int64_t j1) {
+  return s.mask_kind == MaskKind::none && r.lo(i1) <= j0 && r.hi(i0) >= j1;
+}
+
 // The score z (scale already in) after every mask: -inf where key j is dropped. A boolean
 // mask is MaskKind::keep (nonzero = attend).
 template <typename T, typename A>
@@ -101,8 +108,7 @@ __device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64
 }
 
 // The tensor-core kernels (fp16 / bf16 on compute capability 8+, head dims up to
-// kTcMaxHeadDim; the forward in kernels/cuda/attention_mma.cu, the backward in
-// kernels/cuda/attention_tc.cu): each launches and returns true when it serves p on the
+// kTcMaxHeadDim; kernels/cuda/attention_mma_fwd.cu and attention_mma_bwd.cu): each launches and returns true when it serves p on the
 // current device, else returns false and launches nothing (the caller runs version 1).
 constexpr int kTcMaxHeadDim = 128;
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream);

@@ -215,7 +215,7 @@ def attention(
 
     Envelope: CPU, any sizes. CUDA: head dims ``d, dv <= 256``, batch and heads at most
     65535; fp16 and bf16 on compute capability 8.0+ with head dims up to 128 run the
-    tensor-core kernels (kernels/cuda/attention_tc.cu), everything else a CUDA-core
+    tensor-core kernels (kernels/cuda/attention_mma_fwd.cu, attention_mma_bwd.cu), everything else a CUDA-core
     kernel (kernels/cuda/attention.cu).
     """
     dropout_p = check_dropout_p(dropout_p, "attention")

@@ -10,14 +10,15 @@
 // - __syncthreads / __syncwarp are barriers (a barrier that some thread never reaches
 //   aborts after a minute instead of hanging), shuffles go through an exchange buffer,
 //   atomics are std::atomic_ref;
-// - nvcuda::wmma keeps the whole 16x16 tile in every lane, so element-wise work on
-//   fragments of one type lines up as on the GPU; products are computed in fp32;
+// - the PTX instructions of kernels/cuda/ptx.cuh (mma.sync, ldmatrix, cp.async) are
+//   emulated lane by lane in ptx_emulated.h, with the fragment layouts the PTX ISA
+//   documents; a cp.async copy lands at its thread's wait (the latest moment allowed);
 // - the runtime calls the kernels make are stubs on host memory; the "device" has
 //   compute capability emu::g_cc_major.x, emu::kSmCount SMs that take one block each,
 //   and 227 KiB of opt-in shared memory.
 // Not a general emulator: only what pyattn's kernels use. It checks logic (indexing,
-// masks, reductions, barriers in the right places for this schedule), not WMMA's real
-// layouts, races under the GPU's scheduling, or speed.
+// masks, reductions, fragment layouts, barriers in the right places for this schedule),
+// not races under the GPU's scheduling, or speed.
 #pragma once
 
 #include <cuda_runtime.h>  // types (dim3, cudaStream_t, cudaError_t) before the macros below
@@ -235,64 +236,3 @@ inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // The CUDA runtime functions the kernels' host code calls are defined, on the emulated
 // device, in runtime_stubs.cpp.
-
-namespace nvcuda::wmma {
-
-struct row_major {};
-struct col_major {};
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-enum layout_t { mem_row_major, mem_col_major };
-
-inline float as_float(float v) { return v; }
-inline float as_float(__half v) { return __half2float(v); }
-inline float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-// The whole 16x16 tile in every lane, row-major: x[r * 16 + c].
-template <class Use, int M, int N, int K, class T, class Layout = void>
-struct fragment {
-  static constexpr int num_elements = 256;
-  using elem = std::conditional_t<std::is_same_v<Use, accumulator>, float, T>;
-  elem x[256];
-};
-
-template <class Use, class T, class Layout>
-void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c)
-      f.x[r * 16 + c] = std::is_same_v<Layout, col_major> ? p[c * ldm + r] : p[r * ldm + c];
-}
-
-inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
-}
-
-// A warp-wide store: lane 0 writes (the others hold the same values); the kernel's next
-// __syncwarp publishes it, as on the GPU.
-inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
-  if (emu::lane() != 0) return;
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * 16 + c];
-}
-
-template <class Use, class T, class Layout>
-void fill_fragment(fragment<Use, 16, 16, 16, T, Layout>& f, float v) {
-  for (auto& e : f.x) e = v;
-}
-
-template <class T, class LA, class LB>
-void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
-              const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
-  float out[256];
-  for (int r = 0; r < 16; ++r)
-    for (int n = 0; n < 16; ++n) {
-      float acc = c.x[r * 16 + n];
-      for (int k = 0; k < 16; ++k) acc += as_float(a.x[r * 16 + k]) * as_float(b.x[k * 16 + n]);
-      out[r * 16 + n] = acc;
-    }
-  for (int t = 0; t < 256; ++t) d.x[t] = out[t];
-}
-
-}  // namespace nvcuda::wmma

@@ -1,35 +1,26 @@
 // CUDA attention forward on tensor cores with mma.sync (fp16 / bf16, compute capability
 // 8+, head dims up to kTcMaxHeadDim, padded to 64 or 128), semantics in
 // pyattn/attention.h, in FlashAttention-2's way: key tiles with an online softmax in base
-// 2, the [lq, lk] scores never leave the registers.
+// 2, the [lq, lk] scores never leave the registers. Tiles, products and accumulator
+// layout: kernels/cuda/attention_mma.cuh.
 //
 // A block is kWarps warps and owns kBQ = kWarps·16·kMT query rows; warp w owns kMT
 // m-tiles of 16 rows. The block's Q tile is loaded once; K and V tiles of kBK keys
 // stream through two shared-memory stages, the next tile's cp.async copies in flight
 // while the current one is computed. Per key tile, per warp:
-//   S = Q Kᵀ       kMT x kBK/8 accumulators of 16x8 (ptx.cuh's layouts): Q's fragments
-//                  by ldmatrix, Kᵀ's by ldmatrix of K's rows (K is [key, d] row-major,
-//                  which is the col-major B that mma wants);
-//   softmax        on the accumulators: lane 4g + t holds rows g and g + 8 of each
-//                  m-tile, columns 2t, 2t + 1 of each 8-key block, so a row's max is
-//                  two shuffles among its 4 lanes; z·log2e, scale and log2e folded in
-//                  one product where no mask applies, every mask where one may; the sum
-//                  l is kept per lane and summed over the 4 lanes once, at the end;
-//   O = αO + P V   P rounded to T straight from the S accumulators into A operands (two
-//                  8-key blocks make one 16-key A fragment), V's fragments by
-//                  ldmatrix.trans.
+//   S = Q Kᵀ       kMT x kBK/8 accumulators (mma_xyt);
+//   softmax        on the accumulators: a row's max is two shuffles among its 4 lanes;
+//                  scale and log2e folded in one product where no mask applies, every
+//                  mask where one may; the sum l is kept per lane and summed over the 4
+//                  lanes once, at the end;
+//   O = αO + P V   P rounded to T straight from the S accumulators (mma_py).
 // Masks (mask tensor, causal / window, key lengths, the tile's end) are applied element
 // by element only on tiles where some row of the block may lose a key; the rest take
 // z = S·scale·log2e. Tiles no row of the block can see are never loaded.
-// Shared memory holds rows of D 16-bit elements in 16-byte chunks, chunk c of row r
-// stored at c ^ (r % 8): the 8 rows one ldmatrix matrix reads sit in 8 different bank
-// groups, without padding.
-// The end: l summed over a row's lanes, O / l (times 1/(1-p) with dropout) written as T,
-// lse = (m + log2 l)·ln 2. Dropout: the keep mask of pyattn/dropout_math.h on P, l takes
-// every probability, as on the CPU and in version 1.
-// Rows and strides that are not 16-byte aligned are loaded by plain loads instead of
-// cp.async. Tested lane by lane on CPU threads (tests/test_cuda_emulated.py, with
-// tests/cuda_emulation/ptx_emulated.h); not yet run on a GPU.
+// The end: O / l (times 1/(1-p) with dropout) written as T, lse = (m + log2 l)·ln 2.
+// Dropout: the keep mask of pyattn/dropout_math.h on P, l takes every probability, as on
+// the CPU and in version 1. Tested lane by lane on CPU threads (tests/test_cuda_emulated.py,
+// with tests/cuda_emulation/ptx_emulated.h); not yet run on a GPU.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -37,6 +28,7 @@
 #include <cstdint>
 
 #include "cuda/attention_common.cuh"
+#include "cuda/attention_mma.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/ptx.cuh"
 #include "cuda/storage.cuh"
@@ -47,8 +39,8 @@ namespace pyattn {
 namespace attention_cuda {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
+using mma::kThreads;
+using mma::kWarps;
 constexpr float kLn2 = 0.693147180559945309f;
 
 // A tile shape: head dim D (compiled: 64 or 128), kMT m-tiles of 16 query rows per warp,
@@ -67,42 +59,6 @@ struct FwdTiles {
 // 255 registers without spilling, with and without dropout.
 template <int D>
 using DefaultFwdTiles = FwdTiles<D, D <= 64 ? 2 : 1, 64>;
-
-// Element offset of (row, 16-byte chunk) in a swizzled tile of D-element rows.
-template <int D>
-__device__ __forceinline__ int swz(int row, int chunk) {
-  return row * D + ((chunk ^ (row & 7)) << 3);
-}
-
-// A head's rows can go by cp.async when every row starts 16-byte aligned.
-template <typename T>
-__device__ __forceinline__ bool rows_aligned(const T* base, int64_t row_stride) {
-  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_stride % 8 == 0;
-}
-
-// Rows [r0, r0 + n) of a head's [·, width] matrix of T (row stride `stride` elements)
-// into the swizzled tile [R][D]; zeros past n rows and past width columns. The block's
-// threads share the chunks. async: by cp.async (the caller commits and waits), else by
-// plain loads and stores (visible after the caller's next __syncthreads).
-template <typename T, int D, int R>
-__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride, int64_t r0, int n, int64_t width,
-                                          bool async) {
-  constexpr int kChunks = D / 8;
-  for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
-    const int row = idx / kChunks, c = idx % kChunks;
-    T* dst = tile + swz<D>(row, c);
-    const int valid = row < n ? int(min(int64_t(8), max(int64_t(0), width - 8 * c))) : 0;  // elements
-    const T* from = src + (r0 + row) * stride + 8 * c;
-    if (async && valid > 0) {
-      ptx::cp_async_16(dst, from, 2 * valid);
-    } else if (async) {
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) dst[e] = e < valid ? from[e] : from_acc<T>(0.f);
-    }
-  }
-}
 
 template <typename T, typename Tiles, bool DROP>
 __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p) {
@@ -124,7 +80,7 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
   const T* k = head_rows<T>(p.k, p.k_stride, b, blk.hk);
   const T* v = head_rows<T>(p.v, p.v_stride, b, blk.hk);
   const T* q = head_rows<T>(p.q, p.q_stride, b, h);
-  const bool k_async = rows_aligned(k, p.k_stride[2]), v_async = rows_aligned(v, p.v_stride[2]);
+  const bool k_async = mma::rows_aligned(k, p.k_stride[2]), v_async = mma::rows_aligned(v, p.v_stride[2]);
   const int64_t tiles = kend > kbeg ? (kend - kbeg + kBK - 1) / kBK : 0;
   const int64_t last_row = min(s.lq, q0 + kBQ) - 1;
 
@@ -142,22 +98,17 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
   float o[kMT][kOB][4];
 #pragma unroll
   for (int x = 0; x < 2 * kMT; ++x) m[x] = neg_inf<float>(), l[x] = 0.f;
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int ob = 0; ob < kOB; ++ob)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mt][ob][e] = 0.f;
+  mma::zero(o);
 
   const float zscale = float(s.scale), zscale2 = float(s.scale * kLog2e);
   auto load_kv = [&](int64_t tile, int stage) {
     const int64_t k0 = kbeg + tile * kBK;
     const int nk = int(min(int64_t(kBK), kend - k0));
-    load_tile<T, D, kBK>(ks + stage * kBK * D, k, p.k_stride[2], k0, nk, s.d, k_async);
-    load_tile<T, D, kBK>(vs + stage * kBK * D, v, p.v_stride[2], k0, nk, s.dv, v_async);
+    mma::load_tile<T, D, kBK>(ks + stage * kBK * D, k, p.k_stride[2], k0, nk, s.d, k_async);
+    mma::load_tile<T, D, kBK>(vs + stage * kBK * D, v, p.v_stride[2], k0, nk, s.dv, v_async);
   };
   if (tiles > 0) {
-    load_tile<T, D, kBQ>(qs, q, p.q_stride[2], q0, int(last_row - q0 + 1), s.d, rows_aligned(q, p.q_stride[2]));
+    mma::load_tile<T, D, kBQ>(qs, q, p.q_stride[2], q0, int(last_row - q0 + 1), s.d, mma::rows_aligned(q, p.q_stride[2]));
     load_kv(0, 0);
     ptx::cp_async_commit();
   }
@@ -176,37 +127,13 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
     const int64_t k0 = kbeg + tile * kBK;
     const int nk = int(min(int64_t(kBK), kend - k0));
 
-    // S = Q Kᵀ. K's ldmatrix: lanes 0-7 keys 0-7 chunk 2kk, 8-15 keys 0-7 chunk 2kk+1,
-    // 16-23 keys 8-15 chunk 2kk, 24-31 keys 8-15 chunk 2kk+1: registers 0-1 are the B
-    // operand of 8-key block 2kb, 2-3 of block 2kb + 1.
+    // S = Q Kᵀ.
     float sc[kMT][kSB][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int sb = 0; sb < kSB; ++sb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sc[mt][sb][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t qa[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) ptx::ldmatrix_x4(qa[mt], qs + swz<D>(wrow + 16 * mt + lane % 16, 2 * kk + lane / 16));
-#pragma unroll
-      for (int kb = 0; kb < kSB / 2; ++kb) {
-        uint32_t kf[4];
-        ptx::ldmatrix_x4(kf, kt + swz<D>(16 * kb + 8 * (lane / 16) + lane % 8, 2 * kk + (lane / 8) % 2));
-        const uint32_t lo[2] = {kf[0], kf[1]}, hi[2] = {kf[2], kf[3]};
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          ptx::mma_16816<T>(sc[mt][2 * kb], qa[mt], lo);
-          ptx::mma_16816<T>(sc[mt][2 * kb + 1], qa[mt], hi);
-        }
-      }
-    }
+    mma::zero(sc);
+    mma::mma_xyt<T, D>(sc, qs, wrow, kt, 0);
 
     // Online softmax; sc becomes P (dropped where dropout drops), as float.
-    // No row of the block loses a key of this tile: lo and hi grow with the row.
-    const bool whole = s.mask_kind == MaskKind::none && nk == kBK && r.lo(last_row) <= k0 && r.hi(q0) >= k0 + kBK;
+    const bool whole = nk == kBK && sees_all(s, r, q0, last_row, k0, k0 + kBK);
 #pragma unroll
     for (int x = 0; x < 2 * kMT; ++x) {
       const int mt = x / 2, hi = x % 2;
@@ -247,55 +174,24 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
       }
     }
 
-    // O += P V, 16 keys at a time: the A operand is two 8-key blocks of P. V's
-    // ldmatrix.trans: lanes 0-7 keys 0-7 chunk 2vb, 8-15 keys 8-15 chunk 2vb, 16-23
-    // keys 0-7 chunk 2vb+1, 24-31 keys 8-15 chunk 2vb+1: registers 0-1 are the B operand
-    // of output block 2vb, 2-3 of block 2vb + 1.
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) {
-      uint32_t pa[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        pa[mt][0] = ptx::pack2<T>(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-        pa[mt][1] = ptx::pack2<T>(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-        pa[mt][2] = ptx::pack2<T>(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-        pa[mt][3] = ptx::pack2<T>(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int vb = 0; vb < kOB / 2; ++vb) {
-        uint32_t vf[4];
-        ptx::ldmatrix_x4_trans(vf, vt + swz<D>(16 * kk + 8 * ((lane / 8) % 2) + lane % 8, 2 * vb + lane / 16));
-        const uint32_t lo[2] = {vf[0], vf[1]}, hi[2] = {vf[2], vf[3]};
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          ptx::mma_16816<T>(o[mt][2 * vb], pa[mt], lo);
-          ptx::mma_16816<T>(o[mt][2 * vb + 1], pa[mt], hi);
-        }
-      }
-    }
+    // O += P V.
+    mma::mma_py<T, D>(o, sc, vt, 0);
   }
 
   // out = O / l (times 1/(1-p) with dropout), 0 where nothing was attended.
+  float inv[2 * kMT];
 #pragma unroll
   for (int x = 0; x < 2 * kMT; ++x) {
-    const int mt = x / 2, hi = x % 2;
     const int64_t i = row_of[x];
     float lrow = l[x] + __shfl_xor_sync(0xffffffffu, l[x], 1);
     lrow += __shfl_xor_sync(0xffffffffu, lrow, 2);
-    if (i >= s.lq) continue;
-    const float inv = lrow > 0.f ? (DROP ? float(s.dropout_scale) : 1.f) / lrow : 0.f;
-    T* orow = static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
-#pragma unroll
-    for (int ob = 0; ob < kOB; ++ob)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t col = 8 * ob + 2 * t + e;
-        if (col < s.dv) orow[col] = from_acc<T>(o[mt][ob][2 * hi + e] * inv);
-      }
-    if (t == 0)
+    inv[x] = lrow > 0.f ? (DROP ? float(s.dropout_scale) : 1.f) / lrow : 0.f;
+    if (t == 0 && i < s.lq)
       static_cast<float*>(p.lse)[(b * s.heads_q + h) * s.lq + i] =
           lrow > 0.f ? (m[x] + log2f(lrow)) * kLn2 : neg_inf<float>();
   }
+  T* out = static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1];
+  mma::store_rows(o, inv, out, p.out_stride[2], q0 + wrow, s.lq, s.dv);
 #endif
 }
 

@@ -1,0 +1,164 @@
+// The pieces the mma.sync attention kernels share (kernels/cuda/attention_mma_fwd.cu,
+// kernels/cuda/attention_mma_bwd.cu): shared-memory tiles, their loads, and the two
+// warp-level products every pass is made of. Layouts of ptx.cuh.
+//
+// A shared-memory tile holds rows of D 16-bit elements (D, the compiled head dim, 64 or
+// 128, at least d and dv; zero past them) in 16-byte chunks, chunk c of row r stored at
+// c ^ (r % 8): the 8 rows one ldmatrix matrix reads sit in 8 different bank groups,
+// without padding.
+//
+// A warp's accumulators: acc[mt][nb][4] is the 16x8 block (m-tile mt, 8-column block nb)
+// of a result, lane 4g + t holding rows g and g + 8 of the m-tile, columns 2t and 2t + 1
+// of the block: acc[mt][nb][2·hi + e] is row 16·mt + g + 8·hi, column 8·nb + 2t + e.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/ptx.cuh"
+#include "cuda/storage.cuh"
+
+namespace pyattn {
+namespace attention_cuda {
+namespace mma {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+
+// Element offset of (row, 16-byte chunk) in a swizzled tile of D-element rows.
+template <int D>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  static_assert(D % 64 == 0, "the swizzle permutes whole groups of 8 chunks");
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+// A head's rows can go by cp.async when every row starts 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ bool rows_aligned(const T* base, int64_t row_stride) {
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_stride % 8 == 0;
+}
+
+// Rows [r0, r0 + n) of a head's [·, width] matrix of T (row stride `stride` elements)
+// into the swizzled tile [R][D]; zeros past n rows and past width columns. The block's
+// threads share the chunks. async: by cp.async (the caller commits and waits), else by
+// plain loads and stores (visible after the caller's next __syncthreads).
+template <typename T, int D, int R>
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride, int64_t r0, int n, int64_t width,
+                                          bool async) {
+  constexpr int kChunks = D / 8;
+  for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
+    const int row = idx / kChunks, c = idx % kChunks;
+    T* dst = tile + swz<D>(row, c);
+    const int valid = row < n ? int(min(int64_t(8), max(int64_t(0), width - 8 * c))) : 0;  // elements
+    const T* from = src + (r0 + row) * stride + 8 * c;
+    if (async && valid > 0) {
+      ptx::cp_async_16(dst, from, 2 * valid);
+    } else if (async) {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dst[e] = e < valid ? from[e] : from_acc<T>(0.f);
+    }
+  }
+}
+
+template <int A, int B>
+__device__ __forceinline__ void zero(float (&acc)[A][B][4]) {
+#pragma unroll
+  for (int a = 0; a < A; ++a)
+#pragma unroll
+    for (int b = 0; b < B; ++b)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[a][b][e] = 0.f;
+}
+
+// acc += X Yᵀ for X = rows [x_row, x_row + 16·kMT) of tile x and Y = rows
+// [y_row, y_row + 8·kNB) of tile y, over all D columns: S = Q Kᵀ, dP = dO Vᵀ, and the
+// transposed Sᵀ = K Qᵀ, dPᵀ = V dOᵀ. Y's rows are the col-major B operand as they are.
+// Y's ldmatrix: lanes 0-7 rows 0-7 chunk 2kk, 8-15 rows 0-7 chunk 2kk+1, 16-23 rows 8-15
+// chunk 2kk, 24-31 rows 8-15 chunk 2kk+1: registers 0-1 are the B operand of 8-row block
+// 2yb, 2-3 of block 2yb + 1.
+template <typename T, int D, int kMT, int kNB>
+__device__ __forceinline__ void mma_xyt(float (&acc)[kMT][kNB][4], const T* x, int x_row, const T* y, int y_row) {
+  static_assert(kNB % 2 == 0, "Y's rows go 16 at a time");
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t xa[kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) ptx::ldmatrix_x4(xa[mt], x + swz<D>(x_row + 16 * mt + lane % 16, 2 * kk + lane / 16));
+#pragma unroll
+    for (int yb = 0; yb < kNB / 2; ++yb) {
+      uint32_t yf[4];
+      ptx::ldmatrix_x4(yf, y + swz<D>(y_row + 16 * yb + 8 * (lane / 16) + lane % 8, 2 * kk + (lane / 8) % 2));
+      const uint32_t lo[2] = {yf[0], yf[1]}, hi[2] = {yf[2], yf[3]};
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        ptx::mma_16816<T>(acc[mt][2 * yb], xa[mt], lo);
+        ptx::mma_16816<T>(acc[mt][2 * yb + 1], xa[mt], hi);
+      }
+    }
+  }
+}
+
+// acc += P Y for P the warp's [16·kMT, 8·kKB] accumulators (rounded to T: two 8-column
+// blocks make one 16-wide A operand, no trip through shared memory) and Y = rows
+// [y_row, y_row + 8·kKB) of tile y, all D columns: O += P V, dQ += dS K, dV += Pᵀ dO,
+// dK += dSᵀ Q. Y's ldmatrix.trans: lanes 0-7 rows 0-7 chunk 2yc, 8-15 rows 8-15 chunk
+// 2yc, 16-23 rows 0-7 chunk 2yc+1, 24-31 rows 8-15 chunk 2yc+1: registers 0-1 are the B
+// operand of output block 2yc, 2-3 of block 2yc + 1.
+template <typename T, int D, int kMT, int kKB>
+__device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float (&p)[kMT][kKB][4], const T* y,
+                                       int y_row) {
+  static_assert(kKB % 2 == 0, "P's columns go 16 at a time");
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int kk = 0; kk < kKB / 2; ++kk) {
+    uint32_t pa[kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      pa[mt][0] = ptx::pack2<T>(p[mt][2 * kk][0], p[mt][2 * kk][1]);
+      pa[mt][1] = ptx::pack2<T>(p[mt][2 * kk][2], p[mt][2 * kk][3]);
+      pa[mt][2] = ptx::pack2<T>(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
+      pa[mt][3] = ptx::pack2<T>(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int yc = 0; yc < D / 16; ++yc) {
+      uint32_t yf[4];
+      ptx::ldmatrix_x4_trans(yf, y + swz<D>(y_row + 16 * kk + 8 * ((lane / 8) % 2) + lane % 8, 2 * yc + lane / 16));
+      const uint32_t lo[2] = {yf[0], yf[1]}, hi[2] = {yf[2], yf[3]};
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        ptx::mma_16816<T>(acc[mt][2 * yc], pa[mt], lo);
+        ptx::mma_16816<T>(acc[mt][2 * yc + 1], pa[mt], hi);
+      }
+    }
+  }
+}
+
+// Writes the warp's accumulator rows, times factor[2·mt + hi] per row, as T: row
+// (first + 16·mt + g + 8·hi) of out (row stride `stride`), columns below width, rows
+// below rows only.
+template <typename T, int kMT, int kOB>
+__device__ __forceinline__ void store_rows(const float (&acc)[kMT][kOB][4], const float (&factor)[2 * kMT], T* out,
+                                           int64_t stride, int64_t first, int64_t rows, int64_t width) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int x = 0; x < 2 * kMT; ++x) {
+    const int mt = x / 2, hi = x % 2;
+    const int64_t row = first + 16 * mt + g + 8 * hi;
+    if (row >= rows) continue;
+#pragma unroll
+    for (int ob = 0; ob < kOB; ++ob)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t col = 8 * ob + 2 * t + e;
+        if (col < width) out[row * stride + col] = from_acc<T>(acc[mt][ob][2 * hi + e] * factor[x]);
+      }
+  }
+}
+
+}  // namespace mma
+}  // namespace attention_cuda
+}  // namespace pyattn

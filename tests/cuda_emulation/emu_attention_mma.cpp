@@ -1,4 +1,0 @@
-// kernels/cuda/attention_mma.cu (the mma.sync forward) on the emulated device of emulate.h.
-#include "emulate.h"
-
-#include "cuda/attention_mma.cu"

@@ -1,2 +1,0 @@
-// Stands in for CUDA's <mma.h> under emulation: nvcuda::wmma comes from emulate.h.
-#pragma once
