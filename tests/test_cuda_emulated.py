@@ -236,8 +236,12 @@ def test_version1_backward(cc75, gen, seed, dtype):
 
 
 @pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
-@pytest.mark.parametrize("shape", [(2, 2, 1, 30, 70, 64, 48), (1, 4, 2, 70, 33, 100, 128)], ids=["gqa_d64", "d128"])
+@pytest.mark.parametrize("shape", [(2, 2, 1, 30, 70, 64, 48), (1, 4, 2, 70, 33, 100, 128), (1, 2, 1, 100, 150, 64, 64)],
+                         ids=["gqa_d64", "d128", "blocks_tiles"])
 def test_tensor_core_backward(cc80, gen, seed, dtype, shape):
+    """gqa_d64 and d128: partial tiles, dv != d; blocks_tiles: several key blocks (64 keys)
+    and query tiles (32 queries) in dk/dv, several key tiles in dq, so the cp.async stages
+    take turns; all with causal, masks, key lengths and dropout."""
     _check_bwd(cc80, gen, seed, dtype, shape)
 
 

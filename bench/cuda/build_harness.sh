@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Builds bench/cuda/attention_fwd_harness.cu into build/harness/ with nvcc, for sm_80 and
+# Builds bench/cuda/attention_harness.cu into build/harness/ with nvcc, for sm_80 and
 # sm_90, the CUDA runtime linked statically so the binary runs wherever a driver is
-# (carry build/harness to a lent GPU). Prints ptxas's registers and spills per kernel to
-# build/harness/ptxas.txt: every tile shape the harness times should show 0 spill bytes.
+# (carry build/harness to a lent GPU), and prints ptxas's registers and spill bytes per
+# kernel (full report: build/harness/ptxas.txt). Every tile shape the harness times
+# should show 0 spill bytes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p build/harness
 nvcc -std=c++17 -O3 --expt-relaxed-constexpr -cudart static \
   -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
   -Ikernels/include -Ikernels -Xptxas -v \
-  -o build/harness/attention_fwd_harness bench/cuda/attention_fwd_harness.cu 2> build/harness/ptxas.txt || {
+  -o build/harness/attention_harness bench/cuda/attention_harness.cu 2> build/harness/ptxas.txt || {
   cat build/harness/ptxas.txt >&2
   exit 1
 }
-echo "built build/harness/attention_fwd_harness (ptxas report: build/harness/ptxas.txt)"
-# One line per kernel: arch, FwdTiles<D, m-tiles per warp, keys per tile>, dropout,
+echo "built build/harness/attention_harness"
+# One line per kernel: arch, kernel, <D, m-tiles per warp, tile>, dropout, type,
 # registers, spill bytes.
 awk '/Compiling entry function/ {
-       arch = $NF; gsub(/[^a-z0-9_]/, "", arch); name = $0
-       tiles = (match(name, /FwdTilesILi[0-9]+ELi[0-9]+ELi[0-9]+EEELb[01]/) ? substr(name, RSTART, RLENGTH) : "other")
+       arch = $NF; gsub(/[^a-z0-9_]/, "", arch)
+       kernel = (match($0, /(fwd|dq|dkdv|mma_peak)_(mma_)?kernel/) ? substr($0, RSTART, RLENGTH) : "other")
+       tiles = (match($0, /TilesILi[0-9]+ELi[0-9]+ELi[0-9]+EEELb[01]/) ? substr($0, RSTART, RLENGTH) : "")
+       type = ($0 ~ /bfloat16/ ? "bf16" : ($0 ~ /half/ ? "fp16" : ""))
      }
      /spill stores/ { spill = $5 }
-     /Used [0-9]+ registers/ { print arch, tiles, "registers", $5, "spill", spill }' build/harness/ptxas.txt |
-  sed -E 's/FwdTilesILi([0-9]+)ELi([0-9]+)ELi([0-9]+)EEELb([01])/FwdTiles<\1,\2,\3> dropout=\4/' | sort -u
+     /Used [0-9]+ registers/ { print arch, kernel, tiles, type, "registers", $5, "spill", spill }' build/harness/ptxas.txt |
+  sed -E 's/TilesILi([0-9]+)ELi([0-9]+)ELi([0-9]+)EEELb([01])/<\1,\2,\3> dropout=\4/' | sort -u
