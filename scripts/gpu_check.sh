@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything pyattn checks on a machine with an NVIDIA GPU and a CUDA build of torch, sized
 # for a borrowed machine with a 15-minute device budget (its start-up included): the steps
-# below take at most 500 s together (about 8 minutes on an H200 with 16 cores).
+# below take at most 560 s together (about 8 minutes on an H200 with 16 cores).
 #
 #   step        limit  what
+#   harness      60 s  build/harness/attention_harness --quick, when carried (bench/cuda/build_harness.sh)
 #   build       180 s  PYATTN_FORCE_CUDA=1 scripts/dev_build.sh for this card's arch only
 #                      (TORCH_CUDA_ARCH_LIST from nvidia-smi's compute_cap), MAX_JOBS=nproc
 #   cuda_check   20 s  torch sees the GPU and pyattn was built with CUDA; if not, the steps
@@ -68,6 +69,7 @@ git diff --quiet HEAD 2>/dev/null || COMMIT+=" (with local changes)"
 # test_cuda_emulated.py: it runs the kernels on CPU threads, as CI does. The two named tests
 # take no device parameter but need the GPU (a mask on another device; the build's archs).
 CUDA_TESTS="cuda and not test_cuda_emulated or test_mask_on_other_device or test_build_info"
+HARNESS=build/harness/attention_harness # the standalone harness, when carried (step 0)
 
 SLUG=$(echo "$GPU_NAME" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-+|-+$//g')
 DATE=$(date +%Y-%m-%d)
@@ -191,6 +193,14 @@ write_report() {
     elif [[ "$STATE" == complete ]]; then
       echo "All steps passed."
     fi
+    if [[ -f "$LOGS/harness.log" ]]; then
+      echo
+      echo "## Standalone harness (\`$HARNESS --quick\`: tile variants against a double-precision reference, then timed)"
+      echo
+      echo '```'
+      grep -E '^(seed|device|ceiling|check|time|all checks|SOME)' "$LOGS/harness.log"
+      echo '```'
+    fi
     if [[ -f "$LOGS/cuda_check.log" ]]; then
       echo
       echo "## Build facts (cuda_check)"
@@ -276,6 +286,16 @@ trap on_exit EXIT
 trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
 trap 'on_signal HUP' HUP
+
+# ---- 0. the standalone harness ------------------------------------------------------------------
+# bench/cuda/attention_harness.cu needs neither torch nor the extension: built here by
+# bench/cuda/build_harness.sh (about 2 minutes on 2 cores) and carried, it checks and times
+# the attention kernels' tile variants before the build. Not built on the lent machine.
+if [[ -x "$HARNESS" ]]; then
+  run_step harness 60 "$HARNESS" --quick
+else
+  skip_step harness 60 "$HARNESS not found (build it with bench/cuda/build_harness.sh and carry build/harness)"
+fi
 
 # ---- 1. build ---------------------------------------------------------------------------------
 if [[ "${PYATTN_GPU_SKIP_BUILD:-0}" == 1 ]]; then
