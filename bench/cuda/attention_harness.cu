@@ -81,7 +81,7 @@ struct Buffers {
   std::vector<T> q, k, v, dout;  // host copies (the reference's inputs)
   std::vector<void*> owned;
   T *dq_in, *dk_in, *dv_in, *ddout, *dout_fwd, *dgq, *dgk, *dgv;
-  float* dlse;
+  float *dlse, *drow_delta;
   AttentionFwdParams fwd{};
   AttentionBwdParams bwd{};
 
@@ -105,6 +105,7 @@ struct Buffers {
     }
     dout_fwd = alloc<T>(n), dgq = alloc<T>(n), dgk = alloc<T>(n), dgv = alloc<T>(n);
     dlse = alloc<float>(size_t(pr.b) * pr.h * pr.l);
+    drow_delta = alloc<float>(size_t(pr.b) * pr.h * pr.l);
 
     pyattn::AttentionShape s{};
     s.dtype = std::is_same_v<T, __half> ? DType::f16 : DType::bf16;
@@ -142,15 +143,16 @@ void launch_fwd(const AttentionFwdParams& p) {
   ac::launch_tc(&ac::fwd_mma_kernel<T, Tiles, false>, ac::kThreads, grid, Tiles::bytes, nullptr, p);
 }
 
+// The two backward kernels, as bwd_tensor_cores launches them; row_delta: [b, h, l] floats.
 template <typename T, typename Dq, typename Dkdv>
-void launch_bwd(const AttentionBwdParams& p) {
+void launch_bwd(const AttentionBwdParams& p, float* row_delta) {
   const auto& s = p.s;
   ac::launch_tc(&ac::dq_mma_kernel<T, Dq, false>, ac::kThreads,
                 dim3(unsigned((s.lq + Dq::kBQ - 1) / Dq::kBQ), unsigned(s.heads_q), unsigned(s.batch)), Dq::bytes,
-                nullptr, p);
+                nullptr, p, row_delta);
   ac::launch_tc(&ac::dkdv_mma_kernel<T, Dkdv, false>, ac::kThreads,
                 dim3(unsigned((s.lk + Dkdv::kBKeys - 1) / Dkdv::kBKeys), unsigned(s.heads_kv), unsigned(s.batch)),
-                Dkdv::bytes, nullptr, p);
+                Dkdv::bytes, nullptr, p, static_cast<const float*>(row_delta));
 }
 
 // The double-precision truth on the rounded inputs: out, lse, dq, dk, dv.
@@ -300,7 +302,7 @@ bool check(std::mt19937& rng, bool causal) {
   std::vector<float> lse(truth.lse.size());
   CHECK_CUDA(cudaMemcpy(lse.data(), buf.dlse, lse.size() * sizeof(float), cudaMemcpyDeviceToHost));
   const double e_out = max_error(buf.download(buf.dout_fwd), truth.out), e_lse = max_error(lse, truth.lse);
-  launch_bwd<T, typename Pair::first_type, typename Pair::second_type>(buf.bwd);
+  launch_bwd<T, typename Pair::first_type, typename Pair::second_type>(buf.bwd, buf.drow_delta);
   CHECK_CUDA(cudaDeviceSynchronize());
   const double e_dq = max_error(buf.download(buf.dgq), truth.dq), e_dk = max_error(buf.download(buf.dgk), truth.dk),
                e_dv = max_error(buf.download(buf.dgv), truth.dv);
@@ -341,7 +343,7 @@ bool run(std::mt19937& rng, bool quick) {
       launch_fwd<T, ac::DefaultFwdTiles<D>>(buf.fwd);  // the backward's out and lse
       std::apply([&](auto... b) {
         ((report(bwd_name<decltype(b)>(),
-                 time_ms([&] { launch_bwd<T, typename decltype(b)::first_type, typename decltype(b)::second_type>(buf.bwd); }),
+                 time_ms([&] { launch_bwd<T, typename decltype(b)::first_type, typename decltype(b)::second_type>(buf.bwd, buf.drow_delta); }),
                  2.5 * buf.pr.fwd_flops())),
          ...);
       }, typename V::Bwd{});

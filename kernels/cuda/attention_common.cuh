@@ -41,7 +41,9 @@ __device__ __forceinline__ const T* head_rows(const void* base, const int64_t (&
 }
 
 // A block of `rows` query rows (forward, dq): blockIdx = (query block, head, batch item),
-// and the key range [kbeg, kend) that any of its rows may see.
+// the query blocks of a head taken last to first (under causal the last see the most
+// keys: started first, they leave the short ones for the tail, as FlashAttention-2
+// does), and the key range [kbeg, kend) that any of its rows may see.
 struct QueryBlock {
   int64_t b, h, hk, q0, kbeg, kend;
   Rules r;
@@ -52,7 +54,7 @@ __device__ __forceinline__ QueryBlock query_block(const AttentionShape& s, int r
   qb.b = blockIdx.z;
   qb.h = blockIdx.y;
   qb.hk = qb.h / (s.heads_q / s.heads_kv);
-  qb.q0 = int64_t(blockIdx.x) * rows;
+  qb.q0 = int64_t(gridDim.x - 1 - blockIdx.x) * rows;
   qb.r = rules_of(s, qb.b);
   qb.kbeg = qb.r.lo(qb.q0);
   qb.kend = qb.r.hi(min(s.lq, qb.q0 + rows) - 1);
@@ -143,12 +145,12 @@ void tc_dispatch(const AttentionShape& s, F&& f) {
   });
 }
 
-// Launches kernel on `threads` threads with `bytes` of dynamic shared memory (opting in
-// above 48 KiB, per device, so on every launch: it is cheap).
-template <typename P>
-void launch_tc(void (*kernel)(P), int threads, dim3 grid, int bytes, cudaStream_t stream, const P& p) {
+// Launches kernel(args...) on `threads` threads with `bytes` of dynamic shared memory
+// (opting in above 48 KiB, per device, so on every launch: it is cheap).
+template <typename... P>
+void launch_tc(void (*kernel)(P...), int threads, dim3 grid, int bytes, cudaStream_t stream, const P&... args) {
   cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  PYATTN_LAUNCH(grid, threads, bytes, stream, kernel)(p);
+  PYATTN_LAUNCH(grid, threads, bytes, stream, kernel)(args...);
 }
 
 }  // namespace attention_cuda

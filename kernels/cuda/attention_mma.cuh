@@ -139,7 +139,7 @@ __device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float 
 
 // Writes the warp's accumulator rows, times factor[2·mt + hi] per row, as T: row
 // (first + 16·mt + g + 8·hi) of out (row stride `stride`), columns below width, rows
-// below rows only.
+// below rows only; a lane's two neighbouring columns in one 4-byte store where aligned.
 template <typename T, int kMT, int kOB>
 __device__ __forceinline__ void store_rows(const float (&acc)[kMT][kOB][4], const float (&factor)[2 * kMT], T* out,
                                            int64_t stride, int64_t first, int64_t rows, int64_t width) {
@@ -150,12 +150,17 @@ __device__ __forceinline__ void store_rows(const float (&acc)[kMT][kOB][4], cons
     const int64_t row = first + 16 * mt + g + 8 * hi;
     if (row >= rows) continue;
 #pragma unroll
-    for (int ob = 0; ob < kOB; ++ob)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t col = 8 * ob + 2 * t + e;
-        if (col < width) out[row * stride + col] = from_acc<T>(acc[mt][ob][2 * hi + e] * factor[x]);
+    for (int ob = 0; ob < kOB; ++ob) {
+      const int col = 8 * ob + 2 * t;
+      T* dst = out + row * stride + col;
+      const float v0 = acc[mt][ob][2 * hi] * factor[x], v1 = acc[mt][ob][2 * hi + 1] * factor[x];
+      if (col + 1 < width && reinterpret_cast<uintptr_t>(dst) % 4 == 0) {
+        *reinterpret_cast<uint32_t*>(dst) = ptx::pack2<T>(v0, v1);  // both columns in one store
+      } else {
+        if (col < width) dst[0] = from_acc<T>(v0);
+        if (col + 1 < width) dst[1] = from_acc<T>(v1);
       }
+    }
   }
 }
 

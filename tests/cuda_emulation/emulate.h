@@ -72,11 +72,10 @@ struct Block {
   unsigned char* smem;  // dynamic shared memory
   Barrier* all;
   std::vector<Barrier*> warps;
-  std::vector<uint64_t> xchg;  // one shuffle slot per thread
-  std::vector<uint32_t> frag;  // kFragWords per thread: mma operands (ptx_emulated.h)
+  std::vector<uint64_t> xchg;  // warp exchanges: two halves of kSlotWords per thread
 };
 
-constexpr int kFragWords = 8;
+constexpr int kSlotWords = 4;  // 64-bit words a lane publishes in one warp exchange
 
 // A cp.async copy (ptx_emulated.h) not landed yet: it lands at the issuing thread's
 // wait, the latest moment the GPU allows, so a read before the wait sees stale data.
@@ -98,6 +97,20 @@ alignas(128) inline unsigned char g_dynamic_smem[kMaxDynamicSmem];
 inline int lane() { return int(t_thread_idx.x) % 32; }
 inline Barrier& warp_barrier() { return *t_block->warps[t_thread_idx.x / 32]; }
 
+// A warp-wide exchange (shuffles, mma, ldmatrix): publishes this lane's n <= kSlotWords
+// words, waits for the warp, and returns the warp's slots, lane l's words at
+// [l·kSlotWords, l·kSlotWords + n). Consecutive exchanges alternate between two halves of
+// the buffer, so one barrier is enough: a lane can write this half again only two
+// exchanges later, past a barrier that every lane reaches after it has read this one.
+inline const uint64_t* exchange(const uint64_t* mine, int n) {
+  static thread_local int half = 0;
+  half ^= 1;
+  uint64_t* x = t_block->xchg.data() + size_t(half) * t_block->block_dim.x * kSlotWords;
+  std::memcpy(x + size_t(t_thread_idx.x) * kSlotWords, mine, size_t(n) * sizeof(uint64_t));
+  warp_barrier().arrive_and_wait();
+  return x + size_t(t_thread_idx.x - lane()) * kSlotWords;
+}
+
 inline void check_smem(size_t smem) {
   if (smem > kMaxDynamicSmem) {
     std::fprintf(stderr, "cuda emulation: %zu bytes of dynamic shared memory asked for\n", smem);
@@ -113,8 +126,7 @@ struct RunningBlock {
   RunningBlock(dim3 idx, dim3 block, dim3 grid, unsigned char* smem, size_t smem_bytes) : all(int(block.x)) {
     const int threads = int(block.x);
     for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32, threads - 32 * w)));
-    b = Block{idx, block, grid, smem, &all, {}, std::vector<uint64_t>(size_t(threads)),
-              std::vector<uint32_t>(size_t(threads) * kFragWords)};
+    b = Block{idx, block, grid, smem, &all, {}, std::vector<uint64_t>(2 * size_t(threads) * kSlotWords)};
     for (auto& w : warps) b.warps.push_back(w.get());
     // Shared memory starts undefined on the GPU: poison it (all-ones bytes read as NaN
     // in floating point), so a kernel that reads before writing fails here too.
@@ -207,13 +219,11 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier().arrive_and_
 template <class V>
 V __shfl_xor_sync(unsigned, V v, int lane_mask, int = 32) {
   static_assert(sizeof(V) <= sizeof(uint64_t) && std::is_trivially_copyable_v<V>);
-  uint64_t* x = emu::t_block->xchg.data();
-  const int me = int(threadIdx.x), base = me - emu::lane();
-  std::memcpy(&x[me], &v, sizeof(V));
-  emu::warp_barrier().arrive_and_wait();
+  uint64_t mine = 0;
+  std::memcpy(&mine, &v, sizeof(V));
+  const uint64_t* warp = emu::exchange(&mine, 1);
   V r;
-  std::memcpy(&r, &x[base + (emu::lane() ^ lane_mask)], sizeof(V));
-  emu::warp_barrier().arrive_and_wait();
+  std::memcpy(&r, &warp[(emu::lane() ^ lane_mask) * emu::kSlotWords], sizeof(V));
   return r;
 }
 template <class V>

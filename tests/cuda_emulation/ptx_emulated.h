@@ -1,7 +1,7 @@
 // kernels/cuda/ptx.cuh's instructions on the emulated device of emulate.h, lane by lane
 // from the PTX ISA's fragment layouts (written out at the top of ptx.cuh): a warp-wide
-// instruction publishes every lane's operands through the block's exchange buffers
-// between two warp barriers, then each lane computes its own result registers. So a
+// instruction publishes every lane's operands through a warp exchange (emu::exchange),
+// then each lane computes its own result registers from them. So a
 // kernel that puts an element in the wrong register, or a row address in the wrong
 // lane, gets a wrong answer here as on the GPU.
 #pragma once
@@ -34,28 +34,19 @@ float element(uint32_t reg, int half) {
   }
 }
 
-inline uint32_t* warp_frag_base() {
-  return ::emu::t_block->frag.data() + size_t(threadIdx.x - ::emu::lane()) * ::emu::kFragWords;
-}
-
 }  // namespace detail
 
 template <typename T>
 void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>);
-  uint32_t* mine = ::emu::t_block->frag.data() + size_t(threadIdx.x) * ::emu::kFragWords;
-  std::copy(a, a + 4, mine);
-  std::copy(b, b + 2, mine + 4);
-  ::emu::warp_barrier().arrive_and_wait();
-  const uint32_t* warp = detail::warp_frag_base();
+  const uint64_t mine[3] = {a[0] | uint64_t(a[1]) << 32, a[2] | uint64_t(a[3]) << 32, b[0] | uint64_t(b[1]) << 32};
+  const uint64_t* warp = ::emu::exchange(mine, 3);
+  // Register i of lane l: a[i] for i < 4, b[i - 4] after.
+  auto reg = [&](int l, int i) { return uint32_t(warp[l * ::emu::kSlotWords + i / 2] >> (32 * (i % 2))); };
   // A[r][k] sits in lane 4·(r % 8) + (k % 8) / 2, register (r / 8) + 2·(k / 8), half k % 2;
   // B[k][n] in lane 4·n + (k % 8) / 2, register 4 + k / 8, half k % 2.
-  auto a_at = [&](int r, int k) {
-    return detail::element<T>(warp[(4 * (r % 8) + (k % 8) / 2) * ::emu::kFragWords + r / 8 + 2 * (k / 8)], k % 2);
-  };
-  auto b_at = [&](int k, int n) {
-    return detail::element<T>(warp[(4 * n + (k % 8) / 2) * ::emu::kFragWords + 4 + k / 8], k % 2);
-  };
+  auto a_at = [&](int r, int k) { return detail::element<T>(reg(4 * (r % 8) + (k % 8) / 2, r / 8 + 2 * (k / 8)), k % 2); };
+  auto b_at = [&](int k, int n) { return detail::element<T>(reg(4 * n + (k % 8) / 2, 4 + k / 8), k % 2); };
   const int g = ::emu::lane() / 4, t = ::emu::lane() % 4;
   for (int i = 0; i < 4; ++i) {
     const int r = g + 8 * (i / 2), n = 2 * t + i % 2;
@@ -63,25 +54,21 @@ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     for (int k = 0; k < 16; ++k) acc += a_at(r, k) * b_at(k, n);
     d[i] = acc;
   }
-  ::emu::warp_barrier().arrive_and_wait();
 }
 
 namespace detail {
 
 // ldmatrix .x4, transposed or not: every lane's row address through the exchange buffer.
 inline void ldmatrix(uint32_t (&r)[4], const void* row_addr, bool trans) {
-  uint64_t* x = ::emu::t_block->xchg.data();
-  const int me = int(threadIdx.x), base = me - ::emu::lane();
-  x[me] = reinterpret_cast<uintptr_t>(row_addr);
-  ::emu::warp_barrier().arrive_and_wait();
+  const uint64_t mine = reinterpret_cast<uintptr_t>(row_addr);
+  const uint64_t* warp = ::emu::exchange(&mine, 1);
   auto at = [&](int matrix, int row, int col) {  // element col of row `row` of matrix `matrix`, 16 bits
-    const uint16_t* p = reinterpret_cast<const uint16_t*>(uintptr_t(x[base + 8 * matrix + row]));
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(uintptr_t(warp[(8 * matrix + row) * ::emu::kSlotWords]));
     return uint32_t(p[col]);
   };
   const int g = ::emu::lane() / 4, t = ::emu::lane() % 4;
   for (int m = 0; m < 4; ++m)
     r[m] = trans ? at(m, 2 * t, g) | (at(m, 2 * t + 1, g) << 16) : at(m, g, 2 * t) | (at(m, g, 2 * t + 1) << 16);
-  ::emu::warp_barrier().arrive_and_wait();
 }
 
 }  // namespace detail
