@@ -139,6 +139,8 @@ SHAPES = {
     # two cp.async stages take turns
     "blocks_tiles": (1, 1, 1, 150, 300, 64, 64),
     "blocks_tiles_d128": (1, 2, 1, 70, 200, 128, 128),
+    # the forward's head dim 256 (32 keys a tile); its backward runs version 1
+    "d256": (1, 2, 1, 40, 70, 256, 200),
 }
 
 
@@ -233,6 +235,11 @@ def _check_bwd(emu, gen, seed, dtype, shape):
 def test_version1_backward(cc75, gen, seed, dtype):
     """fp32 / fp64 always, and fp16 / bf16 on a pre-Ampere device, take version 1."""
     _check_bwd(cc75, gen, seed, dtype, (2, 2, 1, 30, 70, 64, 48))
+
+
+def test_backward_above_the_tensor_core_head_dim(cc80, gen, seed):
+    """Head dims above 128: the forward on tensor cores, the backward in version 1."""
+    _check_bwd(cc80, gen, seed, torch.bfloat16, (1, 2, 1, 20, 40, 200, 160))
 
 
 @pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])

@@ -109,10 +109,11 @@ __device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64
   return dd;
 }
 
-// The tensor-core kernels (fp16 / bf16 on compute capability 8+, head dims up to
-// kTcMaxHeadDim; kernels/cuda/attention_mma_fwd.cu and attention_mma_bwd.cu): each launches and returns true when it serves p on the
-// current device, else returns false and launches nothing (the caller runs version 1).
-constexpr int kTcMaxHeadDim = 128;
+// The tensor-core kernels (fp16 / bf16 on compute capability 8+; head dims up to
+// kTcMaxHeadDimFwd in kernels/cuda/attention_mma_fwd.cu, kTcMaxHeadDimBwd in
+// attention_mma_bwd.cu): each launches and returns true when it serves p on the current
+// device, else returns false and launches nothing (the caller runs version 1).
+constexpr int kTcMaxHeadDimFwd = 256, kTcMaxHeadDimBwd = 128;
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream);
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream);
 
@@ -129,15 +130,15 @@ inline int tc_usable_smem() {
   return major >= 8 ? optin : 0;
 }
 
-inline bool tc_serves(const AttentionShape& s) {
-  return (s.dtype == DType::f16 || s.dtype == DType::bf16) && s.d <= kTcMaxHeadDim && s.dv <= kTcMaxHeadDim;
+inline bool tc_serves(const AttentionShape& s, int max_head_dim) {
+  return (s.dtype == DType::f16 || s.dtype == DType::bf16) && s.d <= max_head_dim && s.dv <= max_head_dim;
 }
 
-// Calls f(T{}, D, DROP) for s's storage type, head dim (the compiled one >= max(d, dv),
-// both <= kTcMaxHeadDim: 64 or 128) and dropout flag.
-template <typename F>
+// Calls f(T{}, D, DROP) for s's storage type, head dim (the smallest of the compiled Ds,
+// ascending, >= max(d, dv); tc_serves checked that one is) and dropout flag.
+template <int... Ds, typename F>
 void tc_dispatch(const AttentionShape& s, F&& f) {
-  with_head_dim<64, kTcMaxHeadDim>(s.d > s.dv ? s.d : s.dv, [&](auto dim) {
+  with_head_dim<Ds...>(s.d > s.dv ? s.d : s.dv, [&](auto dim) {
     with_bool(s.dropout, [&](auto drop) {
       if (s.dtype == DType::f16) f(__half{}, dim, drop);
       else f(__nv_bfloat16{}, dim, drop);

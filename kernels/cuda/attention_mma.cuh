@@ -2,8 +2,8 @@
 // kernels/cuda/attention_mma_bwd.cu): shared-memory tiles, their loads, and the two
 // warp-level products every pass is made of. Layouts of ptx.cuh.
 //
-// A shared-memory tile holds rows of D 16-bit elements (D, the compiled head dim, 64 or
-// 128, at least d and dv; zero past them) in 16-byte chunks, chunk c of row r stored at
+// A shared-memory tile holds rows of D 16-bit elements (D, the compiled head dim, 64, 128
+// or 256, at least d and dv; zero past them) in 16-byte chunks, chunk c of row r stored at
 // c ^ (r % 8): the 8 rows one ldmatrix matrix reads sit in 8 different bank groups,
 // without padding.
 //

@@ -1,5 +1,5 @@
 // CUDA attention backward on tensor cores with mma.sync (fp16 / bf16, compute capability
-// 8+, head dims up to kTcMaxHeadDim, padded to 64 or 128), semantics in
+// 8+, head dims up to kTcMaxHeadDimBwd, padded to 64 or 128), semantics in
 // pyattn/attention.h. Tiles, products and accumulator layout: kernels/cuda/attention_mma.cuh.
 // P is recomputed from the forward's lse, P = 2^(z·log2e - lse·log2e), and
 // dS = P ∘ (dP - D) with D_i = dO_i · O_i - dlse_i (delta()); dropout scales P and dP by
@@ -350,7 +350,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
 
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
-  if (!tc_serves(s)) return false;
+  if (!tc_serves(s, kTcMaxHeadDimBwd)) return false;
   const bool wide = s.d > 64 || s.dv > 64;
   const int need = wide ? std::max(DefaultDqTiles<128>::bytes, DefaultDkdvTiles<128>::bytes)
                         : std::max(DefaultDqTiles<64>::bytes, DefaultDkdvTiles<64>::bytes);
@@ -364,7 +364,7 @@ bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
     cudaGetLastError();  // clears the failure: version 1 runs instead
     return false;
   }
-  tc_dispatch(s, [&](auto t, auto dim, auto drop) {
+  tc_dispatch<64, 128>(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
     constexpr bool DROP = decltype(drop)::value;

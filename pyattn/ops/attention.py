@@ -214,9 +214,9 @@ def attention(
         can see no key gets 0 (and lse -inf), and passes zero gradient.
 
     Envelope: CPU, any sizes. CUDA: head dims ``d, dv <= 256``, batch and heads at most
-    65535; fp16 and bf16 on compute capability 8.0+ with head dims up to 128 run the
-    tensor-core kernels (kernels/cuda/attention_mma_fwd.cu, attention_mma_bwd.cu), everything else a CUDA-core
-    kernel (kernels/cuda/attention.cu).
+    65535; fp16 and bf16 on compute capability 8.0+ run the tensor-core kernels
+    (kernels/cuda/attention_mma_fwd.cu with head dims up to 256, attention_mma_bwd.cu up to
+    128), everything else a CUDA-core kernel (kernels/cuda/attention.cu).
     """
     dropout_p = check_dropout_p(dropout_p, "attention")
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -126,7 +126,8 @@ void attention_dropout_cpu(const AttentionDropoutParams& p, ParallelFor parallel
 
 // CUDA: kernels/cuda/attention.cu (version 1: one thread per row; every dtype) and
 // kernels/cuda/attention_mma_fwd.cu and attention_mma_bwd.cu (fp16 / bf16 forward and
-// backward on tensor cores with mma.sync, sm_80+, d and dv <= 128), chosen inside attention_fwd_cuda / attention_bwd_cuda.
+// backward on tensor cores with mma.sync, sm_80+, d and dv up to 256 forward, 128
+// backward), chosen inside attention_fwd_cuda / attention_bwd_cuda.
 // Envelope, checked by csrc/: head dims d, dv <= kAttentionCudaMaxHeadDim; batch and
 // heads <= 65535 (grid y and z). Launch on `stream`; the caller checks the launch.
 constexpr int kAttentionCudaMaxHeadDim = 256;
