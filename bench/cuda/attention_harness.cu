@@ -258,8 +258,7 @@ double time_ms(F&& f) {
 }
 
 // The tile shapes tried per head dim; each compiles without spills on sm_80 and sm_90
-// (build_harness.sh prints ptxas's counts) but for 4 bytes in the default dk/dv at D64.
-// Left out because they spill: the forward with 32 rows per warp and 128 keys at D64 or
+// (build_harness.sh prints ptxas's counts). Left out because they spill: the forward with 32 rows per warp and 128 keys at D64 or
 // 32 keys at D128, and dk/dv with 64 queries a tile at D64.
 template <int D>
 struct Variants;

@@ -137,6 +137,78 @@ __device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float 
   }
 }
 
+// The steps below work on a warp's accumulators whatever product made them, so a Hopper
+// main loop (wgmma, whose accumulators hold the same per-lane pattern of rows g, g + 8
+// and column pairs 2t, 2t + 1 in each 8-column block) can reuse them.
+
+// sc (a raw S = Q Kᵀ, or Sᵀ) becomes z·log2e, the scores in base 2: S·scale·log2e when
+// `whole` (no element of the tile can be masked), else z_of(x, col, S) for row x = 2·mt + hi
+// and column col = 8·nb + 2t + e of the tile. Two loops, so the masked path's registers
+// are not live in the plain one.
+template <int kMT, int kNB, typename Z>
+__device__ __forceinline__ void to_log2_scores(float (&sc)[kMT][kNB][4], bool whole, float scale_log2, Z&& z_of) {
+  const int t = threadIdx.x % 4;
+  if (whole) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nb = 0; nb < kNB; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sc[mt][nb][e] *= scale_log2;
+    return;
+  }
+#pragma unroll
+  for (int x = 0; x < 2 * kMT; ++x)
+#pragma unroll
+    for (int nb = 0; nb < kNB; ++nb)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& z = sc[x / 2][nb][2 * (x % 2) + e];
+        z = z_of(x, 8 * nb + 2 * t + e, z);
+      }
+}
+
+// One tile of the online softmax over base-2 scores sc: per row x, the running max m[x]
+// and this lane's part of the sum l[x] (every probability, kept or dropped) take the
+// tile in, the output rows o scale by 2^(m_old - m_new), and sc becomes
+// keep(x, col, p) for p = 2^(z - m_new): P as the next product takes it. A row's max is
+// two shuffles among its 4 lanes; its sum is left per lane (summed once, at the end).
+template <int kMT, int kNB, int kOB, typename Keep>
+__device__ __forceinline__ void online_softmax(float (&sc)[kMT][kNB][4], float (&m)[2 * kMT], float (&l)[2 * kMT],
+                                               float (&o)[kMT][kOB][4], Keep&& keep) {
+  const int t = threadIdx.x % 4;
+#pragma unroll
+  for (int x = 0; x < 2 * kMT; ++x) {
+    const int mt = x / 2, hi = x % 2;
+    float tmax = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < kNB; ++nb) tmax = fmaxf(tmax, fmaxf(sc[mt][nb][2 * hi], sc[mt][nb][2 * hi + 1]));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float mnew = fmaxf(m[x], tmax);
+    // Nothing visible yet (mnew = -inf): shift by 0 so that 2^(-inf) = 0, keep alpha 1.
+    const float shift = mnew == -INFINITY ? 0.f : mnew;
+    const float alpha = mnew == -INFINITY ? 1.f : exp2f(m[x] - mnew);
+    float sum = 0.f;
+#pragma unroll
+    for (int nb = 0; nb < kNB; ++nb)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& z = sc[mt][nb][2 * hi + e];
+        const float p = exp2f(z - shift);
+        sum += p;
+        z = keep(x, 8 * nb + 2 * t + e, p);
+      }
+    l[x] = l[x] * alpha + sum;
+    m[x] = mnew;
+#pragma unroll
+    for (int ob = 0; ob < kOB; ++ob) {
+      o[mt][ob][2 * hi] *= alpha;
+      o[mt][ob][2 * hi + 1] *= alpha;
+    }
+  }
+}
+
 // Writes the warp's accumulator rows, times factor[2·mt + hi] per row, as T: row
 // (first + 16·mt + g + 8·hi) of out (row stride `stride`), columns below width, rows
 // below rows only; a lane's two neighbouring columns in one 4-byte store where aligned.

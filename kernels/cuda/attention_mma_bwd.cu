@@ -67,9 +67,8 @@ struct DkdvTiles {
   static_assert(kBQ <= kThreads, "one thread per query row fills the row data");
 };
 
-// The shapes each head dim runs with (ptxas, sm_80 and sm_90: no spills, but for 4 bytes
-// in dk/dv at D64 without dropout on sm_90, at 168 registers). dk/dv with 64 queries a
-// tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers.
+// The shapes each head dim runs with (ptxas, sm_80 and sm_90: no spills). dk/dv with 64
+// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers.
 template <int D>
 using DefaultDqTiles = DqTiles<D, 1, 64>;
 template <int D>
@@ -158,6 +157,10 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p, 
 
     // sc becomes dS.
     const bool whole = nk == kBK && sees_all(s, r, q0, last_row, k0, k0 + kBK);
+    mma::to_log2_scores(sc, whole, zscale2, [&](int x, int j, float raw) {
+      return row_of[x] < s.lq && j < nk ? masked<T>(s, r, b, h, row_of[x], k0 + j, raw * zscale) * float(kLog2e)
+                                        : neg_inf<float>();
+    });
 #pragma unroll
     for (int x = 0; x < 2 * kMT; ++x) {
       const int mt = x / 2, hi = x % 2;
@@ -169,8 +172,6 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p, 
         for (int e = 0; e < 2; ++e) {
           float& z = sc[mt][sb][2 * hi + e];
           const int j = 8 * sb + 2 * t + e;
-          if (whole) z *= zscale2;
-          else z = i < s.lq && j < nk ? masked<T>(s, r, b, h, i, k0 + j, z * zscale) * float(kLog2e) : neg_inf<float>();
           float ds = 0.f;
           if (z != neg_inf<float>() && lse2[x] != neg_inf<float>()) {
             float dpv = dp[mt][sb][2 * hi + e];
@@ -291,23 +292,12 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
     mma::mma_xyt<T, D>(st, kbs, wrow, qt, 0);
     mma::mma_xyt<T, D>(dpt, vbs, wrow, dot, 0);
 
-    // st becomes Pᵀ (dropped), dpt becomes dSᵀ. z = S·scale·log2e where no pair of the
-    // tile can be masked, else every mask (and -inf past the keys and queries).
+    // st becomes Pᵀ (dropped), dpt becomes dSᵀ.
     const bool whole = nq == kBQ && jlast - j0 + 1 == kBKeys && sees_all(s, r, i0, i0 + kBQ - 1, j0, j0 + kBKeys);
-#pragma unroll
-    for (int x = 0; x < 2 * kMT; ++x) {
-      const int mt = x / 2, hi = x % 2;
-      const int64_t j = lane_key + 16 * mt + 8 * hi;
-#pragma unroll
-      for (int qb = 0; qb < kQB; ++qb)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int c = 8 * qb + 2 * t + e;
-          float& z = st[mt][qb][2 * hi + e];
-          if (whole) z *= zscale2;
-          else z = j < s.lk && c < nq ? masked<T>(s, r, b, h, i0 + c, j, z * zscale) * float(kLog2e) : neg_inf<float>();
-        }
-    }
+    mma::to_log2_scores(st, whole, zscale2, [&](int x, int c, float raw) {
+      const int64_t j = lane_key + 16 * (x / 2) + 8 * (x % 2);
+      return j < s.lk && c < nq ? masked<T>(s, r, b, h, i0 + c, j, raw * zscale) * float(kLog2e) : neg_inf<float>();
+    });
 #pragma unroll
     for (int x = 0; x < 2 * kMT; ++x) {
       const int mt = x / 2, hi = x % 2;

@@ -135,45 +135,13 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
 
     // Online softmax; sc becomes P (dropped where dropout drops), as float.
     const bool whole = nk == kBK && sees_all(s, r, q0, last_row, k0, k0 + kBK);
-#pragma unroll
-    for (int x = 0; x < 2 * kMT; ++x) {
-      const int mt = x / 2, hi = x % 2;
-      const int64_t i = row_of[x];
-      float tmax = neg_inf<float>();
-#pragma unroll
-      for (int sb = 0; sb < kSB; ++sb)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& z = sc[mt][sb][2 * hi + e];
-          const int j = 8 * sb + 2 * t + e;
-          if (whole) z *= zscale2;
-          else z = i < s.lq && j < nk ? masked<T>(s, r, b, h, i, k0 + j, z * zscale) * float(kLog2e) : neg_inf<float>();
-          tmax = fmaxf(tmax, z);
-        }
-      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-      const float mnew = fmaxf(m[x], tmax);
-      // Nothing visible yet (mnew = -inf): shift by 0 so that 2^(-inf) = 0, keep alpha 1.
-      const float shift = mnew == neg_inf<float>() ? 0.f : mnew;
-      const float alpha = mnew == neg_inf<float>() ? 1.f : exp2f(m[x] - mnew);
-      float sum = 0.f;
-#pragma unroll
-      for (int sb = 0; sb < kSB; ++sb)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& z = sc[mt][sb][2 * hi + e];
-          const float pj = exp2f(z - shift);
-          sum += pj;
-          z = DROP ? drop_mult(s, drop[x], k0 + 8 * sb + 2 * t + e, pj) : pj;
-        }
-      l[x] = l[x] * alpha + sum;
-      m[x] = mnew;
-#pragma unroll
-      for (int ob = 0; ob < kOB; ++ob) {
-        o[mt][ob][2 * hi] *= alpha;
-        o[mt][ob][2 * hi + 1] *= alpha;
-      }
-    }
+    mma::to_log2_scores(sc, whole, zscale2, [&](int x, int j, float raw) {
+      return row_of[x] < s.lq && j < nk ? masked<T>(s, r, b, h, row_of[x], k0 + j, raw * zscale) * float(kLog2e)
+                                        : neg_inf<float>();
+    });
+    mma::online_softmax(sc, m, l, o, [&](int x, int j, float pj) {
+      return DROP ? drop_mult(s, drop[x], k0 + j, pj) : pj;
+    });
 
     // O += P V.
     mma::mma_py<T, D>(o, sc, vt, 0);
