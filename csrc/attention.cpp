@@ -171,8 +171,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   at::Tensor dmask = mask_grad ? at::zeros({batch, heads_q, lq, lk}, q.options()) : at::empty({0}, q.options());
   if (dk.numel() == 0 && dq.numel() == 0) return {dq, dk, dv, dmask};
   check_cuda_envelope(q, v, op);
-  const AttentionBwdParams p = make_attention_bwd_params(q, k, v, out, dout, lse, dlse, dq, dk, dv,
-                                                         mask_grad ? dmask : at::Tensor(), scale, masks, dropout);
+  AttentionBwdParams p = make_attention_bwd_params(q, k, v, out, dout, lse, dlse, dq, dk, dv,
+                                                   mask_grad ? dmask : at::Tensor(), scale, masks, dropout);
+  // Scratch for the CUDA tensor-core kernels, from torch's allocator (as small as lse).
+  at::Tensor row_delta;
+  if (q.is_cuda()) {
+    row_delta = at::empty({batch, heads_q, lq}, q.options().dtype(at::kFloat));
+    p.row_delta = row_delta.data_ptr<float>();
+  }
   run_kernel(q, op, p, &attention_bwd_cpu, PYATTN_CUDA_LAUNCHER(attention_bwd_cuda));
   return {dq, dk, dv, dmask};
 }

@@ -14,8 +14,8 @@
 //                    rows), then dV += Pᵀ dO and dK += dSᵀ Q (mma_py).
 // S and dP are computed in both (7 products where FlashAttention-2's single kernel with
 // atomically added dQ does 5): the price of determinism, to be measured on a GPU.
-// dq_mma_kernel writes each row's D to a scratch buffer that dkdv_mma_kernel, next on the
-// stream, reads. The streamed tiles (K, V in the first; Q, dO and their rows' lse, D and
+// dq_mma_kernel writes each row's D to p.row_delta, which dkdv_mma_kernel, next on the
+// stream, reads: else every key block would recompute it (dv reads per query row). The streamed tiles (K, V in the first; Q, dO and their rows' lse, D and
 // dropout keys in the second) go through two shared-memory stages by cp.async, as in the
 // forward. Masks
 // are applied element by element only on tiles where some pair may be masked.
@@ -75,7 +75,7 @@ template <int D>
 using DefaultDkdvTiles = DkdvTiles<D, 1, 32>;
 
 template <typename T, typename Tiles, bool DROP>
-__global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p, float* row_delta) {
+__global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: bwd_tensor_cores checks the device first
 #else
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p, 
                    : neg_inf<float>();
     dd[x] = live ? delta<T, float>(p, b, h, i) : 0.f;
     drop[x] = DROP && live ? drop_row(s, b, h, i) : DropRow{0, 0};
-    if (live && t == 0) row_delta[(b * s.heads_q + h) * s.lq + i] = dd[x];  // for dkdv_mma_kernel
+    if (live && t == 0) p.row_delta[(b * s.heads_q + h) * s.lq + i] = dd[x];  // for dkdv_mma_kernel
   }
   T* dmask = static_cast<T*>(p.dmask);
   float dq[kMT][D / 8][4];
@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p, 
 }
 
 template <typename T, typename Tiles, bool DROP>
-__global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p, const float* row_delta) {
+__global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: bwd_tensor_cores checks the device first
 #else
@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
       const bool live = c < nq;
       lses[stage * kBQ + c] =
           live ? static_cast<const float*>(p.lse)[(b * s.heads_q + h) * s.lq + i] * float(kLog2e) : neg_inf<float>();
-      dds[stage * kBQ + c] = live ? row_delta[(b * s.heads_q + h) * s.lq + i] : 0.f;
+      dds[stage * kBQ + c] = live ? p.row_delta[(b * s.heads_q + h) * s.lq + i] : 0.f;
       if (DROP) drs[stage * kBQ + c] = live ? drop_row(s, b, h, i) : DropRow{0, 0};
     }
   };
@@ -340,20 +340,11 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
 
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
-  if (!tc_serves(s, kTcMaxHeadDimBwd)) return false;
+  if (!tc_serves(s, kTcMaxHeadDimBwd) || !p.row_delta) return false;
   const bool wide = s.d > 64 || s.dv > 64;
   const int need = wide ? std::max(DefaultDqTiles<128>::bytes, DefaultDkdvTiles<128>::bytes)
                         : std::max(DefaultDqTiles<64>::bytes, DefaultDkdvTiles<64>::bytes);
   if (need > tc_usable_smem()) return false;
-  // D per query row [batch, heads_q, lq], written by the dq kernel, read by the dk/dv
-  // kernel after it on the stream: else every key block would recompute it (lq·dv reads
-  // each). Stream-ordered, from the runtime's pool.
-  float* row_delta = nullptr;
-  const size_t rows = size_t(s.batch * s.heads_q * s.lq);
-  if (rows > 0 && cudaMallocAsync(reinterpret_cast<void**>(&row_delta), rows * sizeof(float), stream) != cudaSuccess) {
-    cudaGetLastError();  // clears the failure: version 1 runs instead
-    return false;
-  }
   tc_dispatch<64, 128>(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
@@ -363,13 +354,12 @@ bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
     if (s.lq > 0)
       launch_tc(&dq_mma_kernel<T, Dq, DROP>, kThreads,
                 dim3(unsigned((s.lq + Dq::kBQ - 1) / Dq::kBQ), unsigned(s.heads_q), unsigned(s.batch)), Dq::bytes,
-                stream, p, row_delta);
+                stream, p);
     if (s.lk > 0)
       launch_tc(&dkdv_mma_kernel<T, Dkdv, DROP>, kThreads,
                 dim3(unsigned((s.lk + Dkdv::kBKeys - 1) / Dkdv::kBKeys), unsigned(s.heads_kv), unsigned(s.batch)),
-                Dkdv::bytes, stream, p, static_cast<const float*>(row_delta));
+                Dkdv::bytes, stream, p);
   });
-  if (row_delta) cudaFreeAsync(row_delta, stream);
   return true;
 }
 

@@ -72,11 +72,14 @@ std::vector<at::Tensor> attention_bwd(const at::Tensor& q, const at::Tensor& k, 
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   at::Tensor dmask = want_dmask ? at::zeros({q.size(0), q.size(1), q.size(2), k.size(2)}, q.options())
                                 : at::empty({0}, q.options());
-  attention_bwd_cuda(make_attention_bwd_params(q, k, v, out, dout, lse, at::Tensor(), dq, dk, dv,
-                                               want_dmask ? dmask : at::Tensor(), scale,
-                                               masks_of(mask, diag_offset, window_left, window_right, key_lengths),
-                                               dropout_of(dropout, dropout_scale)),
-                     nullptr);
+  AttentionBwdParams p = make_attention_bwd_params(q, k, v, out, dout, lse, at::Tensor(), dq, dk, dv,
+                                                   want_dmask ? dmask : at::Tensor(), scale,
+                                                   masks_of(mask, diag_offset, window_left, window_right, key_lengths),
+                                                   dropout_of(dropout, dropout_scale));
+  // NaN until written: a D row the tensor-core backward reads but never wrote shows.
+  at::Tensor row_delta = at::full({q.size(0), q.size(1), q.size(2)}, NAN, q.options().dtype(at::kFloat));
+  p.row_delta = row_delta.data_ptr<float>();
+  attention_bwd_cuda(p, nullptr);
   return {dq, dk, dv, dmask};
 }
 

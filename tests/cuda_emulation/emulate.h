@@ -12,7 +12,8 @@
 //   atomics are std::atomic_ref;
 // - the PTX instructions of kernels/cuda/ptx.cuh (mma.sync, ldmatrix, cp.async) are
 //   emulated lane by lane in ptx_emulated.h, with the fragment layouts the PTX ISA
-//   documents; a cp.async copy lands at its thread's wait (the latest moment allowed);
+//   documents; a cp.async destination reads NaN from the issue until the copy lands at
+//   its thread's wait (the latest moment allowed);
 // - the runtime calls the kernels make are stubs on host memory; the "device" has
 //   compute capability emu::g_cc_major.x, emu::kSmCount SMs that take one block each,
 //   and 227 KiB of opt-in shared memory.
@@ -77,8 +78,8 @@ struct Block {
 
 constexpr int kSlotWords = 4;  // 64-bit words a lane publishes in one warp exchange
 
-// A cp.async copy (ptx_emulated.h) not landed yet: it lands at the issuing thread's
-// wait, the latest moment the GPU allows, so a read before the wait sees stale data.
+// A cp.async copy (ptx_emulated.h) not landed yet: its destination is poisoned at the
+// issue and the data lands at the issuing thread's wait, the latest moment the GPU allows.
 struct AsyncCopy {
   void* dst;
   const void* src;

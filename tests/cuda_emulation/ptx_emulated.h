@@ -83,6 +83,10 @@ inline void cp_async_16(void* dst, const void* src, int src_bytes) {
                  src, dst);
     std::abort();
   }
+  // Until the wait the destination is garbage (all-ones bytes: NaN), as on the GPU, where
+  // the bytes may land any time after the issue: a read before the wait, or a copy issued
+  // into a buffer other warps still read, gives NaN here instead of stale good data.
+  std::memset(dst, 0xff, 16);
   ::emu::t_async_copies.push_back({dst, src, src_bytes, -1});
 }
 

@@ -33,17 +33,6 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, 
 
 cudaError_t cudaGetLastError() { return cudaSuccess; }
 
-// Stream-ordered allocation: every emulated launch has finished when it returns.
-cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t) {
-  *p = std::aligned_alloc(256, (size + 255) / 256 * 256);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
-  std::free(p);
-  return cudaSuccess;
-}
-
 cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
   std::memset(p, value, count);
   return cudaSuccess;

@@ -72,6 +72,8 @@ struct AttentionBwdParams {
   void* dv; int64_t dv_stride[3];            // [batch, heads_kv, lk, dv]
   void* dmask;  // nullptr, or [batch, heads_q, lq, lk] contiguous, dtype, zero-filled by the
                 // caller: dL/dz at every attended (i, j) is written (additive-mask grad)
+  float* row_delta;  // CUDA: [batch, heads_q, lq] fp32 scratch the tensor-core backward
+                     // overwrites (each row's D, computed once); nullptr: it is not used
 };
 
 // y = x * Z * scale_p with the mask the fused kernels use for the same key and threshold:
