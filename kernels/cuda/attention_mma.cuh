@@ -63,6 +63,51 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride,
   }
 }
 
+// The K and V tiles of kBK keys that a block of queries walks, [kbeg, kend), through two
+// shared-memory stages (each [kBK][D] at ks and vs + stage·kBK·D).
+template <typename T, int D, int kBK>
+struct KeyTiles {
+  T* ks;
+  T* vs;
+  const T* k;  // the head's rows
+  const T* v;
+  int64_t k_stride, v_stride, kbeg, kend, d, dv;
+  bool k_async, v_async;  // rows_aligned(k, k_stride), rows_aligned(v, v_stride)
+
+  __device__ __forceinline__ int64_t count() const { return kend > kbeg ? (kend - kbeg + kBK - 1) / kBK : 0; }
+
+  __device__ __forceinline__ void load(int64_t tile, int stage) const {
+    const int64_t k0 = kbeg + tile * kBK;
+    const int nk = int(min(int64_t(kBK), kend - k0));
+    load_tile<T, D, kBK>(ks + stage * kBK * D, k, k_stride, k0, nk, d, k_async);
+    load_tile<T, D, kBK>(vs + stage * kBK * D, v, v_stride, k0, nk, dv, v_async);
+  }
+
+  // body(k0, nk, K tile, V tile) for every tile in order, the next tile's copies in flight
+  // while body runs. The caller has issued its own tiles' copies (Q, dO) before: they join
+  // the first tile's group.
+  template <typename Body>
+  __device__ __forceinline__ void stream(Body&& body) const {
+    const int64_t tiles = count();
+    if (tiles > 0) {
+      load(0, 0);
+      ptx::cp_async_commit();
+    }
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      // Tile `tile` has landed for every thread, and every warp is done with the other
+      // stage (the previous tile): the next tile's copies go there now.
+      ptx::cp_async_wait<0>();
+      __syncthreads();
+      if (tile + 1 < tiles) {
+        load(tile + 1, int((tile + 1) % 2));
+        ptx::cp_async_commit();
+      }
+      const int64_t k0 = kbeg + tile * kBK;
+      body(k0, int(min(int64_t(kBK), kend - k0)), ks + (tile % 2) * kBK * D, vs + (tile % 2) * kBK * D);
+    }
+  }
+};
+
 template <int A, int B>
 __device__ __forceinline__ void zero(float (&acc)[A][B][4]) {
 #pragma unroll

@@ -15,9 +15,10 @@
 // S and dP are computed in both (7 products where FlashAttention-2's single kernel with
 // atomically added dQ does 5): the price of determinism, to be measured on a GPU.
 // dq_mma_kernel writes each row's D to p.row_delta, which dkdv_mma_kernel, next on the
-// stream, reads: else every key block would recompute it (dv reads per query row). The streamed tiles (K, V in the first; Q, dO and their rows' lse, D and
-// dropout keys in the second) go through two shared-memory stages by cp.async, as in the
-// forward. Masks
+// stream, reads: else every key block would recompute it (dv reads per query row). The
+// streamed tiles (K, V in the first, mma::KeyTiles as in the forward; Q, dO and their
+// rows' lse, D and dropout keys in the second) go through two shared-memory stages by
+// cp.async. Masks
 // are applied element by element only on tiles where some pair may be masked.
 // Tested lane by lane on CPU threads (tests/test_cuda_emulated.py, with
 // tests/cuda_emulation/ptx_emulated.h); not yet run on a GPU.
@@ -93,8 +94,8 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p) 
   const Rules r = blk.r;
   const T* k = head_rows<T>(p.k, p.k_stride, b, blk.hk);
   const T* v = head_rows<T>(p.v, p.v_stride, b, blk.hk);
-  const bool k_async = mma::rows_aligned(k, p.k_stride[2]), v_async = mma::rows_aligned(v, p.v_stride[2]);
-  const int64_t tiles = kend > kbeg ? (kend - kbeg + kBK - 1) / kBK : 0;
+  const mma::KeyTiles<T, D, kBK> kv{ks, vs, k, v, p.k_stride[2], p.v_stride[2], kbeg, kend, s.d, s.dv,
+                                    mma::rows_aligned(k, p.k_stride[2]), mma::rows_aligned(v, p.v_stride[2])};
   const int64_t last_row = min(s.lq, q0 + kBQ) - 1;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -120,35 +121,14 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p) 
   mma::zero(dq);
 
   const float zscale = float(s.scale), zscale2 = float(s.scale * kLog2e);
-  auto load_kv = [&](int64_t tile, int stage) {
-    const int64_t k0 = kbeg + tile * kBK;
-    const int nk = int(min(int64_t(kBK), kend - k0));
-    mma::load_tile<T, D, kBK>(ks + stage * kBK * D, k, p.k_stride[2], k0, nk, s.d, k_async);
-    mma::load_tile<T, D, kBK>(vs + stage * kBK * D, v, p.v_stride[2], k0, nk, s.dv, v_async);
-  };
-  if (tiles > 0) {
+  if (kv.count() > 0) {
     const T* q = head_rows<T>(p.q, p.q_stride, b, h);
     const T* dout = head_rows<T>(p.dout, p.dout_stride, b, h);
     const int nq = int(last_row - q0 + 1);
     mma::load_tile<T, D, kBQ>(qs, q, p.q_stride[2], q0, nq, s.d, mma::rows_aligned(q, p.q_stride[2]));
     mma::load_tile<T, D, kBQ>(dos, dout, p.dout_stride[2], q0, nq, s.dv, mma::rows_aligned(dout, p.dout_stride[2]));
-    load_kv(0, 0);
-    ptx::cp_async_commit();
   }
-
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    // Tile `tile` has landed for every thread and every warp is done with the other stage.
-    ptx::cp_async_wait<0>();
-    __syncthreads();
-    if (tile + 1 < tiles) {
-      load_kv(tile + 1, int((tile + 1) % 2));
-      ptx::cp_async_commit();
-    }
-    const T* kt = ks + (tile % 2) * kBK * D;
-    const T* vt = vs + (tile % 2) * kBK * D;
-    const int64_t k0 = kbeg + tile * kBK;
-    const int nk = int(min(int64_t(kBK), kend - k0));
-
+  kv.stream([&](int64_t k0, int nk, const T* kt, const T* vt) {
     float sc[kMT][kSB][4], dp[kMT][kSB][4];  // S = Q Kᵀ, dP = dO Vᵀ
     mma::zero(sc);
     mma::zero(dp);
@@ -185,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p) 
 
     // dQ += dS K.
     mma::mma_py<T, D>(dq, sc, kt, 0);
-  }
+  });
 
   // dq = scale · Σ dS k.
   float factor[2 * kMT];

@@ -80,9 +80,9 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
   const Rules r = blk.r;
   const T* k = head_rows<T>(p.k, p.k_stride, b, blk.hk);
   const T* v = head_rows<T>(p.v, p.v_stride, b, blk.hk);
+  const mma::KeyTiles<T, D, kBK> kv{ks, vs, k, v, p.k_stride[2], p.v_stride[2], kbeg, kend, s.d, s.dv,
+                                    mma::rows_aligned(k, p.k_stride[2]), mma::rows_aligned(v, p.v_stride[2])};
   const T* q = head_rows<T>(p.q, p.q_stride, b, h);
-  const bool k_async = mma::rows_aligned(k, p.k_stride[2]), v_async = mma::rows_aligned(v, p.v_stride[2]);
-  const int64_t tiles = kend > kbeg ? (kend - kbeg + kBK - 1) / kBK : 0;
   const int64_t last_row = min(s.lq, q0 + kBQ) - 1;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -102,32 +102,9 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
   mma::zero(o);
 
   const float zscale = float(s.scale), zscale2 = float(s.scale * kLog2e);
-  auto load_kv = [&](int64_t tile, int stage) {
-    const int64_t k0 = kbeg + tile * kBK;
-    const int nk = int(min(int64_t(kBK), kend - k0));
-    mma::load_tile<T, D, kBK>(ks + stage * kBK * D, k, p.k_stride[2], k0, nk, s.d, k_async);
-    mma::load_tile<T, D, kBK>(vs + stage * kBK * D, v, p.v_stride[2], k0, nk, s.dv, v_async);
-  };
-  if (tiles > 0) {
+  if (kv.count() > 0)
     mma::load_tile<T, D, kBQ>(qs, q, p.q_stride[2], q0, int(last_row - q0 + 1), s.d, mma::rows_aligned(q, p.q_stride[2]));
-    load_kv(0, 0);
-    ptx::cp_async_commit();
-  }
-
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    // Tile `tile` has landed for every thread, and every warp is done with the other
-    // stage (the previous tile): the next tile's copies go there now.
-    ptx::cp_async_wait<0>();
-    __syncthreads();
-    if (tile + 1 < tiles) {
-      load_kv(tile + 1, int((tile + 1) % 2));
-      ptx::cp_async_commit();
-    }
-    const T* kt = ks + (tile % 2) * kBK * D;
-    const T* vt = vs + (tile % 2) * kBK * D;
-    const int64_t k0 = kbeg + tile * kBK;
-    const int nk = int(min(int64_t(kBK), kend - k0));
-
+  kv.stream([&](int64_t k0, int nk, const T* kt, const T* vt) {
     // S = Q Kᵀ.
     float sc[kMT][kSB][4];
     mma::zero(sc);
@@ -145,7 +122,7 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
 
     // O += P V.
     mma::mma_py<T, D>(o, sc, vt, 0);
-  }
+  });
 
   // out = O / l (times 1/(1-p) with dropout), 0 where nothing was attended.
   float inv[2 * kMT];
