@@ -67,6 +67,43 @@ def test_update_distinct_matches_reference(cbow, dtype, dim, rng):
 
 
 @pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_update_skips_saturated_targets(cbow, dtype, rng):
+    """Targets whose logit has |x| >= 6 (gensim's MAX_EXP) keep their w_out row; the
+    rest update as the reference. At dim 16, vectors of std s give logits of std
+    4 s^2 (skip-gram), or 4 s^2 / sqrt(c) for CBOW's mean of c contexts: s = 1 and 1.6
+    make both kinds occur. Skip-gram gets one pair per center, so every logit comes from
+    the initial rows."""
+    vocab, dim, n, k = 3000, 16, 20, 5
+    slots, std = (3, 1.6) if cbow else (1, 1.0)
+    w_in = torch.tensor(rng.normal(0, std, (vocab, dim)), dtype=dtype)
+    w_out = torch.tensor(rng.normal(0, std, (vocab, dim)), dtype=dtype)
+    centers, contexts, negs = _distinct_batch(rng, vocab, n, slots, k, cbow)
+    before_in, before_out = to_np(w_in), to_np(w_out)
+    fn = ref.cbow_update if cbow else ref.sgns_update
+    e_in, e_out, e_loss = fn(before_in, before_out, centers, contexts, negs, 0.05)
+    # Every id is distinct, so each target's logit is the one its initial rows give.
+    if cbow:
+        h = np.stack([before_in[[o for o in row if o >= 0]].mean(0) for row in contexts])
+        targets = np.concatenate([centers[:, None], negs], 1)
+        logits = np.einsum("nd,ntd->nt", h, before_out[targets])
+    else:
+        pairs = contexts >= 0
+        targets = np.concatenate([contexts[..., None], negs], 2)[pairs]
+        h = before_in[np.broadcast_to(centers[:, None], contexts.shape)[pairs]]
+        logits = np.einsum("nd,ntd->nt", h, before_out[targets])
+    saturated = np.abs(logits) >= ref.MAX_LOGIT
+    assert 0.05 < saturated.mean() < 0.8, f"the draw should mix both kinds, {saturated.mean():.2f} saturated"
+    loss = _run(cbow, w_in, w_out, centers, contexts, negs, 0.05)
+    tol = Tol(1e-12, 1e-10) if dtype == torch.float64 else Tol(2e-6, 2e-5)
+    assert_close(w_in, e_in, tol=tol, msg="w_in")
+    assert_close(w_out, e_out, tol=tol, msg="w_out")
+    assert np.array_equal(to_np(w_out)[targets[saturated]], before_out[targets[saturated]]), "a saturated row moved"
+    assert not np.allclose(to_np(w_out)[targets[~saturated]], before_out[targets[~saturated]])
+    assert abs(loss.item() - e_loss) <= (1e-10 if dtype == torch.float64 else 1e-5) * abs(e_loss)
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
 def test_update_repeated_indices_single_thread_is_sequential(cbow, rng):
     """Repeated ids: with one thread the kernel is exactly the sequential reference."""
     vocab, dim, n, slots, k = 30, 16, 40, 4, 3

@@ -114,8 +114,9 @@ struct Updater {
       T* u = out_row(targets[j]);
       const A x = dot<V>(h, u, d);
       const A label = j == 0 ? A(1) : A(0);
-      const A g = lr * (label - sigmoid(x));
       if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
+      if (std::fabs(x) >= A(kNegSamplingMaxLogit)) continue;  // saturated: no update (gensim)
+      const A g = lr * (label - sigmoid(x));
       update_target<V>(g, e, h, u, d);
     }
     return loss;

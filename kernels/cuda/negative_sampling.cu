@@ -138,8 +138,9 @@ __device__ T run_targets(const NegSamplingUpdateParams& p, const Slice<T>& s, in
       for (int j = 0; j < i; ++j)
         if (t[j] == t[i]) x += g[j] * hh;
       const bool positive = j0 < 0 && i == 0;
-      g[i] = lr * ((positive ? T(1) : T(0)) - sigmoid(x));
       if (p.compute_loss) loss += neg_log_sigmoid(positive ? x : -x);
+      if (fabs(x) >= T(kNegSamplingMaxLogit)) continue;  // saturated: no update (gensim), g[i] stays 0
+      g[i] = lr * ((positive ? T(1) : T(0)) - sigmoid(x));
       T* u = w_out + t[i] * p.w_out_stride;
       for (int64_t c = lane; c < d; c += kWarp) {
         const T uc = u[c];

@@ -13,6 +13,9 @@ are the center (label 1) and negatives[n, :] (label 0).
 
 Per example (word2vec.c semantics), for each target t in order with label y:
     x = w_out[t] . h;  g = lr * (y - sigmoid(x));  e += g * w_out[t];  w_out[t] += g * h
+except that a target with |x| >= MAX_LOGIT (6, gensim's MAX_EXP) gets no update (g = 0),
+as in gensim; on English text this lifts CBOW's analogy accuracy (bench/results/
+word2vec_cbow_gap_2026-12-05.md) and saves the skipped updates.
 and after all targets w_in[center] += e (skip-gram) or, for CBOW, every valid context
 word gets the whole w_in[ctx] += e (gensim's cbow_mean=1 and word2vec.c: h is the mean,
 the error is not divided among the context words).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_LOGIT = 6.0  # kNegSamplingMaxLogit in pyattn/negative_sampling.h
 
 def _log_sigmoid(x: float) -> float:
     return -float(np.logaddexp(0.0, -x))
@@ -41,7 +45,7 @@ def _apply_targets(w_out, h, targets, labels, lr):
     loss = 0.0
     for t, y in zip(targets, labels):
         x = float(w_out[t] @ h)
-        g = lr * (y - _sigmoid(x))
+        g = lr * (y - _sigmoid(x)) if abs(x) < MAX_LOGIT else 0.0
         loss -= _log_sigmoid(x) if y else _log_sigmoid(-x)
         e += g * w_out[t]
         w_out[t] += g * h

@@ -11,7 +11,8 @@ per-token Python; on CUDA the tokens stay on the GPU):
      torch.get_num_threads() threads (on CUDA: over ordered streams of centers, one warp
      each, as many as the busiest rows tolerate; see cuda_streams). The learning rate
      decays linearly with the raw words processed, from alpha to min_alpha over all
-     epochs, as in gensim.
+     epochs, as in gensim. As in gensim, a target whose logit has |x| >= 6 gets no
+     update, and the input vectors start uniform in [-1/d, 1/d) (gensim 4's range).
 
 Across processes (torchrun; ``world`` from pyattn.distributed.init): rank 0 reads the
 corpus and builds the vocabulary once, every rank receives it (broadcast) and trains on
@@ -218,7 +219,10 @@ class Word2Vec:
             self.corpus = shard(corpus, self.world.rank, self.world.size)
         vocab = len(self.corpus.index_to_key)
         gen = torch.Generator().manual_seed(self.seed)
-        w_in = (torch.rand(vocab, self.vector_size, generator=gen) - 0.5) / self.vector_size
+        # gensim 4's initialisation (KeyedVectors' prep_vectors): uniform in [-1/d, 1/d), twice
+        # word2vec.c's range; CBOW's analogy accuracy gains 0.004 from it on English text
+        # (bench/results/word2vec_cbow_gap_2026-12-05.md).
+        w_in = (torch.rand(vocab, self.vector_size, generator=gen) * 2 - 1) / self.vector_size
         self.wv = KeyedVectors(self.corpus.index_to_key, w_in.numpy())
         self.syn1neg = torch.zeros(vocab, self.vector_size)
         return self

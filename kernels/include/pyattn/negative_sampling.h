@@ -26,7 +26,10 @@ namespace pyattn {
 //     (r mod 2^32) < table[i, 0] (a threshold in [0, 2^32]) else table[i, 1].
 // The alias table is V rows (cache resident) where a slots table needs ~1e7-1e8 slots
 // to resolve rare words, and a random read of that costs a cache miss per negative.
-// A negative equal to the positive target is skipped.
+// A negative equal to the positive target is skipped. A target whose logit x = h . u has
+// |x| >= kNegSamplingMaxLogit is not updated (gensim's MAX_EXP rule: its gradient would
+// come from a saturated sigmoid); its loss term still counts.
+constexpr double kNegSamplingMaxLogit = 6.0;
 enum class TableKind : int32_t { slots_int32 = 0, slots_int64 = 1, alias = 2 };
 
 struct NegSamplingUpdateParams {
