@@ -10,20 +10,25 @@
 //     on W_hh packed once per call, fused with the pointwise update, the whole time loop
 //     in one kernel call (lstm_seq_fwd_cpu / _bwd_cpu). The cell packs [W_ih | W_hh] per
 //     call, or takes them packed (lstm_cell_pack; nn.LSTMCell keeps a packed copy).
-//   - CUDA without a projection and with at most kLstmPersistentMaxBatch (8) rows: one
-//     persistent kernel for the whole loop (kernels/cuda/lstm_persistent.cu), which
-//     keeps W_hh in shared memory, when the device can hold all its blocks at once;
-//   - otherwise (CPU fp64 / bf16, projections, CUDA batches past 8): at::addmm_ per
-//     step and the pointwise kernels.
+//   - CUDA without a projection: one persistent kernel for the whole loop, which keeps
+//     W_hh in shared memory, when the device can hold all its blocks at once: up to
+//     kLstmPersistentMaxBatch (8) rows forward and backward on CUDA cores
+//     (kernels/cuda/lstm_persistent.cu), up to kLstmPersistentMmaMaxBatch (256) rows
+//     forward on tensor cores (lstm_persistent_mma.cu: fp16, bf16, and fp32 when TF32
+//     is allowed, see Fp32Mode);
+//   - otherwise (CPU fp64 / bf16, projections, larger CUDA batches, the CUDA backward
+//     past 8 rows): at::addmm_ per step and the pointwise kernels.
 //
 // Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
 //   x [T, N, C] (total = T·N) or, with batch_sizes, packed [total, C] (PackedSequence.data)
 //   h0 [N, P], c0 [N, H], w_ih [4H, C], w_hh [4H, P], b_ih / b_hh [4H], w_hr [P, H]
+#include <ATen/Context.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +43,22 @@ namespace {
 constexpr const char* kCell = "lstm_cell";
 constexpr const char* kSeq = "lstm_seq";
 constexpr const char* kSeqBwd = "lstm_seq backward";
+
+// fp32 on CUDA follows torch's RNN precision setting, as nn.LSTM does through cuDNN:
+// torch.backends.cudnn.allow_tf32 (torch.backends.cudnn.rnn.fp32_precision), True by
+// default. Our kernels read it (tf32); the ATen GEMMs follow cuBLAS's own flag
+// (torch.backends.cuda.matmul.allow_tf32, False by default), so where the RNN setting
+// forbids TF32 they run under NoTF32Guard. Where it allows TF32 and cuBLAS's flag does
+// not, the GEMMs stay strict fp32: more exact than asked, never less.
+struct Fp32Mode {
+  explicit Fp32Mode(const at::Tensor& x) {
+    if (!x.is_cuda() || x.scalar_type() != at::kFloat) return;
+    tf32 = at::globalContext().allowTF32CuDNN(at::Float32Op::RNN);
+    if (!tf32) strict.emplace();
+  }
+  bool tf32 = false;
+  std::optional<at::NoTF32Guard> strict;
+};
 
 // The weights' sizes, checked against each other: (H, P).
 struct Dims {
@@ -140,6 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_fwd(const at::Tensor& x, con
                                                         const std::optional<at::Tensor>& b_ih,
                                                         const std::optional<at::Tensor>& b_hh,
                                                         const std::optional<at::Tensor>& w_packed) {
+  const Fp32Mode mode(x);
   check_dims(x, 2, kCell, "x", "(batch, input_size)");
   const Dims d = check_weights(kCell, x, x.size(1), w_ih, w_hh, b_ih, b_hh, std::nullopt);
   const int64_t N = x.size(0);
@@ -194,6 +216,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& act,
     const at::Tensor& c_new, bool has_bias) {
   constexpr const char* op = "lstm_cell backward";
+  const Fp32Mode mode(x);
   check_dims(x, 2, op, "x", "(batch, input_size)");
   const Dims d = check_weights(op, x, x.size(1), w_ih, w_hh, std::nullopt, std::nullopt, std::nullopt);
   const int64_t N = x.size(0), H = d.hidden;
@@ -218,15 +241,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
 // -------------------------------------------------------------------------- sequence
 
-// Whether the persistent CUDA loop may take this sequence (it may still decline, see
-// lstm_seq_fwd_persistent_cuda); x decides the device. PYATTN_LSTM_PERSISTENT=0 in the
-// environment turns it off (read once), to compare with the per-step loop.
-bool persistent_cuda(const at::Tensor& x, bool proj, int64_t batch, const std::vector<LstmStep>& steps) {
+// Whether the persistent CUDA loop may take this sequence, with at most max_batch rows
+// (it may still decline, see lstm_seq_fwd_persistent_cuda); x decides the device.
+// PYATTN_LSTM_PERSISTENT=0 in the environment turns it off (read once), to compare with
+// the per-step loop.
+bool persistent_cuda(const at::Tensor& x, bool proj, int64_t batch, const std::vector<LstmStep>& steps,
+                     int64_t max_batch) {
   static const bool enabled = [] {
     const char* e = std::getenv("PYATTN_LSTM_PERSISTENT");
     return e == nullptr || std::string(e) != "0";
   }();
-  return enabled && x.is_cuda() && !proj && !steps.empty() && batch <= kLstmPersistentMaxBatch;
+  return enabled && x.is_cuda() && !proj && !steps.empty() && batch <= max_batch;
 }
 
 // The device side of a persistent kernel's loop: a PackedSequence's steps as int64
@@ -347,14 +372,16 @@ void seq_fwd_fused(const SeqFwd& f, bool fuse_x, bool scratch) {
                    &torch_parallel_for);
 }
 
-// CUDA, no projection, at most kLstmPersistentMaxBatch rows: the whole loop in one
-// persistent kernel. Returns false, having run nothing, when the kernel declines.
-bool seq_fwd_persistent(const SeqFwd& f) {
+// CUDA, no projection, at most kLstmPersistentMmaMaxBatch rows: the whole loop in one
+// persistent kernel (fp32 on tensor cores only with tf32). Returns false, having run
+// nothing, when the kernels decline.
+bool seq_fwd_persistent(const SeqFwd& f, bool tf32) {
   const at::Tensor w = f.w_hh.contiguous(), h0 = f.h0.contiguous(), c0 = f.c0.contiguous();
   const PersistentLoop loop = persistent_loop(f.x, f.steps, f.packed);
-  const LstmSeqCudaFwdParams p =
+  LstmSeqCudaFwdParams p =
       make_lstm_seq_cuda_fwd_params(f.act, w, f.b_ih, f.b_hh, h0, c0, f.y, f.c_all, f.h_n, f.c_n, loop.steps,
                                     int64_t(f.steps.size()), f.reverse, loop.barrier);
+  p.tf32 = tf32;
   return try_cuda_kernel(f.x, p, PYATTN_CUDA_LAUNCHER(lstm_seq_fwd_persistent_cuda));
 }
 
@@ -408,6 +435,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& batch_sizes, bool reverse,
     bool need_backward) {
+  const Fp32Mode mode(x_in);
   SeqFwd f = seq_fwd_inputs(x_in, h0_in, c0_in, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
   const auto opts = x_in.options();
   const int64_t total = f.x.size(0), N = f.N, H = f.H, P = f.P;
@@ -433,7 +461,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     f.c_n.copy_(f.c0);
   } else if (fused) {
     seq_fwd_fused(f, fuse_x, scratch);
-  } else if (!(persistent_cuda(f.x, proj, N, f.steps) && seq_fwd_persistent(f))) {
+  } else if (!(persistent_cuda(f.x, proj, N, f.steps, kLstmPersistentMmaMaxBatch) &&
+                 seq_fwd_persistent(f, mode.tf32))) {
     seq_fwd_per_step(f);
   }
   // What backward would need is not returned (distinct empty tensors: outputs must not alias).
@@ -574,6 +603,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& act, const at::Tensor& c_all, const at::Tensor& h_pre,
     const std::optional<at::Tensor>& batch_sizes, bool reverse, bool has_bias) {
   constexpr const char* op = kSeqBwd;
+  const Fp32Mode mode(x_in);
   SeqBwd g = seq_bwd_inputs(dy, x_in, h0, c0, w_ih, w_hh, w_hr, y, act, c_all, h_pre, batch_sizes, reverse, has_bias);
   const auto opts = x_in.options();
   const int64_t total = g.x.size(0), N = g.N, H = g.H, P = g.P;
@@ -600,7 +630,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   if (fused_cpu(g.x, proj) && !g.steps.empty()) {
     seq_bwd_fused(g);
     looped = true;
-  } else if (persistent_cuda(g.x, proj, N, g.steps)) {
+  } else if (persistent_cuda(g.x, proj, N, g.steps, kLstmPersistentMaxBatch)) {
     looped = seq_bwd_persistent(g);
   }
   const at::Tensor prev = !looped || g.packed ? previous_rows(g.steps, total, g.x.device()) : at::Tensor();

@@ -53,7 +53,8 @@ def emu():
     from torch.utils import cpp_extension
 
     sources = ["bindings.cpp", "runtime_stubs.cpp", "emu_attention.cpp", "emu_attention_mma_fwd.cpp", "emu_attention_mma_bwd.cpp",
-               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_lstm_persistent.cpp", "emu_negative_sampling.cpp"]
+               "emu_scaled_masked_softmax.cpp", "emu_lstm.cpp", "emu_lstm_persistent.cpp", "emu_lstm_persistent_mma.cpp",
+               "emu_negative_sampling.cpp"]
     # csrc/: the glue's params builders (<op>_params.h), which bindings.cpp calls, and
     # dispatch.cpp's fold_leading_dims behind the scaled_masked_softmax builders.
     includes = [str(EMU), str(ROOT / "csrc"), str(ROOT / "kernels" / "include"), str(ROOT / "kernels"), str(inc)]
@@ -325,7 +326,7 @@ def test_lstm_seq_persistent(emu, gen, dtype, reverse):
         dy = randn((total, hidden), dtype, gen=gen)
         what = f"batch_sizes {batch_sizes} H{hidden} bias={bias} dense={dense}"
 
-        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, *kernel_steps)
+        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, *kernel_steps, False)
         assert out, f"{what}: the kernel declined"
         y, c_all, act, h_n, c_n = out
         eye = np.eye(g4)
@@ -358,15 +359,73 @@ def test_lstm_seq_persistent(emu, gen, dtype, reverse):
 
 
 def test_lstm_seq_persistent_declines(emu, gen):
-    """More rows than kLstmPersistentMaxBatch (8), or a W_hh slice beyond shared memory:
-    nothing runs, and the caller's per-step loop takes over."""
-    f32 = torch.float32
-    for n0, hidden in ((9, 4), (2, 2000)):
+    """Shapes no persistent forward takes: nothing runs, and the caller's per-step loop
+    takes over. fp32 past 8 rows without TF32 (the tensor-core kernel is TF32-only for
+    fp32), fp64 past 8 rows, more than 256 rows, a W_hh slice beyond shared memory, rows
+    of H·sizeof(dtype) not a multiple of 16 bytes (cp.async)."""
+    f32, bf16, f64 = torch.float32, torch.bfloat16, torch.float64
+    for n0, hidden, dtype, tf32 in ((9, 4, f32, False), (9, 8, f64, True), (257, 8, bf16, False),
+                                    (2, 2000, f32, False), (9, 12, bf16, False), (9, 6, f32, True)):
         steps = _steps([n0], False)
-        args = (randn((n0, 4 * hidden), f32, gen=gen), randn((4 * hidden, hidden), f32, gen=gen),
-                torch.empty(0), torch.empty(0), randn((n0, hidden), f32, gen=gen), randn((n0, hidden), f32, gen=gen),
-                steps, 1, False)
-        assert emu.lstm_seq_persistent_fwd(*args) == [], f"n0 {n0} H{hidden}"
+        args = (randn((n0, 4 * hidden), dtype, gen=gen), randn((4 * hidden, hidden), dtype, gen=gen),
+                torch.empty(0, dtype=dtype), torch.empty(0, dtype=dtype), randn((n0, hidden), dtype, gen=gen),
+                randn((n0, hidden), dtype, gen=gen), steps, 1, False, tf32)
+        assert emu.lstm_seq_persistent_fwd(*args) == [], f"n0 {n0} H{hidden} {dtype} tf32={tf32}"
+
+
+# The tensor-core forward (batches of 9 to 256): (batch_sizes, hidden, emulated SMs).
+# Each block owns U = ceil(H / SMs) units, 4U gate rows padded to 16, 32 or 64 columns;
+# batch rows pad to 16-row tiles, and with fewer tiles than 8 warps the K steps split
+# among warps. h_prev streams in 128-byte chunks per row (64 bf16 / 32 fp32 columns).
+MMA_SHAPES = [([9, 9, 9], 8, 4),            # one tile (K split 8 ways), 16 columns, one chunk
+              ([40, 40], 24, 4),            # 3 tiles (K split 2), U 6: 24 gate rows in 32 columns
+              ([33, 20, 12, 9], 64, 4),     # packed: rows end as steps shrink (grow in reverse); 64 columns
+              ([17, 17], 256, 16),          # 16 SMs: fp32 rows are 8 chunks, so the 4-buffer ring wraps
+              ([256, 200], 128, 8)]         # 16 tiles, 2 per warp; fp32 only fits the 2-buffer ring
+MMA_TOL = {torch.float32: Tol(2e-3, 2e-3), torch.float16: SEQ_TOL[torch.float16],
+           torch.bfloat16: SEQ_TOL[torch.bfloat16]}
+
+
+@pytest.fixture
+def emu_sms(emu):
+    """Sets the emulated SM count for one test, then restores 4."""
+    yield emu.set_sm_count
+    emu.set_sm_count(4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["tf32", "fp16", "bf16"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_lstm_seq_persistent_mma(emu, emu_sms, gen, dtype, reverse):
+    """The tensor-core persistent forward against lstm_seq_fwd (W_ih the identity, so the
+    reference's x is the kernel's input product); fp32 runs as TF32 (10-bit mantissas,
+    rounded to nearest), hence its looser tolerance."""
+    tol = MMA_TOL[dtype]
+    for batch_sizes, hidden, sms in MMA_SHAPES:
+        emu_sms(sms)
+        n0, total, g4 = batch_sizes[0], sum(batch_sizes), 4 * hidden
+        steps = _steps(batch_sizes, reverse)
+        dense = len(set(batch_sizes)) == 1
+        kernel_steps = (torch.empty(0, dtype=torch.int64) if dense else steps, len(batch_sizes), reverse)
+        bias = bool(torch.randint(0, 2, (), generator=gen))
+        act_in, w_hh = randn((total, g4), dtype, gen=gen), randn((g4, hidden), dtype, gen=gen, std=hidden ** -0.5)
+        b_ih, b_hh = ((randn((g4,), dtype, gen=gen) if bias else torch.empty(0, dtype=dtype)) for _ in range(2))
+        h0, c0 = (randn((n0, hidden), dtype, gen=gen) for _ in range(2))
+        what = f"batch_sizes {batch_sizes} H{hidden} SMs {sms} bias={bias} dense={dense}"
+
+        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, *kernel_steps, True)
+        assert out, f"{what}: the kernel declined"
+        y, c_all, act, h_n, c_n = out
+        b = (to_np(b_ih), to_np(b_hh)) if bias else (None, None)
+        r_y, r_hn, r_cn, caches = lstmref.lstm_seq_fwd(to_np(act_in), to_np(h0), to_np(c0), np.eye(g4), to_np(w_hh),
+                                                       *b, batch_sizes=batch_sizes, reverse=reverse)
+        for got, want, name in ((y, r_y, "y"), (h_n, r_hn, "h_n"), (c_n, r_cn, "c_n")):
+            assert_close(got, want, dtype, tol=tol, msg=f"{what} {name}")
+        r_c, r_act = np.empty((total, hidden)), np.empty((total, g4))
+        for off, cache in zip(steps[:, 0].tolist(), caches):
+            r_c[off:off + cache.c_new.shape[0]] = cache.c_new
+            r_act[off:off + cache.act.shape[0]] = cache.act
+        assert_close(c_all, r_c, dtype, tol=tol, msg=f"{what} c_all")
+        assert_close(act, r_act, dtype, tol=tol, msg=f"{what} act")
 
 
 @pytest.mark.parametrize("dtype", ALL, ids=["fp32", "fp64", "fp16", "bf16"])

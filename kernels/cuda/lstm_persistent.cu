@@ -26,13 +26,16 @@
 #include <cstdint>
 
 #include "cuda/grid_barrier.cuh"
+#include "cuda/lstm_persistent_common.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/lstm.h"
-#include "pyattn/lstm_math.h"
 
 namespace pyattn {
 namespace {
+
+using lstm_persistent::aligned;
+using lstm_persistent::step_at;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -62,17 +65,6 @@ __host__ __device__ inline int64_t splits_for(int64_t rows) { return rows >= kWa
 __host__ __device__ inline int64_t max_tasks(int64_t rows) {
   return rows * splits_for(rows) > kWarps ? rows * splits_for(rows) : kWarps;
 }
-
-// Step s of the processing order: p.steps[s], or, without a steps array (a dense
-// [T, batch] sequence), `batch` rows at time s (reverse: T - 1 - s).
-template <typename Params>
-__device__ LstmStep step_at(const Params& p, int64_t s) {
-  if (p.steps) return p.steps[s];
-  return {(p.reverse ? p.nsteps - 1 - s : s) * p.batch, p.batch};
-}
-
-// Bytes of the carve-up below, each part 16-byte aligned.
-__host__ __device__ inline size_t aligned(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
 // Sums v[r] over the warp for each of the 8 rows with 9 shuffles (not 8 · 5): each
 // exchange halves the rows a lane keeps (by lane bits 16, 8, 4) and adds its partner's
@@ -157,13 +149,8 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
     const int64_t m = e / H, k = e - m * H;
     w[e] = w_hh[((m / U) * H + j0 + m % U) * H + k];
   }
-  const T* b0 = static_cast<const T*>(p.bias[0]);
-  const T* b1 = static_cast<const T*>(p.bias[1]);
   const T* h0 = static_cast<const T*>(p.h0);
-  const T* c0 = static_cast<const T*>(p.c0);
-  T* act = static_cast<T*>(p.act);
-  T* y = static_cast<T*>(p.y);
-  T* c_all = static_cast<T*>(p.c_all);
+  const T* y = static_cast<const T*>(p.y);
 
   for (int64_t s = 0; s < p.nsteps; ++s) {
     const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
@@ -179,34 +166,8 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
     slice_products(h_prev, n, w, M, H, batch, part);
     __syncthreads();
     const int nn = s + 1 < p.nsteps ? min(n, int(step_at(p, s + 1).n)) : 0;  // rows [nn, n) end here
-    for (int64_t e = threadIdx.x; e < n * U; e += kThreads) {
-      const int r = int(e / U);
-      const int64_t u = e - r * U, j = j0 + u;
-      T* a = act + (off + r) * 4 * H;
-      A pre[4];
-#pragma unroll
-      for (int g = 0; g < 4; ++g) {
-        pre[g] = slice_sum(part, g * U + u, S, batch, r) + to_acc(a[g * H + j]);
-        if (b0) pre[g] += to_acc(b0[g * H + j]);
-        if (b1) pre[g] += to_acc(b1[g * H + j]);
-      }
-      const A i = lstm_math::sigmoid(pre[0]), f = lstm_math::sigmoid(pre[1]);
-      const A g = lstm_math::tanh_acc(pre[2]), o = lstm_math::sigmoid(pre[3]);
-      const A c = r < pn ? c_own[r * U + u] : to_acc(c0[r * H + j]);
-      const A cn = f * c + i * g;
-      const T h = from_acc<T>(o * lstm_math::tanh_acc(cn));
-      a[j] = from_acc<T>(i);
-      a[H + j] = from_acc<T>(f);
-      a[2 * H + j] = from_acc<T>(g);
-      a[3 * H + j] = from_acc<T>(o);
-      c_own[r * U + u] = to_acc(from_acc<T>(cn));  // as stored: the per-step loop's c
-      c_all[(off + r) * H + j] = from_acc<T>(cn);
-      y[(off + r) * H + j] = h;
-      if (r >= nn) {
-        static_cast<T*>(p.h_n)[r * H + j] = h;
-        static_cast<T*>(p.c_n)[r * H + j] = from_acc<T>(cn);
-      }
-    }
+    lstm_persistent::fwd_cell_update<T>(p, j0, U, n, pn, nn, off, c_own, kThreads,
+                                        [&](int r, int64_t m) { return slice_sum(part, m, S, batch, r); });
     if (s + 1 < p.nsteps) grid_barrier(p.barrier, unsigned(s + 1));  // publishes y
   }
 }
@@ -377,6 +338,7 @@ bool launch_persistent(void (*kernel)(Args), size_t (*smem_for)(int64_t, int64_t
 }  // namespace
 
 bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
+  if (p.batch > kLstmPersistentMaxBatch) return lstm_seq_fwd_persistent_mma_cuda(p, stream);
   bool launched = false;
   with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -8,6 +8,13 @@
 //      a[3] = A[g+8][2t+8, 2t+9];
 //   B, 16x8 (k x n), 2 registers: b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g];
 //   C and D, 16x8 fp32: c[0], c[1] = C[g][2t, 2t+1], c[2], c[3] = C[g+8][2t, 2t+1].
+// mma.m16n8k8 with TF32 inputs ("Matrix fragments for mma.m16n8k8", .tf32), one 32-bit
+// element per register:
+//   A, 16x8 row-major: a[0] = A[g][t], a[1] = A[g+8][t], a[2] = A[g][t+4], a[3] = A[g+8][t+4];
+//   B, 8x8 (k x n): b[0] = B[t][g], b[1] = B[t+4][g]; C and D as for m16n8k16.
+// ldmatrix on fp32 data (16-byte rows of 4 elements) gives lane 4g + t row g, element t
+// of each matrix: matrices (rows 0-7, k 0-3), (rows 8-15, k 0-3), (rows 0-7, k 4-7),
+// (rows 8-15, k 4-7) are the TF32 A operand, as (k 0-7, 16 bits) are the 16-bit one.
 // So an accumulator of two neighbouring 8-column blocks is, converted to 16 bits, the A
 // operand of the next product (FlashAttention-2 keeps P in registers this way).
 //   ldmatrix .x4: lanes 8i..8i+7 give the addresses of the 8 rows (16 bytes each) of
@@ -52,6 +59,33 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
   }
 #else
   __trap();  // callers are compiled for compute capability 8+ only
+#endif
+}
+
+// d += a·b on tensor cores: A 16x8 and B 8x8 of TF32 (fp32 bit patterns; the low 13
+// mantissa bits are ignored, see to_tf32), fp32 D.
+__device__ __forceinline__ void mma_1688_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();
+#endif
+}
+
+// x rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as an fp32
+// bit pattern: the tensor cores would otherwise truncate.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+#else
+  __trap();
+  return 0;
 #endif
 }
 

@@ -123,19 +123,21 @@ std::vector<at::Tensor> lstm_bwd(const at::Tensor& dh, const at::Tensor& dc, con
 
 // The persistent sequence kernels. steps: int64 [nsteps, 2] rows of (offset, rows), in
 // processing order, or empty for a dense sequence of `nsteps` steps (reverse: last
-// first); act_in [total, 4H] holds x·W_ihᵀ; b_ih / b_hh [4H] or empty.
-// Returns (y, c_all, act, h_n, c_n), or nothing when the kernel declined the shape.
+// first); act_in [total, 4H] holds x·W_ihᵀ; b_ih / b_hh [4H] or empty; tf32: fp32 may
+// take the tensor-core forward. Returns (y, c_all, act, h_n, c_n), or nothing when the
+// kernels declined the shape.
 std::vector<at::Tensor> lstm_seq_persistent_fwd(const at::Tensor& act_in, const at::Tensor& w_hh,
                                                 const at::Tensor& b_ih, const at::Tensor& b_hh, const at::Tensor& h0,
                                                 const at::Tensor& c0, const at::Tensor& steps, int64_t nsteps,
-                                                bool reverse) {
+                                                bool reverse, bool tf32) {
   const int64_t total = act_in.size(0), H = w_hh.size(1);
   at::Tensor act = act_in.clone(), y = at::empty({total, H}, act.options()), c_all = at::empty_like(y);
   at::Tensor h_n = at::empty_like(h0), c_n = at::empty_like(c0);
   at::Tensor barrier = at::zeros({1}, at::kInt);
-  const LstmSeqCudaFwdParams p =
+  LstmSeqCudaFwdParams p =
       make_lstm_seq_cuda_fwd_params(act, w_hh, defined_if_any(b_ih), defined_if_any(b_hh), h0, c0, y, c_all, h_n,
                                     c_n, defined_if_any(steps), nsteps, reverse, barrier);
+  p.tf32 = tf32;
   if (!lstm_seq_fwd_persistent_cuda(p, nullptr)) return {};
   return {y, c_all, act, h_n, c_n};
 }
@@ -192,10 +194,13 @@ void set_compute_capability(int major, int minor) {
   emu::g_cc_minor = minor;
 }
 
+void set_sm_count(int sms) { emu::g_sm_count = sms; }
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_compute_capability", &set_compute_capability);
+  m.def("set_sm_count", &set_sm_count);
   m.def("attention_fwd", &attention_fwd);
   m.def("attention_bwd", &attention_bwd);
   m.def("softmax_fwd", &softmax_fwd);

@@ -15,7 +15,7 @@
 //   documents; a cp.async destination reads NaN from the issue until the copy lands at
 //   its thread's wait (the latest moment allowed);
 // - the runtime calls the kernels make are stubs on host memory; the "device" has
-//   compute capability emu::g_cc_major.x, emu::kSmCount SMs that take one block each,
+//   compute capability emu::g_cc_major.x, emu::g_sm_count SMs that take one block each,
 //   and 227 KiB of opt-in shared memory.
 // Not a general emulator: only what pyattn's kernels use. It checks logic (indexing,
 // masks, reductions, fragment layouts, barriers in the right places for this schedule),
@@ -84,14 +84,15 @@ struct AsyncCopy {
   void* dst;
   const void* src;
   int src_bytes;
-  int group;  // -1 until committed
+  int64_t group;  // -1 until committed, then the number of commits before its own
 };
 inline thread_local std::vector<AsyncCopy> t_async_copies;
+inline thread_local int64_t t_async_commits = 0;  // commits this thread has made, empty groups too
 
 inline thread_local dim3 t_thread_idx;
 inline thread_local Block* t_block = nullptr;
 inline int g_cc_major = 8, g_cc_minor = 0;
-constexpr int kSmCount = 4;
+inline int g_sm_count = 4;  // tests may raise it (set_sm_count) for kernels sized by the SM count
 constexpr size_t kMaxDynamicSmem = size_t(1) << 18;
 alignas(128) inline unsigned char g_dynamic_smem[kMaxDynamicSmem];
 
@@ -168,7 +169,7 @@ void run(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A&&... args) 
 template <class P>
 cudaError_t run_cooperative(dim3 grid, dim3 block, size_t smem, void (*kernel)(P), P arg) {
   check_smem(smem);
-  if (grid.y != 1 || grid.z != 1 || grid.x > unsigned(kSmCount)) return cudaErrorCooperativeLaunchTooLarge;
+  if (grid.y != 1 || grid.z != 1 || grid.x > unsigned(g_sm_count)) return cudaErrorCooperativeLaunchTooLarge;
   std::vector<std::vector<unsigned char>> smems(grid.x, std::vector<unsigned char>(std::max<size_t>(smem, 1)));
   std::vector<std::unique_ptr<RunningBlock>> blocks;
   std::vector<std::thread> pool;

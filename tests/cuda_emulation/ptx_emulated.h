@@ -56,6 +56,41 @@ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   }
 }
 
+// TF32 inputs: the hardware reads the top 19 bits of each register (sign, exponent, 10
+// mantissa bits), so the emulation masks the rest off; products of two TF32 values are
+// exact in fp32.
+inline void mma_1688_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const uint64_t mine[3] = {a[0] | uint64_t(a[1]) << 32, a[2] | uint64_t(a[3]) << 32, b[0] | uint64_t(b[1]) << 32};
+  const uint64_t* warp = ::emu::exchange(mine, 3);
+  auto reg = [&](int l, int i) { return uint32_t(warp[l * ::emu::kSlotWords + i / 2] >> (32 * (i % 2))); };
+  auto tf32 = [](uint32_t bits) {
+    bits &= 0xffffe000u;
+    float v;
+    std::memcpy(&v, &bits, 4);
+    return v;
+  };
+  // A[r][k] sits in lane 4·(r % 8) + k % 4, register r / 8 + 2·(k / 4); B[k][n] in lane
+  // 4·n + k % 4, register 4 + k / 4.
+  auto a_at = [&](int r, int k) { return tf32(reg(4 * (r % 8) + k % 4, r / 8 + 2 * (k / 4))); };
+  auto b_at = [&](int k, int n) { return tf32(reg(4 * n + k % 4, 4 + k / 4)); };
+  const int g = ::emu::lane() / 4, t = ::emu::lane() % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + 8 * (i / 2), n = 2 * t + i % 2;
+    float acc = d[i];
+    for (int k = 0; k < 8; ++k) acc += a_at(r, k) * b_at(k, n);
+    d[i] = acc;
+  }
+}
+
+// cvt.rna.tf32.f32: add half of the last kept bit to the magnitude, then drop the 13
+// low bits (ties go away from zero); infinities and NaN pass through.
+inline uint32_t to_tf32(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return bits;
+  return (bits + 0x1000u) & 0xffffe000u;
+}
+
 namespace detail {
 
 // ldmatrix .x4, transposed or not: every lane's row address through the exchange buffer.
@@ -90,20 +125,20 @@ inline void cp_async_16(void* dst, const void* src, int src_bytes) {
   ::emu::t_async_copies.push_back({dst, src, src_bytes, -1});
 }
 
+// A commit closes a group even when it holds no copy, as on the GPU: kernels that commit
+// once per pipeline step, copies or not, count on wait<N> meaning "all but the N newest
+// commits".
 inline void cp_async_commit() {
-  int newest = -1;
-  for (const auto& c : ::emu::t_async_copies) newest = std::max(newest, c.group);
   for (auto& c : ::emu::t_async_copies)
-    if (c.group < 0) c.group = newest + 1;
+    if (c.group < 0) c.group = ::emu::t_async_commits;
+  ++::emu::t_async_commits;
 }
 
 // Lands every committed group but the newest N.
 template <int N>
 void cp_async_wait() {
   auto& q = ::emu::t_async_copies;
-  int newest = -1;
-  for (const auto& c : q) newest = std::max(newest, c.group);
-  const int keep_from = newest - N + 1;  // groups >= keep_from stay in flight
+  const int64_t keep_from = ::emu::t_async_commits - N;  // groups >= keep_from stay in flight
   std::vector<::emu::AsyncCopy> rest;
   for (const auto& c : q) {
     if (c.group >= 0 && c.group < keep_from) {

@@ -1,6 +1,6 @@
 // The CUDA runtime calls pyattn's kernel host code makes, for the emulated device of
 // emulate.h (no libcudart is linked): compute capability emu::g_cc_major.minor,
-// emu::kSmCount SMs, 227 KiB of opt-in shared memory, "device" memory that is host memory.
+// emu::g_sm_count SMs, 227 KiB of opt-in shared memory, "device" memory that is host memory.
 #include "emulate.h"
 
 extern "C" {
@@ -15,7 +15,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
     case cudaDevAttrComputeCapabilityMajor: *value = emu::g_cc_major; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = emu::g_cc_minor; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; return cudaSuccess;
-    case cudaDevAttrMultiProcessorCount: *value = emu::kSmCount; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = emu::g_sm_count; return cudaSuccess;
     case cudaDevAttrCooperativeLaunch: *value = 1; return cudaSuccess;
     default: return cudaErrorInvalidValue;
   }

@@ -125,13 +125,19 @@ void lstm_seq_bwd_cpu(const LstmSeqBwdParams& p, ParallelFor parallel_for);
 void lstm_fwd_cpu(const LstmFwdParams& p, ParallelFor parallel_for);
 void lstm_bwd_cpu(const LstmBwdParams& p, ParallelFor parallel_for);
 
-// ---- CUDA, small batches: the recurrent loop of a whole sequence in one persistent
-// kernel (cuda/lstm_persistent.cu). Each block keeps a slice of W_hh in shared memory
-// for the whole sequence; the blocks meet at a grid barrier after each step. Same
-// steps and semantics as LstmSeqFwdParams / LstmSeqBwdParams, without a projection;
-// every tensor contiguous, of `dtype`, on the device (steps and barrier too). The
-// launch's host side does not wait for the device (no copies), so it can be captured.
-constexpr int kLstmPersistentMaxBatch = 8;  // rows per step (n0) it takes
+// ---- CUDA: the recurrent loop of a whole sequence in one persistent kernel. Each
+// block keeps a slice of W_hh in shared memory for the whole sequence; the blocks meet
+// at a grid barrier after each step. Same steps and semantics as LstmSeqFwdParams /
+// LstmSeqBwdParams, without a projection; every tensor contiguous, of `dtype`, on the
+// device (steps and barrier too). The launch's host side does not wait for the device
+// (no copies), so it can be captured.
+//   batch <= kLstmPersistentMaxBatch: CUDA-core kernels, forward and backward, every
+//     dtype (cuda/lstm_persistent.cu);
+//   up to kLstmPersistentMmaMaxBatch: the forward on tensor cores (mma.sync), fp16 and
+//     bf16, and fp32 as TF32 when `tf32` is set (cuda/lstm_persistent_mma.cu); compute
+//     capability 8.0 or newer, H·sizeof(dtype) a multiple of 16.
+constexpr int kLstmPersistentMaxBatch = 8;       // rows per step (n0) of the CUDA-core kernels
+constexpr int kLstmPersistentMmaMaxBatch = 256;  // of the tensor-core forward
 
 struct LstmSeqCudaFwdParams {
   const void* w_hh;       // [4H, H]
@@ -148,6 +154,7 @@ struct LstmSeqCudaFwdParams {
   int64_t nsteps, batch, hidden;  // batch = n0, the most rows of any step
   unsigned* barrier;      // one counter for the grid barrier (the launch zeroes it)
   DType dtype;
+  bool tf32;              // fp32 may run its recurrent product as TF32 on tensor cores
 };
 
 struct LstmSeqCudaBwdParams {
@@ -167,11 +174,13 @@ struct LstmSeqCudaBwdParams {
   DType dtype;
 };
 
-// Launch on `stream` and return true, or return false without launching when the
-// kernel does not apply (batch above kLstmPersistentMaxBatch, no step, W_hh's slices
-// too big for shared memory, blocks that could not all be resident, no cooperative
-// launch on this device): the caller then runs its per-step loop.
+// Launch on `stream` and return true, or return false without launching when no
+// kernel applies (a batch or dtype none takes, no step, W_hh's slices too big for
+// shared memory, blocks that could not all be resident, no cooperative launch on this
+// device): the caller then runs its per-step loop. The forward picks its kernel by
+// batch; lstm_seq_fwd_persistent_mma_cuda is the tensor-core one alone.
 bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream);
+bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream);
 bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream);
 
 // Launch on `stream`; the caller checks the launch (cudaGetLastError) afterwards.
