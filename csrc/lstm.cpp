@@ -30,6 +30,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
@@ -44,8 +45,23 @@ constexpr const char* kCell = "lstm_cell";
 constexpr const char* kSeq = "lstm_seq";
 constexpr const char* kSeqBwd = "lstm_seq backward";
 
+// Whether torch lets cuDNN's RNNs use TF32. Context::allowTF32CuDNN has had three
+// signatures: no argument (the legacy flag), a std::string op, and (torch 2.10 on) a
+// std::optional<Float32Op>; each torch has one, so its member pointer picks the call.
+inline bool rnn_tf32_with(bool (at::Context::*allow)() const) { return (at::globalContext().*allow)(); }
+
+template <class Op>
+bool rnn_tf32_with(bool (at::Context::*allow)(Op) const) {
+  using Arg = std::decay_t<Op>;
+  if constexpr (std::is_same_v<Arg, std::string>) {
+    return (at::globalContext().*allow)("rnn");
+  } else {
+    return (at::globalContext().*allow)(Arg::value_type::RNN);  // std::optional<at::Float32Op>
+  }
+}
+
 // fp32 on CUDA follows torch's RNN precision setting, as nn.LSTM does through cuDNN:
-// torch.backends.cudnn.allow_tf32 (torch.backends.cudnn.rnn.fp32_precision), True by
+// torch.backends.cudnn.allow_tf32 (or torch.backends.cudnn.rnn.fp32_precision), True by
 // default. Our kernels read it (tf32); the ATen GEMMs follow cuBLAS's own flag
 // (torch.backends.cuda.matmul.allow_tf32, False by default), so where the RNN setting
 // forbids TF32 they run under NoTF32Guard. Where it allows TF32 and cuBLAS's flag does
@@ -53,7 +69,7 @@ constexpr const char* kSeqBwd = "lstm_seq backward";
 struct Fp32Mode {
   explicit Fp32Mode(const at::Tensor& x) {
     if (!x.is_cuda() || x.scalar_type() != at::kFloat) return;
-    tf32 = at::globalContext().allowTF32CuDNN(at::Float32Op::RNN);
+    tf32 = rnn_tf32_with(&at::Context::allowTF32CuDNN);
     if (!tf32) strict.emplace();
   }
   bool tf32 = false;

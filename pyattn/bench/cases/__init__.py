@@ -97,6 +97,8 @@ TOLERANCES = {
     torch.bfloat16: (2e-2, 1e-2),
     torch.float16: (5e-3, 2e-3),
 }
+# fp32 computed as TF32 on both sides (10-bit mantissas, as fp16's): fp16's tolerance.
+TF32_TOLERANCE = TOLERANCES[torch.float16]
 _CHUNK = 1 << 22  # elements compared at a time
 
 
@@ -109,8 +111,9 @@ def _flatten(out: Any) -> list:
                     f"got {type(out).__name__}")
 
 
-def outputs_agree(ours: Any, peer: Any) -> Optional[str]:
-    """None when every tensor of ``ours`` is close to its peer's, else what differs."""
+def outputs_agree(ours: Any, peer: Any, tol: Optional[tuple[float, float]] = None) -> Optional[str]:
+    """None when every tensor of ``ours`` is close to its peer's, else what differs;
+    ``tol`` (rtol, atol fraction) replaces the per-dtype TOLERANCES."""
     a, b = _flatten(ours), _flatten(peer)
     if len(a) != len(b):
         return f"{len(a)} outputs vs the peer's {len(b)}"
@@ -119,7 +122,7 @@ def outputs_agree(ours: Any, peer: Any) -> Optional[str]:
             return f"output {i}: shape {tuple(o.shape)} vs the peer's {tuple(p.shape)}"
         if o.dtype != p.dtype:
             return f"output {i}: dtype {o.dtype} vs the peer's {p.dtype}"
-        rtol, atol_frac = TOLERANCES.get(o.dtype, (0.0, 0.0))
+        rtol, atol_frac = tol or TOLERANCES.get(o.dtype, (0.0, 0.0))
         # Chunks keep the temporaries small next to outputs of hundreds of MiB.
         o_flat, p_flat = o.detach().reshape(-1), p.detach().reshape(-1)
         chunks = range(0, o_flat.numel(), _CHUNK)
