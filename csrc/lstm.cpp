@@ -12,12 +12,11 @@
 //     call, or takes them packed (lstm_cell_pack; nn.LSTMCell keeps a packed copy).
 //   - CUDA without a projection: one persistent kernel for the whole loop, which keeps
 //     W_hh in shared memory, when the device can hold all its blocks at once: up to
-//     kLstmPersistentMaxBatch (8) rows forward and backward on CUDA cores
-//     (kernels/cuda/lstm_persistent.cu), up to kLstmPersistentMmaMaxBatch (256) rows
-//     forward on tensor cores (lstm_persistent_mma.cu: fp16, bf16, and fp32 when TF32
-//     is allowed, see Fp32Mode);
-//   - otherwise (CPU fp64 / bf16, projections, larger CUDA batches, the CUDA backward
-//     past 8 rows): at::addmm_ per step and the pointwise kernels.
+//     kLstmPersistentMaxBatch (8) rows on CUDA cores (kernels/cuda/lstm_persistent.cu),
+//     up to kLstmPersistentMmaMaxBatch (256) rows on tensor cores
+//     (lstm_persistent_mma.cu: fp16, bf16, and fp32 when TF32 is allowed, see Fp32Mode);
+//   - otherwise (CPU fp64 / bf16, projections, larger CUDA batches, fp32 CUDA batches
+//     past 8 without TF32): at::addmm_ per step and the pointwise kernels.
 //
 // Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
 //   x [T, N, C] (total = T·N) or, with batch_sizes, packed [total, C] (PackedSequence.data)
@@ -546,14 +545,16 @@ void seq_bwd_fused(const SeqBwd& g) {
                    &torch_parallel_for);
 }
 
-// CUDA, no projection, at most kLstmPersistentMaxBatch rows: the whole loop in one
-// persistent kernel. Returns false, having run nothing, when the kernel declines.
-bool seq_bwd_persistent(const SeqBwd& g) {
+// CUDA, no projection, at most kLstmPersistentMmaMaxBatch rows: the whole loop in one
+// persistent kernel (fp32 past 8 rows only with tf32). Returns false, having run
+// nothing, when the kernels decline.
+bool seq_bwd_persistent(const SeqBwd& g, bool tf32) {
   const at::Tensor w = g.w_hh.contiguous(), c0 = g.c0.contiguous();
   const PersistentLoop loop = persistent_loop(g.x, g.steps, g.packed);
-  const LstmSeqCudaBwdParams p = make_lstm_seq_cuda_bwd_params(
+  LstmSeqCudaBwdParams p = make_lstm_seq_cuda_bwd_params(
       w, g.dy, g.act, g.c_all, c0, g.dgates, g.has_bias ? g.db : at::Tensor(), g.dh_state, g.dc_state, loop.steps,
       int64_t(g.steps.size()), g.reverse, loop.barrier);
+  p.tf32 = tf32;
   return try_cuda_kernel(g.x, p, PYATTN_CUDA_LAUNCHER(lstm_seq_bwd_persistent_cuda));
 }
 
@@ -646,8 +647,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   if (fused_cpu(g.x, proj) && !g.steps.empty()) {
     seq_bwd_fused(g);
     looped = true;
-  } else if (persistent_cuda(g.x, proj, N, g.steps, kLstmPersistentMaxBatch)) {
-    looped = seq_bwd_persistent(g);
+  } else if (persistent_cuda(g.x, proj, N, g.steps, kLstmPersistentMmaMaxBatch)) {
+    looped = seq_bwd_persistent(g, mode.tf32);
   }
   const at::Tensor prev = !looped || g.packed ? previous_rows(g.steps, total, g.x.device()) : at::Tensor();
   if (!looped) {

@@ -208,13 +208,7 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
     wt[u * H4 + q] = w_hh[q * H + j0 + u];
   }
   for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) db_own[e] = 0;
-  const T* dy = static_cast<const T*>(p.dy);
-  const T* act = static_cast<const T*>(p.act);
-  const T* c_all = static_cast<const T*>(p.c_all);
-  const T* c0 = static_cast<const T*>(p.c0);
   T* dgates = static_cast<T*>(p.dgates);
-  T* dh_state = static_cast<T*>(p.dh_state);
-  T* dc_state = static_cast<T*>(p.dc_state);
   __syncthreads();
 
   // Iteration k: dh of step k's rows from step k + 1's dgates (all blocks' columns,
@@ -225,64 +219,24 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
     const LstmStep after = k + 1 < p.nsteps ? step_at(p, k + 1) : LstmStep{0, 0};
     const int n1 = int(after.n);  // rows of the step after
     const int nk = k >= 0 ? int(step_at(p, k).n) : 0;
+    const auto recurrent = [&](int r, int64_t u) { return slice_sum(part, u, S, batch, r); };
     if (n1 > 0) {
       const int64_t off1 = after.off;
       for (int64_t e = threadIdx.x; e < n1 * H4; e += kThreads) dg_next[e] = to_acc(__ldcg(dgates + off1 * H4 + e));
       __syncthreads();
       slice_products(dg_next, n1, wt, U, H4, batch, part);
       __syncthreads();
-      // Rows [nk, n1) start at step k + 1: what reached their h there is dh0.
-      for (int64_t e = threadIdx.x; e < (n1 - min(nk, n1)) * U; e += kThreads) {
-        const int r = min(nk, n1) + int(e / U);
-        const int64_t u = e % U;
-        dh_state[r * H + j0 + u] = from_acc<T>(slice_sum(part, u, S, batch, r));
-      }
+      lstm_persistent::bwd_store_dh0<T>(p, j0, U, nk, n1, kThreads, recurrent);
     }
     if (k < 0) break;
     const LstmStep prev = k ? step_at(p, k - 1) : LstmStep{0, 0};
-    const int64_t off = step_at(p, k).off, poff = prev.off;
-    const int pn = int(prev.n);
-    for (int64_t e = threadIdx.x; e < nk * U; e += kThreads) {
-      const int r = int(e / U);
-      const int64_t u = e - r * U, j = j0 + u, row = off + r;
-      // Rows that go on to step k + 1 get dh and dc from it; the others end at step k and
-      // start from dh_n / dc_n.
-      A dh = r < n1 ? slice_sum(part, u, S, batch, r) : to_acc(dh_state[r * H + j]);
-      if (dy) dh += to_acc(dy[row * H + j]);
-      const A dc = r < n1 ? dc_own[r * U + u] : to_acc(dc_state[r * H + j]);
-      const T* a = act + row * H4;
-      const A i = to_acc(a[j]), f = to_acc(a[H + j]), g = to_acc(a[2 * H + j]), o = to_acc(a[3 * H + j]);
-      const A c = r < pn ? to_acc(c_all[(poff + r) * H + j]) : to_acc(c0[r * H + j]);
-      const A tc = lstm_math::tanh_acc(to_acc(c_all[row * H + j]));
-      const A dct = dc + dh * o * (A(1) - tc * tc);
-      A dz[4];
-      dz[0] = dct * g * i * (A(1) - i);
-      dz[1] = dct * c * f * (A(1) - f);
-      dz[2] = dct * i * (A(1) - g * g);
-      dz[3] = dh * tc * o * (A(1) - o);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        dgates[row * H4 + q * H + j] = from_acc<T>(dz[q]);
-        dz_own[r * 4 * U + q * U + u] = to_acc(from_acc<T>(dz[q]));  // dbias sums what dgates holds
-      }
-      dc_own[r * U + u] = to_acc(from_acc<T>(dct * f));  // as the per-step loop stores dc
-      if (r >= pn) dc_state[r * H + j] = from_acc<T>(dct * f);  // the row starts at step k: dc0
-    }
+    lstm_persistent::bwd_cell_update<T>(p, j0, U, nk, n1, int(prev.n), step_at(p, k).off, prev.off, dc_own, dz_own,
+                                        kThreads, recurrent);
     __syncthreads();
-    for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) {
-      A sum = 0;
-      for (int r = 0; r < nk; ++r) sum += dz_own[r * 4 * U + e];
-      db_own[e] += sum;
-    }
+    lstm_persistent::bwd_bias_sum(db_own, dz_own, U, nk, kThreads);
     grid_barrier(p.barrier, ++barriers);  // publishes step k's dgates
   }
-  if (p.dbias) {
-    T* db = static_cast<T*>(p.dbias);
-    for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) {
-      const int64_t col = (e / U) * H + j0 + e % U;
-      db[col] = from_acc<T>(to_acc(db[col]) + db_own[e]);
-    }
-  }
+  lstm_persistent::bwd_bias_store<T>(p, j0, U, db_own, kThreads);
 }
 
 // ------------------------------------------------------------------------------- host
@@ -348,6 +302,7 @@ bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stre
 }
 
 bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream) {
+  if (p.batch > kLstmPersistentMaxBatch) return lstm_seq_bwd_persistent_mma_cuda(p, stream);
   bool launched = false;
   with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);

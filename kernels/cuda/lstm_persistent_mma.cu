@@ -1,22 +1,27 @@
-// The forward recurrent loop of a whole LSTM sequence in one persistent kernel on tensor
-// cores, for batches of kLstmPersistentMaxBatch + 1 to kLstmPersistentMmaMaxBatch rows
-// (semantics in pyattn/lstm.h, LstmSeqCudaFwdParams). Smaller batches take the CUDA-core
-// kernel of cuda/lstm_persistent.cu, whose layout this follows: block b owns hidden units
-// J = [b·U, b·U + U) and keeps the 4U gate rows of W_hh for J in shared memory for the
-// whole sequence; the blocks meet at a grid barrier after each step. Per step:
-//   1. h_prev [n, H] streams through shared memory in K chunks of 128 bytes per row, a
-//      ring of kStages cp.async buffers (y of the previous step, published by the
-//      barrier, read from L2; rows that start at this step read h0);
-//   2. gates [n, 4U] = h_prev · W_sliceᵀ with mma.sync: bf16 / fp16 on m16n8k16, fp32 on
-//      m16n8k8 TF32 (only when p.tf32: torch's cudnn.allow_tf32 semantics, see csrc), fp32
-//      accumulators. A warp owns 16-row batch tiles across all of the slice's 8-row
-//      column tiles; with fewer tiles than warps the K steps are split among warps and
-//      the partial sums added in shared memory;
-//   3. the cell update of J's units (lstm_persistent::fwd_cell_update, shared with the
-//      CUDA-core kernel).
-// Both operands are read with ldmatrix from rows swizzled in 16-byte pieces (piece p of
-// row r stored at p ^ (r mod 8) within its 128-byte group), so the 8 rows one ldmatrix
-// matrix reads fall in 8 different bank groups.
+// The recurrent loop of a whole LSTM sequence in one persistent kernel on tensor cores,
+// forward and backward, for batches of kLstmPersistentMaxBatch + 1 to
+// kLstmPersistentMmaMaxBatch rows (semantics in pyattn/lstm.h, LstmSeqCudaFwdParams /
+// LstmSeqCudaBwdParams). Smaller batches take the CUDA-core kernels of
+// cuda/lstm_persistent.cu, whose layout these follow: block b owns hidden units
+// J = [b·U, b·U + U), keeps a slice of W_hh in shared memory for the whole sequence
+// (forward: the 4U gate rows of J; backward: the U columns of J, as rows), and the blocks
+// meet at a grid barrier after each step. Per step, one product X · Sliceᵀ (Product):
+//   forward   X = h_prev [n, H] (y of the previous step; h0 for rows that start now),
+//             giving the gates [n, 4U] for J's cell update;
+//   backward  X = dgates of the step after [n1, 4H], giving dh [n1, U] for J's
+//             pointwise backward;
+// and the pointwise work of lstm_persistent_common.cuh, shared with the CUDA-core
+// kernels. The product:
+//   - X streams through shared memory in K chunks of 128 bytes per row, a ring of
+//     kStages cp.async buffers (read from L2, where the last barrier published it);
+//   - mma.sync with fp32 accumulators: bf16 / fp16 on m16n8k16, fp32 on m16n8k8 TF32
+//     (only when p.tf32: torch's cudnn.allow_tf32 semantics, see csrc/lstm.cpp);
+//   - a warp owns 16-row tiles of X across all of the slice's 8-row column tiles; with
+//     fewer tiles than warps the K steps are split among warps and the partial sums
+//     added in shared memory;
+//   - both operands are read with ldmatrix from rows swizzled in 16-byte pieces (piece p
+//     of row r stored at p ^ (r mod 8) within its 128-byte group), so the 8 rows one
+//     ldmatrix matrix reads fall in 8 different bank groups.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -92,88 +97,74 @@ struct Split {
   __host__ __device__ int rows() const { return 16 * tiles; }
 };
 
-struct Plan {
-  int64_t units;  // hidden units per block (the last block may have fewer)
-  int blocks;
-  size_t smem;
-};
-
-struct Args {
-  LstmSeqCudaFwdParams p;
-  int64_t units;
-};
-
-// Shared memory: w [8·NT rows, chunks·128 bytes] (T, swizzled; rows past 4U and columns
-// past H zero) | stages [kStages][rows, 128 bytes] | part [ksplit][rows, 8·NT] (fp32) |
-// c [batch, U] (fp32).
+// The slice product of one step: acc = X · Sliceᵀ for this warp's tiles, where X [rows,
+// K] (row r < n at x_row(r), rows n.. zero) streams through the ring and Slice [8·NT,
+// K] is resident (swizzled rows of w_row_bytes). Then store() writes the partial sums to
+// part [ksplit][rows][8·NT] and sum() adds them up (after a barrier).
 template <typename T, int NT, int kStages>
-size_t fwd_smem(int64_t units, int64_t hidden, int64_t batch) {
-  const Split split = Split::of(batch);
-  const int64_t chunks = (hidden * int64_t(sizeof(T)) + kChunkBytes - 1) / kChunkBytes;
-  return aligned(size_t(8 * NT) * chunks * kChunkBytes) + aligned(size_t(kStages) * split.rows() * kChunkBytes) +
-         aligned(size_t(split.ksplit) * split.rows() * 8 * NT * sizeof(float)) +
-         aligned(size_t(batch) * units * sizeof(float));
-}
+struct Product {
+  static constexpr int kCols = 8 * NT;
+  Split split;
+  int warp, lane;
 
-template <typename T, int NT, int kStages>
-__global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_mma_kernel(const Args args) {
-  static_assert(NT % 2 == 0, "B fragments load two column tiles at a time");
-  const LstmSeqCudaFwdParams& p = args.p;
-  const int64_t H = p.hidden, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0), M = 4 * U;
-  constexpr int kCols = 8 * NT;  // slice rows, padded
-  const Split split = Split::of(p.batch);
-  const int rows = split.rows();
-  const int64_t chunks = (H * int64_t(sizeof(T)) + kChunkBytes - 1) / kChunkBytes;
-  const int64_t w_row_bytes = chunks * kChunkBytes, row_bytes = H * int64_t(sizeof(T));
-  PYATTN_DYNAMIC_SMEM(smem, 16);
-  unsigned char* w = smem;  // slice row m = g·U + u is W_hh's row g·H + j0 + u
-  unsigned char* stages = w + aligned(size_t(kCols) * w_row_bytes);
-  float* part = reinterpret_cast<float*>(stages + aligned(size_t(kStages) * rows * kChunkBytes));
-  float* c_own = part + aligned(size_t(split.ksplit) * rows * kCols * sizeof(float)) / sizeof(float);
+  __device__ explicit Product(int64_t batch)
+      : split(Split::of(batch)), warp(int(threadIdx.x) / 32), lane(int(threadIdx.x) % 32) {}
+  __device__ int ksplit_index() const { return warp % split.ksplit; }
+  __device__ int tile(int i) const { return warp / split.ksplit + i * (kWarps / split.ksplit); }
 
-  const T* w_hh = static_cast<const T*>(p.w_hh);
-  constexpr int kPer = 16 / int(sizeof(T));  // elements per 16-byte piece
-  for (int64_t e = threadIdx.x; e < kCols * chunks * kPieces; e += kThreads) {
-    const int64_t m = e / (chunks * kPieces), piece = e % (chunks * kPieces);
-    T v[kPer];
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int64_t k = piece * kPer + i;
-      v[i] = m < M && k < H ? Mma<T>::weight(w_hh[((m / U) * H + j0 + m % U) * H + k]) : from_acc<T>(0.0f);
-    }
-    memcpy(w + swizzled(m, w_row_bytes, piece), v, 16);
+  // Bytes of the ring, and of the partial sums.
+  __host__ __device__ static size_t stage_bytes(const Split& s) { return size_t(kStages) * s.rows() * kChunkBytes; }
+  __host__ __device__ static size_t part_bytes(const Split& s) {
+    return size_t(s.ksplit) * s.rows() * kCols * sizeof(float);
   }
 
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int ksplit_index = warp % split.ksplit, first_tile = warp / split.ksplit;
-  const int tile_stride = kWarps / split.ksplit;
-  const T* h0 = static_cast<const T*>(p.h0);
-  const T* y = static_cast<const T*>(p.y);
+  // Slice row m, element k = value(m, k) (rows from `valid` on and columns from K on are
+  // zero), rounded for the product; chunks·128 bytes per row.
+  template <typename Value>
+  __device__ static void load_slice(unsigned char* w, int64_t valid, int64_t K, Value value) {
+    constexpr int kPer = 16 / int(sizeof(T));  // elements per 16-byte piece
+    const int64_t pieces = (K * int64_t(sizeof(T)) + kChunkBytes - 1) / kChunkBytes * kPieces;
+    for (int64_t e = threadIdx.x; e < kCols * pieces; e += kThreads) {
+      const int64_t m = e / pieces, piece = e % pieces;
+      T v[kPer];
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int64_t k = piece * kPer + i;
+        v[i] = m < valid && k < K ? Mma<T>::weight(value(m, k)) : from_acc<T>(0.0f);
+      }
+      memcpy(w + swizzled(m, pieces * 16, piece), v, 16);
+    }
+  }
 
-  for (int64_t s = 0; s < p.nsteps; ++s) {
-    const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
-    const int n = int(cur.n), pn = int(prev.n);
-    // Chunk c of h_prev into ring buffer c mod kStages: row r continues from the previous
-    // step's row r if that step had it, else starts from h0 (as the CPU loop); rows >= n
-    // and bytes past H are zero. One commit per call, copies or not, so that
-    // wait<kStages - 2> below always means "chunk c has landed".
+  template <typename XRow>
+  __device__ void run(float (&acc)[kMaxTilesPerWarp][NT][4], const unsigned char* w, unsigned char* stages,
+                      int64_t K, int n, XRow x_row) const {
+    const int rows = split.rows();
+    const int64_t row_bytes = K * int64_t(sizeof(T)), chunks = (row_bytes + kChunkBytes - 1) / kChunkBytes;
+    const int64_t w_row_bytes = chunks * kChunkBytes;
+    // Chunk c of X into ring buffer c mod kStages; bytes past K are zero (rows are whole
+    // 16-byte pieces). One commit per call, copies or not, so that wait<kStages - 2>
+    // below always means "chunk c has landed".
     auto issue = [&](int64_t c) {
       if (c < chunks) {
         unsigned char* buf = stages + (c % kStages) * rows * kChunkBytes;
         for (int e = threadIdx.x; e < rows * kPieces; e += kThreads) {
           const int r = e / kPieces, piece = e % kPieces;
           const int64_t at = c * kChunkBytes + piece * 16;  // byte within the row
-          const T* src_row = r < pn ? y + (prev.off + r) * H : h0 + int64_t(r) * H;
-          const int64_t left = row_bytes - at;  // a multiple of 16: rows are whole pieces
-          const int bytes = r < n && left > 0 ? 16 : 0;
+          const bool copy = r < n && at < row_bytes;
           ptx::cp_async_16(buf + swizzled(r, kChunkBytes, piece),
-                           bytes ? static_cast<const void*>(reinterpret_cast<const unsigned char*>(src_row) + at) : h0,
-                           bytes);
+                           reinterpret_cast<const unsigned char*>(x_row(copy ? r : 0)) + (copy ? at : 0),
+                           copy ? 16 : 0);  // zero-fill: nothing is read, from a valid address
         }
       }
       ptx::cp_async_commit();
     };
-    float acc[kMaxTilesPerWarp][NT][4] = {};
+#pragma unroll
+    for (int i = 0; i < kMaxTilesPerWarp; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.0f;
     for (int c = 0; c < kStages - 1; ++c) issue(c);
     for (int64_t c = 0; c < chunks; ++c) {
       ptx::cp_async_wait<kStages - 2>();
@@ -182,14 +173,16 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_mma_kernel(c
       const unsigned char* buf = stages + (c % kStages) * rows * kChunkBytes;
 #pragma unroll
       for (int kk = 0; kk < kStepsPerChunk; ++kk) {
-        if ((c * kStepsPerChunk + kk) % split.ksplit != ksplit_index) continue;
-        // B: ldmatrix x4 gives two column tiles (lanes 0-15 the first, 16-31 the second),
-        // 32 bytes each: lanes 8-15 and 24-31 the second 16 bytes.
-        uint32_t b[NT][2];
+        if ((c * kStepsPerChunk + kk) % split.ksplit != ksplit_index()) continue;
+        // B: ldmatrix x4 gives two column tiles (lanes 0-15 the first, 16-31 the
+        // second; with NT odd the last pair reads its tile twice), 32 bytes each: lanes
+        // 8-15 and 24-31 the second 16 bytes.
+        uint32_t b[NT + 1][2];
 #pragma unroll
-        for (int jp = 0; jp < NT / 2; ++jp) {
+        for (int jp = 0; jp < (NT + 1) / 2; ++jp) {
           uint32_t r4[4];
-          const int64_t wrow = jp * 16 + (lane & 7) + ((lane >> 4) << 3);
+          const int second = 2 * jp + 1 < NT ? 2 * jp + 1 : 2 * jp;
+          const int64_t wrow = ((lane >> 4) ? second : 2 * jp) * 8 + (lane & 7);
           ptx::ldmatrix_x4(r4, w + swizzled(wrow, w_row_bytes, c * kPieces + 2 * kk + ((lane >> 3) & 1)));
           b[2 * jp][0] = r4[0];
           b[2 * jp][1] = r4[1];
@@ -198,12 +191,10 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_mma_kernel(c
         }
 #pragma unroll
         for (int i = 0; i < kMaxTilesPerWarp; ++i) {
-          const int tile = first_tile + i * tile_stride;
-          if (tile >= split.tiles) break;
+          if (tile(i) >= split.tiles) break;
           // A: rows 0-15 of the tile (lanes 0-15), first then second 16 bytes (lanes 16-31).
           uint32_t a[4];
-          const int arow = tile * 16 + (lane & 15);
-          ptx::ldmatrix_x4(a, buf + swizzled(arow, kChunkBytes, 2 * kk + (lane >> 4)));
+          ptx::ldmatrix_x4(a, buf + swizzled(tile(i) * 16 + (lane & 15), kChunkBytes, 2 * kk + (lane >> 4)));
 #pragma unroll
           for (int q = 0; q < 4; ++q) a[q] = Mma<T>::operand(a[q]);
 #pragma unroll
@@ -211,50 +202,179 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_mma_kernel(c
         }
       }
     }
-    // Accumulators to part[ksplit_index][row][col]: c[0], c[1] at row g, columns 2t, 2t+1
-    // of the tile; c[2], c[3] at row g + 8.
+  }
+
+  // Accumulators to part[ksplit_index][row][col]: c[0], c[1] at row g, columns 2t, 2t+1
+  // of the tile; c[2], c[3] at row g + 8.
+  __device__ void store(const float (&acc)[kMaxTilesPerWarp][NT][4], float* part) const {
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < kMaxTilesPerWarp; ++i) {
-      const int tile = first_tile + i * tile_stride;
-      if (tile >= split.tiles) break;
+      if (tile(i) >= split.tiles) break;
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-          const int row = tile * 16 + g + 8 * (q / 2), col = j * 8 + 2 * t + q % 2;
-          part[(int64_t(ksplit_index) * rows + row) * kCols + col] = acc[i][j][q];
+          const int row = tile(i) * 16 + g + 8 * (q / 2), col = j * 8 + 2 * t + q % 2;
+          part[(int64_t(ksplit_index()) * split.rows() + row) * kCols + col] = acc[i][j][q];
         }
     }
+  }
+
+  __device__ float sum(const float* part, int r, int64_t m) const {
+    float v = 0;
+    for (int k = 0; k < split.ksplit; ++k) v += part[(int64_t(k) * split.rows() + r) * kCols + m];
+    return v;
+  }
+};
+
+struct Plan {
+  int64_t units;  // hidden units per block (the last block may have fewer)
+  int blocks;
+  size_t smem;
+};
+
+template <typename Params>
+struct Args {
+  Params p;
+  int64_t units;
+};
+
+// Bytes of the resident slice: `cols` rows of K elements padded to whole chunks.
+template <typename T>
+__host__ __device__ size_t slice_bytes(int64_t cols, int64_t K) {
+  return size_t(cols) * ((K * int64_t(sizeof(T)) + kChunkBytes - 1) / kChunkBytes) * kChunkBytes;
+}
+
+// ------------------------------------------------------------------------------ forward
+
+// Shared memory: w [8·NT rows, H] (T, swizzled) | ring | part | c [batch, U] (fp32).
+template <typename T, int NT, int kStages>
+size_t fwd_smem(int64_t units, int64_t hidden, int64_t batch) {
+  using P = Product<T, NT, kStages>;
+  const Split split = Split::of(batch);
+  return aligned(slice_bytes<T>(P::kCols, hidden)) + aligned(P::stage_bytes(split)) +
+         aligned(P::part_bytes(split)) + aligned(size_t(batch) * units * sizeof(float));
+}
+
+template <typename T, int NT, int kStages>
+__global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_mma_kernel(const Args<LstmSeqCudaFwdParams> args) {
+  using P = Product<T, NT, kStages>;
+  const LstmSeqCudaFwdParams& p = args.p;
+  const int64_t H = p.hidden, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
+  const P product(p.batch);
+  PYATTN_DYNAMIC_SMEM(smem, 16);
+  unsigned char* w = smem;  // slice row m = g·U + u is W_hh's row g·H + j0 + u
+  unsigned char* stages = w + aligned(slice_bytes<T>(P::kCols, H));
+  float* part = reinterpret_cast<float*>(stages + aligned(P::stage_bytes(product.split)));
+  float* c_own = part + aligned(P::part_bytes(product.split)) / sizeof(float);
+  const T* w_hh = static_cast<const T*>(p.w_hh);
+  P::load_slice(w, 4 * U, H, [&](int64_t m, int64_t k) { return w_hh[((m / U) * H + j0 + m % U) * H + k]; });
+  const T* h0 = static_cast<const T*>(p.h0);
+  const T* y = static_cast<const T*>(p.y);
+
+  for (int64_t s = 0; s < p.nsteps; ++s) {
+    const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
+    const int n = int(cur.n), pn = int(prev.n);
+    // Row r continues from the previous step's row r if that step had it, else starts
+    // from h0 (as the CPU loop).
+    float acc[kMaxTilesPerWarp][NT][4];
+    product.run(acc, w, stages, H, n, [&](int r) { return r < pn ? y + (prev.off + r) * H : h0 + int64_t(r) * H; });
+    product.store(acc, part);
     __syncthreads();
     const int nn = s + 1 < p.nsteps ? min(n, int(step_at(p, s + 1).n)) : 0;  // rows [nn, n) end here
-    lstm_persistent::fwd_cell_update<T>(p, j0, U, n, pn, nn, cur.off, c_own, kThreads, [&](int r, int64_t m) {
-      float v = 0;
-      for (int k = 0; k < split.ksplit; ++k) v += part[(int64_t(k) * rows + r) * kCols + m];
-      return v;
-    });
+    lstm_persistent::fwd_cell_update<T>(p, j0, U, n, pn, nn, cur.off, c_own, kThreads,
+                                        [&](int r, int64_t m) { return product.sum(part, r, m); });
     if (s + 1 < p.nsteps) grid_barrier(p.barrier, unsigned(s + 1));  // publishes y
   }
 }
 
+// ----------------------------------------------------------------------------- backward
+
+// Shared memory: wt [8·NT rows, 4H] (T, swizzled) | ring | part | dc [batch, U] |
+// dz [batch, 4U] | dbias [4U] (fp32).
+template <typename T, int NT, int kStages>
+size_t bwd_smem(int64_t units, int64_t hidden, int64_t batch) {
+  using P = Product<T, NT, kStages>;
+  const Split split = Split::of(batch);
+  return aligned(slice_bytes<T>(P::kCols, 4 * hidden)) + aligned(P::stage_bytes(split)) +
+         aligned(P::part_bytes(split)) + aligned(size_t(batch) * units * sizeof(float)) +
+         aligned(size_t(batch) * 4 * units * sizeof(float)) + aligned(4 * size_t(units) * sizeof(float));
+}
+
+template <typename T, int NT, int kStages>
+__global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_mma_kernel(const Args<LstmSeqCudaBwdParams> args) {
+  using P = Product<T, NT, kStages>;
+  const LstmSeqCudaBwdParams& p = args.p;
+  const int64_t H = p.hidden, H4 = 4 * H, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
+  const P product(p.batch);
+  PYATTN_DYNAMIC_SMEM(smem, 16);
+  unsigned char* wt = smem;  // slice row u is W_hh's column j0 + u
+  unsigned char* stages = wt + aligned(slice_bytes<T>(P::kCols, H4));
+  float* part = reinterpret_cast<float*>(stages + aligned(P::stage_bytes(product.split)));
+  float* dc_own = part + aligned(P::part_bytes(product.split)) / sizeof(float);
+  float* dz_own = dc_own + aligned(size_t(p.batch) * args.units * sizeof(float)) / sizeof(float);
+  float* db_own = dz_own + aligned(size_t(p.batch) * 4 * args.units * sizeof(float)) / sizeof(float);
+  const T* w_hh = static_cast<const T*>(p.w_hh);
+  P::load_slice(wt, U, H4, [&](int64_t u, int64_t q) { return w_hh[q * H + j0 + u]; });
+  for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) db_own[e] = 0;  // first read after a barrier
+  const T* dgates = static_cast<const T*>(p.dgates);
+  const auto recurrent = [&](int r, int64_t u) { return product.sum(part, r, u); };
+
+  // Iteration k: dh of step k's rows from step k + 1's dgates (all blocks' columns,
+  // published by the last barrier), then step k's pointwise backward. k = -1 only
+  // finishes dh0 of the rows that start at step 0.
+  unsigned barriers = 0;
+  for (int64_t k = p.nsteps - 1; k >= -1; --k) {
+    const LstmStep after = k + 1 < p.nsteps ? step_at(p, k + 1) : LstmStep{0, 0};
+    const int n1 = int(after.n);  // rows of the step after
+    const int nk = k >= 0 ? int(step_at(p, k).n) : 0;
+    if (n1 > 0) {
+      float acc[kMaxTilesPerWarp][NT][4];
+      product.run(acc, wt, stages, H4, n1, [&](int r) { return dgates + (after.off + r) * H4; });
+      product.store(acc, part);
+      __syncthreads();
+      lstm_persistent::bwd_store_dh0<T>(p, j0, U, nk, n1, kThreads, recurrent);
+    }
+    if (k < 0) break;
+    const LstmStep prev = k ? step_at(p, k - 1) : LstmStep{0, 0};
+    lstm_persistent::bwd_cell_update<T>(p, j0, U, nk, n1, int(prev.n), step_at(p, k).off, prev.off, dc_own, dz_own,
+                                        kThreads, recurrent);
+    __syncthreads();
+    lstm_persistent::bwd_bias_sum(db_own, dz_own, U, nk, kThreads);
+    grid_barrier(p.barrier, ++barriers);  // publishes step k's dgates
+  }
+  lstm_persistent::bwd_bias_store<T>(p, j0, U, db_own, kThreads);
+}
+
 // ------------------------------------------------------------------------------- host
 
-using Kernel = void (*)(Args);
-using SmemFor = size_t (*)(int64_t, int64_t, int64_t);
+// One compiled instance: the slice columns it takes (8·NT) and its ring depth.
+template <typename Kernel>
+struct Instance {
+  int64_t max_cols;
+  Kernel kernel;
+  size_t (*smem)(int64_t, int64_t, int64_t);
+};
 
-// The smallest slice that puts every block on its own SM, the kernel instance for its
-// column tiles and the deepest ring that fits; blocks = 0 when this device or shape
-// cannot run it.
-template <typename T>
-Plan plan_for(const LstmSeqCudaFwdParams& p, Kernel* kernel) {
+// Whether the rows the ring copies start on 16-byte boundaries (cp.async moves 16
+// aligned bytes): forward y and h0, backward dgates; row lengths are checked by plan_for.
+bool rows_aligned(const LstmSeqCudaFwdParams& p) {
+  return reinterpret_cast<uintptr_t>(p.y) % 16 == 0 && reinterpret_cast<uintptr_t>(p.h0) % 16 == 0;
+}
+bool rows_aligned(const LstmSeqCudaBwdParams& p) { return reinterpret_cast<uintptr_t>(p.dgates) % 16 == 0; }
+
+// The smallest slice that puts every block on its own SM (cols(units) slice rows), the
+// first instance whose columns hold them and that fits (deeper rings first); blocks = 0
+// when this device or shape cannot run any.
+template <typename T, typename Params, typename Kernel, size_t N>
+Plan plan_for(const Params& p, const Instance<Kernel> (&instances)[N], int64_t (*cols)(int64_t), Kernel* kernel) {
   const Plan none{0, 0, 0};
   const int64_t H = p.hidden;
   if (p.batch <= kLstmPersistentMaxBatch || p.batch > kLstmPersistentMmaMaxBatch || H < 1) return none;
   if (std::is_same_v<T, float> && !p.tf32) return none;
-  // cp.async moves 16 aligned bytes: every row of y and h0 must start on a 16-byte boundary.
-  if ((H * int64_t(sizeof(T))) % 16 || reinterpret_cast<uintptr_t>(p.y) % 16 ||
-      reinterpret_cast<uintptr_t>(p.h0) % 16)
-    return none;
+  // cp.async moves 16 aligned bytes: rows of H elements (and of 4H) start on 16-byte boundaries.
+  if ((H * int64_t(sizeof(T))) % 16 || !rows_aligned(p)) return none;
   int dev = 0, sms = 0, coop = 0, optin = 0, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
@@ -265,23 +385,9 @@ Plan plan_for(const LstmSeqCudaFwdParams& p, Kernel* kernel) {
     return none;
   }
   if (!coop || sms < 1 || major < 8) return none;
-  const int64_t units = (H + sms - 1) / sms, cols = 4 * units;
-  // Instances by column tiles (4U padded to 16, 32, 64) and ring depth (4, else 2).
-  struct Instance {
-    int64_t max_cols;
-    Kernel kernel;
-    SmemFor smem;
-  };
-  const Instance instances[] = {
-      {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 4>, fwd_smem<T, 2, 4>},
-      {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 2>, fwd_smem<T, 2, 2>},
-      {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 4>, fwd_smem<T, 4, 4>},
-      {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 2>, fwd_smem<T, 4, 2>},
-      {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 4>, fwd_smem<T, 8, 4>},
-      {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 2>, fwd_smem<T, 8, 2>},
-  };
-  for (const Instance& in : instances) {
-    if (cols > in.max_cols) continue;
+  const int64_t units = (H + sms - 1) / sms;
+  for (const Instance<Kernel>& in : instances) {
+    if (cols(units) > in.max_cols) continue;
     const size_t smem = in.smem(units, H, p.batch);
     if (smem > size_t(optin)) continue;
     int per_sm = 0;
@@ -299,6 +405,23 @@ Plan plan_for(const LstmSeqCudaFwdParams& p, Kernel* kernel) {
   return none;
 }
 
+// Zeroes the barrier counter and launches the planned kernel cooperatively; false (and
+// nothing launched) when there is no plan or the launch fails.
+template <typename Params, typename Kernel>
+bool launch(const Plan& plan, Kernel kernel, const Params& p, cudaStream stream) {
+  if (!plan.blocks || p.nsteps < 1) return false;
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const Args<Params> args{p, plan.units};
+  if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) == cudaSuccess &&
+      PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, kernel, args) == cudaSuccess)
+    return true;
+  (void)cudaGetLastError();  // the caller's loop runs instead
+  return false;
+}
+
+int64_t fwd_cols(int64_t units) { return 4 * units; }
+int64_t bwd_cols(int64_t units) { return units; }
+
 }  // namespace
 
 bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
@@ -306,17 +429,38 @@ bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream 
   with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, double>) {  // no fp64 tensor-core path
+      using Kernel = void (*)(Args<LstmSeqCudaFwdParams>);
+      static constexpr Instance<Kernel> kInstances[] = {
+          {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 4>, fwd_smem<T, 2, 4>},
+          {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 2>, fwd_smem<T, 2, 2>},
+          {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 4>, fwd_smem<T, 4, 4>},
+          {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 2>, fwd_smem<T, 4, 2>},
+          {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 4>, fwd_smem<T, 8, 4>},
+          {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 2>, fwd_smem<T, 8, 2>},
+      };
       Kernel kernel = nullptr;
-      const Plan plan = plan_for<T>(p, &kernel);
-      if (!plan.blocks || p.nsteps < 1) return;
-      const auto s = reinterpret_cast<cudaStream_t>(stream);
-      const Args args{p, plan.units};
-      if (cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), s) == cudaSuccess &&
-          PYATTN_LAUNCH_COOPERATIVE(plan.blocks, kThreads, plan.smem, s, kernel, args) == cudaSuccess) {
-        launched = true;
-        return;
-      }
-      (void)cudaGetLastError();  // the caller's loop runs instead
+      const Plan plan = plan_for<T>(p, kInstances, fwd_cols, &kernel);  // sets kernel
+      launched = launch(plan, kernel, p, stream);
+    }
+  });
+  return launched;
+}
+
+bool lstm_seq_bwd_persistent_mma_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream) {
+  bool launched = false;
+  with_storage(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, double>) {
+      using Kernel = void (*)(Args<LstmSeqCudaBwdParams>);
+      static constexpr Instance<Kernel> kInstances[] = {
+          {8, lstm_seq_bwd_persistent_mma_kernel<T, 1, 4>, bwd_smem<T, 1, 4>},
+          {8, lstm_seq_bwd_persistent_mma_kernel<T, 1, 2>, bwd_smem<T, 1, 2>},
+          {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 4>, bwd_smem<T, 2, 4>},
+          {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 2>, bwd_smem<T, 2, 2>},
+      };
+      Kernel kernel = nullptr;
+      const Plan plan = plan_for<T>(p, kInstances, bwd_cols, &kernel);  // sets kernel
+      launched = launch(plan, kernel, p, stream);
     }
   });
   return launched;

@@ -142,18 +142,19 @@ std::vector<at::Tensor> lstm_seq_persistent_fwd(const at::Tensor& act_in, const 
   return {y, c_all, act, h_n, c_n};
 }
 
-// dy [total, H] or empty; dh_n, dc_n [n0, H]; the forward's act, c_all. Returns
-// (dgates, db, dh0, dc0), or nothing when the kernel declined the shape.
+// dy [total, H] or empty; dh_n, dc_n [n0, H]; the forward's act, c_all; tf32 as in the
+// forward. Returns (dgates, db, dh0, dc0), or nothing when the kernels declined the shape.
 std::vector<at::Tensor> lstm_seq_persistent_bwd(const at::Tensor& dy, const at::Tensor& dh_n, const at::Tensor& dc_n,
                                                 const at::Tensor& act, const at::Tensor& c_all, const at::Tensor& c0,
                                                 const at::Tensor& w_hh, const at::Tensor& steps, int64_t nsteps,
-                                                bool reverse) {
+                                                bool reverse, bool tf32) {
   const int64_t H = w_hh.size(1);
   at::Tensor dgates = at::empty_like(act), db = at::zeros({4 * H}, act.options());
   at::Tensor dh = dh_n.clone(), dc = dc_n.clone();
   at::Tensor barrier = at::zeros({1}, at::kInt);
-  const LstmSeqCudaBwdParams p = make_lstm_seq_cuda_bwd_params(w_hh, defined_if_any(dy), act, c_all, c0, dgates, db,
-                                                               dh, dc, defined_if_any(steps), nsteps, reverse, barrier);
+  LstmSeqCudaBwdParams p = make_lstm_seq_cuda_bwd_params(w_hh, defined_if_any(dy), act, c_all, c0, dgates, db, dh, dc,
+                                                         defined_if_any(steps), nsteps, reverse, barrier);
+  p.tf32 = tf32;
   if (!lstm_seq_bwd_persistent_cuda(p, nullptr)) return {};
   return {dgates, db, dh, dc};
 }

@@ -133,11 +133,12 @@ void lstm_bwd_cpu(const LstmBwdParams& p, ParallelFor parallel_for);
 // (no copies), so it can be captured.
 //   batch <= kLstmPersistentMaxBatch: CUDA-core kernels, forward and backward, every
 //     dtype (cuda/lstm_persistent.cu);
-//   up to kLstmPersistentMmaMaxBatch: the forward on tensor cores (mma.sync), fp16 and
-//     bf16, and fp32 as TF32 when `tf32` is set (cuda/lstm_persistent_mma.cu); compute
-//     capability 8.0 or newer, H·sizeof(dtype) a multiple of 16.
+//   up to kLstmPersistentMmaMaxBatch: tensor-core kernels (mma.sync), forward and
+//     backward, fp16 and bf16, and fp32 as TF32 when `tf32` is set
+//     (cuda/lstm_persistent_mma.cu); compute capability 8.0 or newer, H·sizeof(dtype) a
+//     multiple of 16.
 constexpr int kLstmPersistentMaxBatch = 8;       // rows per step (n0) of the CUDA-core kernels
-constexpr int kLstmPersistentMmaMaxBatch = 256;  // of the tensor-core forward
+constexpr int kLstmPersistentMmaMaxBatch = 256;  // of the tensor-core kernels
 
 struct LstmSeqCudaFwdParams {
   const void* w_hh;       // [4H, H]
@@ -172,16 +173,18 @@ struct LstmSeqCudaBwdParams {
   int64_t nsteps, batch, hidden;
   unsigned* barrier;
   DType dtype;
+  bool tf32;              // as in LstmSeqCudaFwdParams
 };
 
 // Launch on `stream` and return true, or return false without launching when no
 // kernel applies (a batch or dtype none takes, no step, W_hh's slices too big for
 // shared memory, blocks that could not all be resident, no cooperative launch on this
-// device): the caller then runs its per-step loop. The forward picks its kernel by
-// batch; lstm_seq_fwd_persistent_mma_cuda is the tensor-core one alone.
+// device): the caller then runs its per-step loop. Both pick their kernel by batch; the
+// _mma_ ones are the tensor-core kernels alone.
 bool lstm_seq_fwd_persistent_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream);
-bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream);
 bool lstm_seq_bwd_persistent_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream);
+bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream);
+bool lstm_seq_bwd_persistent_mma_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream);
 
 // Launch on `stream`; the caller checks the launch (cudaGetLastError) afterwards.
 void lstm_fwd_cuda(const LstmFwdParams& p, cudaStream stream);
