@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import pyattn
-from conftest import Tol, assert_close, assert_err_within_2x_torch, randn, to_np
+from conftest import CUDA_SKIP_REASON, HAS_CUDA, Tol, assert_close, assert_err_within_2x_torch, randn, to_np
 from pyattn.functional import lstm, lstm_cell
 from pyattn.reference import lstm as ref
 
@@ -115,8 +115,10 @@ SEQ_CASES = {
     "packed_reverse_proj": (5, 4, 3, 17, 5, [4, 3, 3, 2, 1], True),
     "n1_t1": (1, 1, 2, 3, 0, None, False),
     "empty_t": (0, 2, 3, 4, 0, None, False),
-    # On CUDA, batches up to 8 without a projection take the persistent loop
-    # (kernels/cuda/lstm_persistent.cu); these take the per-step one.
+    # On CUDA without a projection, batches up to 8 take the CUDA-core persistent loop
+    # (kernels/cuda/lstm_persistent.cu); batch 11 with H 8 takes the tensor-core one
+    # (lstm_persistent_mma.cu) in fp16 / bf16 (fp32 runs strict here: see conftest's
+    # device), the others the per-step loop (H 6 rows are not whole 16-byte pieces).
     "batch_11": (3, 11, 4, 8, 0, None, False),
     "packed_reverse_batch_10": (4, 10, 3, 6, 0, [10, 9, 4, 2], True),
 }
@@ -552,6 +554,36 @@ def test_lstm_fp32_matches_torch(gen):
     outs_o, grads_o = _outputs_and_grads(ours, x, None, True)
     for a, b in zip(outs_o + grads_o, outs_p + grads_p):
         assert_close(a, b.double(), tol=SEQ_TOL[F32], magnitude=max(float(b.detach().abs().max()), 1.0))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason=f"CUDA tests: {CUDA_SKIP_REASON}")
+@pytest.mark.parametrize("batch", [8, 64])
+def test_cuda_fp32_follows_cudnn_allow_tf32(batch, gen):
+    """fp32 on CUDA follows torch.backends.cudnn.allow_tf32 as nn.LSTM does: strict fp32
+    when False (fp32's error against fp64), TF32 when True (within fp16's tolerance). At
+    batch 64 the tensor-core kernels take fp32 only when TF32 is allowed, so the error
+    grows off the strict one there; at batch 8 (CUDA-core kernels) it stays strict."""
+    C = H = 64
+    ours = pyattn.nn.LSTM(C, H, device="cuda")
+    truth = pyattn.nn.LSTM(C, H, device="cuda", dtype=torch.float64)
+    truth.load_state_dict(ours.state_dict())
+    x = randn((20, batch, C), torch.float32, gen=gen).cuda()
+    y64, _ = truth(x.double())
+    before = torch.backends.cudnn.allow_tf32
+    errs = {}
+    try:
+        for allow in (False, True):
+            torch.backends.cudnn.allow_tf32 = allow
+            y, _ = ours(x)
+            errs[allow] = float((y.double() - y64).abs().max())
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    assert errs[False] < 1e-5, errs
+    assert errs[True] < 5e-3, errs
+    if batch > 8:
+        assert errs[True] > 4 * errs[False], f"TF32 allowed but the result is strict fp32's: {errs}"
+    else:
+        assert errs[True] < 1e-5, errs
 
 
 def test_lstm_dropout(gen):
