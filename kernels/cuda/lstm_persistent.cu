@@ -25,9 +25,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda/grid_barrier.cuh"
-#include "cuda/lstm_persistent_common.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/lstm_persistent_common.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/lstm.h"
 
@@ -152,24 +151,20 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const
   const T* h0 = static_cast<const T*>(p.h0);
   const T* y = static_cast<const T*>(p.y);
 
-  for (int64_t s = 0; s < p.nsteps; ++s) {
-    const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
-    const int64_t off = cur.off, poff = prev.off;
+  // Row r continues from the previous step's row r if that step had it, else starts
+  // from h0 / c0 (as the CPU loop).
+  const auto product = [&](const LstmStep& prev, const LstmStep& cur) {
     const int n = int(cur.n), pn = int(prev.n);
-    // Row r continues from the previous step's row r if that step had it, else starts
-    // from h0 / c0 (as the CPU loop).
     for (int64_t e = threadIdx.x; e < n * H; e += kThreads) {
       const int64_t r = e / H, k = e - r * H;
-      h_prev[e] = r < pn ? to_acc(__ldcg(y + (poff + r) * H + k)) : to_acc(h0[r * H + k]);
+      h_prev[e] = r < pn ? to_acc(__ldcg(y + (prev.off + r) * H + k)) : to_acc(h0[r * H + k]);
     }
     __syncthreads();  // h_prev staged (and, the first time, w loaded)
     slice_products(h_prev, n, w, M, H, batch, part);
     __syncthreads();
-    const int nn = s + 1 < p.nsteps ? min(n, int(step_at(p, s + 1).n)) : 0;  // rows [nn, n) end here
-    lstm_persistent::fwd_cell_update<T>(p, j0, U, n, pn, nn, off, c_own, kThreads,
-                                        [&](int r, int64_t m) { return slice_sum(part, m, S, batch, r); });
-    if (s + 1 < p.nsteps) grid_barrier(p.barrier, unsigned(s + 1));  // publishes y
-  }
+  };
+  lstm_persistent::fwd_loop<T>(p, j0, U, c_own, kThreads, product,
+                               [&](int r, int64_t m) { return slice_sum(part, m, S, batch, r); });
 }
 
 // ----------------------------------------------------------------------------- backward
@@ -208,35 +203,17 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const
     wt[u * H4 + q] = w_hh[q * H + j0 + u];
   }
   for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) db_own[e] = 0;
-  T* dgates = static_cast<T*>(p.dgates);
+  const T* dgates = static_cast<const T*>(p.dgates);
   __syncthreads();
-
-  // Iteration k: dh of step k's rows from step k + 1's dgates (all blocks' columns,
-  // published by the last barrier), then step k's pointwise backward. k = -1 only
-  // finishes dh0 of the rows that start at step 0.
-  unsigned barriers = 0;
-  for (int64_t k = p.nsteps - 1; k >= -1; --k) {
-    const LstmStep after = k + 1 < p.nsteps ? step_at(p, k + 1) : LstmStep{0, 0};
-    const int n1 = int(after.n);  // rows of the step after
-    const int nk = k >= 0 ? int(step_at(p, k).n) : 0;
-    const auto recurrent = [&](int r, int64_t u) { return slice_sum(part, u, S, batch, r); };
-    if (n1 > 0) {
-      const int64_t off1 = after.off;
-      for (int64_t e = threadIdx.x; e < n1 * H4; e += kThreads) dg_next[e] = to_acc(__ldcg(dgates + off1 * H4 + e));
-      __syncthreads();
-      slice_products(dg_next, n1, wt, U, H4, batch, part);
-      __syncthreads();
-      lstm_persistent::bwd_store_dh0<T>(p, j0, U, nk, n1, kThreads, recurrent);
-    }
-    if (k < 0) break;
-    const LstmStep prev = k ? step_at(p, k - 1) : LstmStep{0, 0};
-    lstm_persistent::bwd_cell_update<T>(p, j0, U, nk, n1, int(prev.n), step_at(p, k).off, prev.off, dc_own, dz_own,
-                                        kThreads, recurrent);
+  const auto product = [&](const LstmStep& after) {
+    for (int64_t e = threadIdx.x; e < after.n * H4; e += kThreads)
+      dg_next[e] = to_acc(__ldcg(dgates + after.off * H4 + e));
     __syncthreads();
-    lstm_persistent::bwd_bias_sum(db_own, dz_own, U, nk, kThreads);
-    grid_barrier(p.barrier, ++barriers);  // publishes step k's dgates
-  }
-  lstm_persistent::bwd_bias_store<T>(p, j0, U, db_own, kThreads);
+    slice_products(dg_next, int(after.n), wt, U, H4, batch, part);
+    __syncthreads();
+  };
+  lstm_persistent::bwd_loop<T>(p, j0, U, dc_own, dz_own, db_own, kThreads, product,
+                               [&](int r, int64_t u) { return slice_sum(part, u, S, batch, r); });
 }
 
 // ------------------------------------------------------------------------------- host

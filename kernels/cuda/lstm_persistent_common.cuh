@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cuda/grid_barrier.cuh"
 #include "cuda/storage.cuh"
 #include "pyattn/lstm.h"
 #include "pyattn/lstm_math.h"
@@ -67,6 +68,22 @@ __device__ void fwd_cell_update(const LstmSeqCudaFwdParams& p, int64_t j0, int64
       static_cast<T*>(p.h_n)[r * H + j] = h;
       static_cast<T*>(p.c_n)[r * H + j] = from_acc<T>(cn);
     }
+  }
+}
+
+// The forward's loop over the steps: product(prev, cur) forms the recurrent product of
+// step cur's rows (the previous step's h, or h0 for rows it did not have) and returns
+// once every thread may read it through recurrent(r, m); then J's cell update, and the
+// grid barrier that publishes y.
+template <typename T, typename Product, typename Recurrent>
+__device__ void fwd_loop(const LstmSeqCudaFwdParams& p, int64_t j0, int64_t U, acc_t<T>* c_own, int threads,
+                         Product product, Recurrent recurrent) {
+  for (int64_t s = 0; s < p.nsteps; ++s) {
+    const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
+    product(prev, cur);
+    const int nn = s + 1 < p.nsteps ? min(int(cur.n), int(step_at(p, s + 1).n)) : 0;  // rows [nn, n) end here
+    fwd_cell_update<T>(p, j0, U, int(cur.n), int(prev.n), nn, cur.off, c_own, threads, recurrent);
+    if (s + 1 < p.nsteps) grid_barrier(p.barrier, unsigned(s + 1));  // publishes y
   }
 }
 
@@ -152,6 +169,32 @@ __device__ void bwd_bias_store(const LstmSeqCudaBwdParams& p, int64_t j0, int64_
     const int64_t col = (e / U) * p.hidden + j0 + e % U;
     db[col] = from_acc<T>(to_acc(db[col]) + db_own[e]);
   }
+}
+
+// The backward's loop, iteration k: dh of step k's rows from step k + 1's dgates (all
+// blocks' columns, published by the last barrier; product(after) returns once every
+// thread may read it through recurrent(r, u)), then step k's pointwise backward. k = -1
+// only finishes dh0 of the rows that start at step 0. db_own [4U] starts at zero.
+template <typename T, typename Product, typename Recurrent>
+__device__ void bwd_loop(const LstmSeqCudaBwdParams& p, int64_t j0, int64_t U, acc_t<T>* dc_own, acc_t<T>* dz_own,
+                         acc_t<T>* db_own, int threads, Product product, Recurrent recurrent) {
+  unsigned barriers = 0;
+  for (int64_t k = p.nsteps - 1; k >= -1; --k) {
+    const LstmStep after = k + 1 < p.nsteps ? step_at(p, k + 1) : LstmStep{0, 0};
+    const int n1 = int(after.n);  // rows of the step after
+    const int nk = k >= 0 ? int(step_at(p, k).n) : 0;
+    if (n1 > 0) {
+      product(after);
+      bwd_store_dh0<T>(p, j0, U, nk, n1, threads, recurrent);
+    }
+    if (k < 0) break;
+    const LstmStep prev = k ? step_at(p, k - 1) : LstmStep{0, 0};
+    bwd_cell_update<T>(p, j0, U, nk, n1, int(prev.n), step_at(p, k).off, prev.off, dc_own, dz_own, threads, recurrent);
+    __syncthreads();
+    bwd_bias_sum(db_own, dz_own, U, nk, threads);
+    grid_barrier(p.barrier, ++barriers);  // publishes step k's dgates
+  }
+  bwd_bias_store<T>(p, j0, U, db_own, threads);
 }
 
 }  // namespace lstm_persistent

@@ -30,7 +30,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/grid_barrier.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/lstm_persistent_common.cuh"
 #include "cuda/ptx.cuh"
@@ -273,20 +272,17 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_mma_kernel(c
   const T* h0 = static_cast<const T*>(p.h0);
   const T* y = static_cast<const T*>(p.y);
 
-  for (int64_t s = 0; s < p.nsteps; ++s) {
-    const LstmStep cur = step_at(p, s), prev = s ? step_at(p, s - 1) : LstmStep{0, 0};
-    const int n = int(cur.n), pn = int(prev.n);
-    // Row r continues from the previous step's row r if that step had it, else starts
-    // from h0 (as the CPU loop).
+  // Row r continues from the previous step's row r if that step had it, else starts
+  // from h0 (as the CPU loop).
+  const auto step_product = [&](const LstmStep& prev, const LstmStep& cur) {
     float acc[kMaxTilesPerWarp][NT][4];
-    product.run(acc, w, stages, H, n, [&](int r) { return r < pn ? y + (prev.off + r) * H : h0 + int64_t(r) * H; });
+    product.run(acc, w, stages, H, int(cur.n),
+                [&](int r) { return r < prev.n ? y + (prev.off + r) * H : h0 + int64_t(r) * H; });
     product.store(acc, part);
     __syncthreads();
-    const int nn = s + 1 < p.nsteps ? min(n, int(step_at(p, s + 1).n)) : 0;  // rows [nn, n) end here
-    lstm_persistent::fwd_cell_update<T>(p, j0, U, n, pn, nn, cur.off, c_own, kThreads,
-                                        [&](int r, int64_t m) { return product.sum(part, r, m); });
-    if (s + 1 < p.nsteps) grid_barrier(p.barrier, unsigned(s + 1));  // publishes y
-  }
+  };
+  lstm_persistent::fwd_loop<T>(p, j0, U, c_own, kThreads, step_product,
+                               [&](int r, int64_t m) { return product.sum(part, r, m); });
 }
 
 // ----------------------------------------------------------------------------- backward
@@ -319,32 +315,14 @@ __global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_mma_kernel(c
   P::load_slice(wt, U, H4, [&](int64_t u, int64_t q) { return w_hh[q * H + j0 + u]; });
   for (int64_t e = threadIdx.x; e < 4 * U; e += kThreads) db_own[e] = 0;  // first read after a barrier
   const T* dgates = static_cast<const T*>(p.dgates);
-  const auto recurrent = [&](int r, int64_t u) { return product.sum(part, r, u); };
-
-  // Iteration k: dh of step k's rows from step k + 1's dgates (all blocks' columns,
-  // published by the last barrier), then step k's pointwise backward. k = -1 only
-  // finishes dh0 of the rows that start at step 0.
-  unsigned barriers = 0;
-  for (int64_t k = p.nsteps - 1; k >= -1; --k) {
-    const LstmStep after = k + 1 < p.nsteps ? step_at(p, k + 1) : LstmStep{0, 0};
-    const int n1 = int(after.n);  // rows of the step after
-    const int nk = k >= 0 ? int(step_at(p, k).n) : 0;
-    if (n1 > 0) {
-      float acc[kMaxTilesPerWarp][NT][4];
-      product.run(acc, wt, stages, H4, n1, [&](int r) { return dgates + (after.off + r) * H4; });
-      product.store(acc, part);
-      __syncthreads();
-      lstm_persistent::bwd_store_dh0<T>(p, j0, U, nk, n1, kThreads, recurrent);
-    }
-    if (k < 0) break;
-    const LstmStep prev = k ? step_at(p, k - 1) : LstmStep{0, 0};
-    lstm_persistent::bwd_cell_update<T>(p, j0, U, nk, n1, int(prev.n), step_at(p, k).off, prev.off, dc_own, dz_own,
-                                        kThreads, recurrent);
+  const auto step_product = [&](const LstmStep& after) {
+    float acc[kMaxTilesPerWarp][NT][4];
+    product.run(acc, wt, stages, H4, int(after.n), [&](int r) { return dgates + (after.off + r) * H4; });
+    product.store(acc, part);
     __syncthreads();
-    lstm_persistent::bwd_bias_sum(db_own, dz_own, U, nk, kThreads);
-    grid_barrier(p.barrier, ++barriers);  // publishes step k's dgates
-  }
-  lstm_persistent::bwd_bias_store<T>(p, j0, U, db_own, kThreads);
+  };
+  lstm_persistent::bwd_loop<T>(p, j0, U, dc_own, dz_own, db_own, kThreads, step_product,
+                               [&](int r, int64_t u) { return product.sum(part, r, u); });
 }
 
 // ------------------------------------------------------------------------------- host
