@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Everything pyattn checks on a machine with an NVIDIA GPU and a CUDA build of torch, sized
 # for a borrowed machine with a 15-minute device budget (its start-up included): the steps
-# below take at most 590 s together (about 8 minutes on an H200 with 16 cores).
+# below take at most 630 s together (about 8 minutes on an H200 with 16 cores).
 #
 #   step        limit  what
 #   harness      90 s  build/harness/attention_harness --quick, when carried (bench/cuda/build_harness.sh)
+#   lstm_harness 40 s  build/harness/lstm_harness --quick, when carried (the same script)
 #   build       180 s  PYATTN_FORCE_CUDA=1 scripts/dev_build.sh for this card's arch only
 #                      (TORCH_CUDA_ARCH_LIST from nvidia-smi's compute_cap), MAX_JOBS=nproc
 #   cuda_check   20 s  torch sees the GPU and pyattn was built with CUDA; if not, the steps
@@ -69,7 +70,8 @@ git diff --quiet HEAD 2>/dev/null || COMMIT+=" (with local changes)"
 # test_cuda_emulated.py: it runs the kernels on CPU threads, as CI does. The two named tests
 # take no device parameter but need the GPU (a mask on another device; the build's archs).
 CUDA_TESTS="cuda and not test_cuda_emulated or test_mask_on_other_device or test_build_info"
-HARNESS=build/harness/attention_harness # the standalone harness, when carried (step 0)
+HARNESS=build/harness/attention_harness # the standalone harnesses, when carried (step 0)
+LSTM_HARNESS=build/harness/lstm_harness
 
 SLUG=$(echo "$GPU_NAME" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-+|-+$//g')
 DATE=$(date +%Y-%m-%d)
@@ -201,6 +203,14 @@ write_report() {
       grep -E '^(seed|device|ceiling|check|time|all checks|SOME)' "$LOGS/harness.log"
       echo '```'
     fi
+    if [[ -f "$LOGS/lstm_harness.log" ]]; then
+      echo
+      echo "## LSTM harness (\`$LSTM_HARNESS --quick\`: persistent kernels against a double reference, then timed)"
+      echo
+      echo '```'
+      grep -E '^(seed|device|check|time|all checks|SOME)' "$LOGS/lstm_harness.log"
+      echo '```'
+    fi
     if [[ -f "$LOGS/cuda_check.log" ]]; then
       echo
       echo "## Build facts (cuda_check)"
@@ -295,6 +305,13 @@ if [[ -x "$HARNESS" ]]; then
   run_step harness 90 "$HARNESS" --quick
 else
   skip_step harness 90 "$HARNESS not found (build it with bench/cuda/build_harness.sh and carry build/harness)"
+fi
+# bench/cuda/lstm_harness.cu: the persistent LSTM kernels against a double reference, then
+# timed at T 100 (batches 8 and 64 with --quick).
+if [[ -x "$LSTM_HARNESS" ]]; then
+  run_step lstm_harness 40 "$LSTM_HARNESS" --quick
+else
+  skip_step lstm_harness 40 "$LSTM_HARNESS not found (build it with bench/cuda/build_harness.sh and carry build/harness)"
 fi
 
 # ---- 1. build ---------------------------------------------------------------------------------

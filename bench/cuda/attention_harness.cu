@@ -28,6 +28,7 @@
 #include <tuple>
 #include <vector>
 
+#include "harness_common.cuh"
 #include "cuda/attention_mma_bwd.cu"
 #include "cuda/attention_mma_fwd.cu"
 
@@ -38,15 +39,6 @@ using pyattn::AttentionFwdParams;
 using pyattn::DType;
 using pyattn::MaskKind;
 namespace ac = pyattn::attention_cuda;
-
-#define CHECK_CUDA(call)                                                                                  \
-  do {                                                                                                     \
-    const cudaError_t err_ = (call);                                                                       \
-    if (err_ != cudaSuccess) {                                                                             \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_));       \
-      std::exit(1);                                                                                        \
-    }                                                                                                      \
-  } while (0)
 
 // One problem: [b, h, l, d] q, k, v (self-attention, contiguous), causal top-left or none.
 struct Problem {
@@ -253,32 +245,7 @@ double max_error(const std::vector<G>& got, const std::vector<double>& want) {
   return err;
 }
 
-// Mean milliseconds per call over enough calls to take about 100 ms, after a warm-up.
-template <typename F>
-double time_ms(F&& f) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  f();
-  CHECK_CUDA(cudaGetLastError());
-  CHECK_CUDA(cudaEventRecord(start));
-  f();
-  CHECK_CUDA(cudaEventRecord(stop));
-  CHECK_CUDA(cudaEventSynchronize(stop));
-  float once = 0;
-  CHECK_CUDA(cudaEventElapsedTime(&once, start, stop));
-  const int reps = std::clamp(int(100.f / std::max(once, 1e-3f)), 3, 200);
-  CHECK_CUDA(cudaEventRecord(start));
-  for (int r = 0; r < reps; ++r) f();
-  CHECK_CUDA(cudaEventRecord(stop));
-  CHECK_CUDA(cudaEventSynchronize(stop));
-  float total = 0;
-  CHECK_CUDA(cudaEventElapsedTime(&total, start, stop));
-  CHECK_CUDA(cudaGetLastError());
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  return double(total) / reps;
-}
+using harness::time_ms;
 
 // The tile shapes tried per head dim; each compiles without spills on sm_80 and sm_90
 // (build_harness.sh prints ptxas's counts). Left out because they spill: the forward with 32 rows per warp and 128 keys at D64 or

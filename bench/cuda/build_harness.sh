@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds bench/cuda/attention_harness.cu into build/harness/ with nvcc, for sm_80 and
-# sm_90, the CUDA runtime linked statically so the binary runs wherever a driver is
-# (carry build/harness to a lent GPU), and prints ptxas's registers and spill bytes per
-# kernel (full report: build/harness/ptxas.txt). Every tile shape the harness times
-# should show 0 spill bytes.
+# Builds bench/cuda/attention_harness.cu and lstm_harness.cu into build/harness/ with
+# nvcc, for sm_80 and sm_90, the CUDA runtime linked statically so the binaries run
+# wherever a driver is (carry build/harness to a lent GPU), and prints ptxas's registers
+# and spill bytes per attention kernel (full reports: build/harness/ptxas*.txt). Every
+# tile shape the harness times should show 0 spill bytes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p build/harness
@@ -15,6 +15,19 @@ nvcc -std=c++17 -O3 --expt-relaxed-constexpr -cudart static \
   exit 1
 }
 echo "built build/harness/attention_harness"
+# The LSTM kernels are separate translation units (each has its own anonymous namespace).
+nvcc -std=c++17 -O3 --expt-relaxed-constexpr -cudart static \
+  -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+  -Ikernels/include -Ikernels -Xptxas -v \
+  -o build/harness/lstm_harness bench/cuda/lstm_harness.cu kernels/cuda/lstm_persistent.cu \
+  kernels/cuda/lstm_persistent_mma.cu 2> build/harness/ptxas_lstm.txt || {
+  cat build/harness/ptxas_lstm.txt >&2
+  exit 1
+}
+if grep -q "[1-9][0-9]* bytes spill stores" build/harness/ptxas_lstm.txt; then
+  echo "lstm_harness: some LSTM kernel spills, see build/harness/ptxas_lstm.txt" >&2
+fi
+echo "built build/harness/lstm_harness"
 # One line per kernel: arch, kernel, <D, m-tiles per warp, tile>, dropout, type,
 # registers, spill bytes.
 awk '/Compiling entry function/ {
