@@ -36,7 +36,7 @@ namespace {
 using lstm_persistent::aligned;
 using lstm_persistent::step_at;
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // one block per SM (a persistent grid): __launch_bounds__(kThreads, 1)
 constexpr int kWarps = kThreads / 32;
 
 // How the hidden units are split among the blocks, and the launch's size.
@@ -130,7 +130,7 @@ size_t fwd_smem(int64_t units, int64_t hidden, int batch) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) lstm_seq_fwd_persistent_kernel(const FwdArgs args) {
+__global__ void __launch_bounds__(kThreads, 1) lstm_seq_fwd_persistent_kernel(const FwdArgs args) {
   using A = acc_t<T>;
   const LstmSeqCudaFwdParams& p = args.p;
   const int64_t H = p.hidden, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0), M = 4 * U;
@@ -181,7 +181,7 @@ size_t bwd_smem(int64_t units, int64_t hidden, int batch) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) lstm_seq_bwd_persistent_kernel(const BwdArgs args) {
+__global__ void __launch_bounds__(kThreads, 1) lstm_seq_bwd_persistent_kernel(const BwdArgs args) {
   using A = acc_t<T>;
   const LstmSeqCudaBwdParams& p = args.p;
   const int64_t H = p.hidden, H4 = 4 * H, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
