@@ -257,7 +257,8 @@ size_t fwd_smem(int64_t units, int64_t hidden, int64_t batch) {
 }
 
 template <typename T, int NT, int kStages>
-__global__ void __launch_bounds__(kThreads, 1) lstm_seq_fwd_persistent_mma_kernel(const Args<LstmSeqCudaFwdParams> args) {
+__global__ void __launch_bounds__(kThreads, 1)
+    lstm_seq_fwd_persistent_mma_kernel(const Args<LstmSeqCudaFwdParams> args) {
   using P = Product<T, NT, kStages>;
   const LstmSeqCudaFwdParams& p = args.p;
   const int64_t H = p.hidden, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
@@ -299,7 +300,8 @@ size_t bwd_smem(int64_t units, int64_t hidden, int64_t batch) {
 }
 
 template <typename T, int NT, int kStages>
-__global__ void __launch_bounds__(kThreads, 1) lstm_seq_bwd_persistent_mma_kernel(const Args<LstmSeqCudaBwdParams> args) {
+__global__ void __launch_bounds__(kThreads, 1)
+    lstm_seq_bwd_persistent_mma_kernel(const Args<LstmSeqCudaBwdParams> args) {
   using P = Product<T, NT, kStages>;
   const LstmSeqCudaBwdParams& p = args.p;
   const int64_t H = p.hidden, H4 = 4 * H, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
