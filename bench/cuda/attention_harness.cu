@@ -381,8 +381,7 @@ void ceilings() {
   CHECK_CUDA(cudaGetDevice(&dev));
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
-  std::printf("device %s, %d SMs, compute capability %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
-              prop.minor);
+  harness::print_device();
   float* sink = nullptr;
   CHECK_CUDA(cudaMalloc(&sink, 4));
   const int iters = 4096, blocks = prop.multiProcessorCount * 8, threads = 256;

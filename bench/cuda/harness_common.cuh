@@ -19,6 +19,16 @@
 
 namespace harness {
 
+// Prints the device the harness runs on.
+inline void print_device() {
+  int dev = 0;
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDevice(&dev));
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
+  std::printf("device %s, %d SMs, compute capability %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
+              prop.minor);
+}
+
 // Mean milliseconds per call over enough calls to take about 100 ms, after a warm-up.
 template <typename F>
 double time_ms(F&& f) {

@@ -298,12 +298,7 @@ int main(int argc, char** argv) {
   const unsigned seed = seed_source();
   std::printf("seed %u\n", seed);
   std::mt19937 rng(seed);
-  int dev = 0;
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDevice(&dev));
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
-  std::printf("device %s, %d SMs, compute capability %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
-              prop.minor);
+  harness::print_device();
   // Checks: batches of 7 (CUDA-core kernels) and 17-256 (tensor-core), H small enough
   // for the reference; tolerances as tests/test_cuda_emulated.py's.
   bool ok = true;

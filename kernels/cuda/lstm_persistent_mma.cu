@@ -399,6 +399,15 @@ bool launch(const Plan& plan, Kernel kernel, const Params& p, cudaStream stream)
   return false;
 }
 
+// plan_for, then launch, on the instance the plan picks.
+template <typename T, typename Params, typename Kernel, size_t N>
+bool launch_planned(const Params& p, const Instance<Kernel> (&instances)[N], int64_t (*cols)(int64_t),
+                    cudaStream stream) {
+  Kernel kernel = nullptr;
+  const Plan plan = plan_for<T>(p, instances, cols, &kernel);  // sets kernel
+  return launch(plan, kernel, p, stream);
+}
+
 int64_t fwd_cols(int64_t units) { return 4 * units; }
 int64_t bwd_cols(int64_t units) { return units; }
 
@@ -418,9 +427,7 @@ bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream 
           {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 4>, fwd_smem<T, 8, 4>},
           {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 2>, fwd_smem<T, 8, 2>},
       };
-      Kernel kernel = nullptr;
-      const Plan plan = plan_for<T>(p, kInstances, fwd_cols, &kernel);  // sets kernel
-      launched = launch(plan, kernel, p, stream);
+      launched = launch_planned<T>(p, kInstances, fwd_cols, stream);
     }
   });
   return launched;
@@ -438,9 +445,7 @@ bool lstm_seq_bwd_persistent_mma_cuda(const LstmSeqCudaBwdParams& p, cudaStream 
           {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 4>, bwd_smem<T, 2, 4>},
           {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 2>, bwd_smem<T, 2, 2>},
       };
-      Kernel kernel = nullptr;
-      const Plan plan = plan_for<T>(p, kInstances, bwd_cols, &kernel);  // sets kernel
-      launched = launch(plan, kernel, p, stream);
+      launched = launch_planned<T>(p, kInstances, bwd_cols, stream);
     }
   });
   return launched;
