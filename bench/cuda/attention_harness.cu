@@ -49,18 +49,20 @@ struct Problem {
 
 template <typename T>
 constexpr const char* type_name() {
-  return std::is_same_v<T, __half> ? "fp16" : "bf16";
+  return std::is_same_v<T, float> ? "fp32" : std::is_same_v<T, __half> ? "fp16" : "bf16";
 }
 
 template <typename T>
 __host__ __device__ float to_float(T v) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
   else return __bfloat162float(v);
 }
 
 template <typename T>
 __host__ __device__ T from_float(float v) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
   else return __float2bfloat16_rn(v);
 }
 
@@ -123,7 +125,7 @@ struct Buffers {
     drow_delta = alloc<float>(size_t(pr.b) * pr.h * pr.l);
 
     pyattn::AttentionShape s{};
-    s.dtype = std::is_same_v<T, __half> ? DType::f16 : DType::bf16;
+    s.dtype = std::is_same_v<T, float> ? DType::f32 : std::is_same_v<T, __half> ? DType::f16 : DType::bf16;
     s.batch = pr.b, s.heads_q = pr.h, s.heads_kv = pr.h, s.lq = pr.l, s.lk = pr.l, s.d = pr.d, s.dv = pr.d;
     s.scale = 1.0 / std::sqrt(double(pr.d));
     s.mask = nullptr, s.mask_kind = MaskKind::none, s.key_lengths = nullptr;
@@ -237,9 +239,7 @@ template <typename G>
 double max_error(const std::vector<G>& got, const std::vector<double>& want) {
   double err = 0;
   for (size_t i = 0; i < want.size(); ++i) {
-    double g;
-    if constexpr (std::is_same_v<G, float>) g = got[i];
-    else g = to_float(got[i]);
+    const double g = to_float(got[i]);
     err = std::max(err, std::abs(g - want[i]) / (1 + std::abs(want[i])));
   }
   return err;
@@ -247,35 +247,50 @@ double max_error(const std::vector<G>& got, const std::vector<double>& want) {
 
 using harness::time_ms;
 
-// The tile shapes tried per head dim; each compiles without spills on sm_80 and sm_90
-// (build_harness.sh prints ptxas's counts). Left out because they spill: the forward with 32 rows per warp and 128 keys at D64 or
-// 32 keys at D128, and dk/dv with 64 queries a tile at D64.
-template <int D>
+// The tile shapes tried per element type and head dim; each compiles without spills on
+// sm_80 and sm_90 (build_harness.sh prints ptxas's counts). Left out because they spill:
+// the 16-bit forward with 32 rows per warp and 128 keys at D64 or 32 keys at D128, and
+// dk/dv with 64 queries a tile at D64.
+template <typename T, int D>
 struct Variants;
+template <typename T>
+struct Variants<T, 64> {
+  using Fwd = std::tuple<ac::FwdTiles<T, 64, 2, 64>, ac::FwdTiles<T, 64, 1, 64>, ac::FwdTiles<T, 64, 1, 128>>;
+  using Bwd = std::tuple<std::pair<ac::DqTiles<T, 64, 1, 64>, ac::DkdvTiles<T, 64, 1, 32>>,
+                         std::pair<ac::DqTiles<T, 64, 1, 128>, ac::DkdvTiles<T, 64, 1, 16>>>;
+};
+template <typename T>
+struct Variants<T, 128> {
+  using Fwd = std::tuple<ac::FwdTiles<T, 128, 1, 64>, ac::FwdTiles<T, 128, 1, 32>, ac::FwdTiles<T, 128, 1, 128>>;
+  using Bwd = std::tuple<std::pair<ac::DqTiles<T, 128, 1, 64>, ac::DkdvTiles<T, 128, 1, 32>>,
+                         std::pair<ac::DqTiles<T, 128, 1, 32>, ac::DkdvTiles<T, 128, 1, 16>>>;
+};
+// fp32 (3xTF32): twice the shared memory per tile, so smaller tiles.
 template <>
-struct Variants<64> {
-  using Fwd = std::tuple<ac::FwdTiles<64, 2, 64>, ac::FwdTiles<64, 1, 64>, ac::FwdTiles<64, 1, 128>>;
-  using Bwd = std::tuple<std::pair<ac::DqTiles<64, 1, 64>, ac::DkdvTiles<64, 1, 32>>,
-                         std::pair<ac::DqTiles<64, 1, 128>, ac::DkdvTiles<64, 1, 16>>>;
+struct Variants<float, 64> {
+  using Fwd = std::tuple<ac::FwdTiles<float, 64, 2, 64>, ac::FwdTiles<float, 64, 1, 64>, ac::FwdTiles<float, 64, 2, 32>>;
+  using Bwd = std::tuple<std::pair<ac::DqTiles<float, 64, 1, 64>, ac::DkdvTiles<float, 64, 1, 32>>,
+                         std::pair<ac::DqTiles<float, 64, 1, 32>, ac::DkdvTiles<float, 64, 1, 16>>>;
 };
 template <>
-struct Variants<128> {
-  using Fwd = std::tuple<ac::FwdTiles<128, 1, 64>, ac::FwdTiles<128, 1, 32>, ac::FwdTiles<128, 1, 128>>;
-  using Bwd = std::tuple<std::pair<ac::DqTiles<128, 1, 64>, ac::DkdvTiles<128, 1, 32>>,
-                         std::pair<ac::DqTiles<128, 1, 32>, ac::DkdvTiles<128, 1, 16>>>;
+struct Variants<float, 128> {
+  using Fwd = std::tuple<ac::FwdTiles<float, 128, 1, 32>, ac::FwdTiles<float, 128, 1, 64>, ac::FwdTiles<float, 128, 1, 16>>;
+  using Bwd = std::tuple<std::pair<ac::DqTiles<float, 128, 1, 32>, ac::DkdvTiles<float, 128, 1, 32>>,
+                         std::pair<ac::DqTiles<float, 128, 1, 64>, ac::DkdvTiles<float, 128, 1, 16>>>;
 };
 
-template <typename Tiles>
+template <typename T, typename Tiles>
 std::string fwd_name() {
   return "fwd rows/warp " + std::to_string(16 * Tiles::kMT) + " keys/tile " + std::to_string(Tiles::kBK) +
-         (std::is_same_v<Tiles, ac::DefaultFwdTiles<Tiles::D>> ? " (default)" : "");
+         (std::is_same_v<Tiles, ac::DefaultFwdTiles<T, Tiles::D>> ? " (default)" : "");
 }
 
-template <typename Pair>
+template <typename T, typename Pair>
 std::string bwd_name() {
   using Dq = typename Pair::first_type;
   using Dkdv = typename Pair::second_type;
-  const bool dflt = std::is_same_v<Dq, ac::DefaultDqTiles<Dq::D>> && std::is_same_v<Dkdv, ac::DefaultDkdvTiles<Dq::D>>;
+  const bool dflt =
+      std::is_same_v<Dq, ac::DefaultDqTiles<T, Dq::D>> && std::is_same_v<Dkdv, ac::DefaultDkdvTiles<T, Dq::D>>;
   return "bwd dq keys/tile " + std::to_string(Dq::kBK) + " dkdv queries/tile " + std::to_string(Dkdv::kBQ) +
          (dflt ? " (default)" : "");
 }
@@ -293,7 +308,7 @@ template <typename T, typename Fwd, typename Pair>
 bool check(std::mt19937& rng, bool causal) {
   if (!fits<Fwd, typename Pair::first_type, typename Pair::second_type>()) {
     std::printf("check %s D%-3d causal=%d %s / %s: skipped, more shared memory than this device has\n",
-                type_name<T>(), Fwd::D, int(causal), fwd_name<Fwd>().c_str(), bwd_name<Pair>().c_str());
+                type_name<T>(), Fwd::D, int(causal), fwd_name<T, Fwd>().c_str(), bwd_name<T, Pair>().c_str());
     return true;
   }
   Buffers<T> buf(Problem{1, 3, 333, Fwd::D, causal}, rng, true);
@@ -311,25 +326,27 @@ bool check(std::mt19937& rng, bool causal) {
                e_dv = max_error(buf.download(buf.dgv), truth.dv);
   // About 7-9 times the errors a NumPy model of the kernels' rounding (P and dS rounded to
   // T, outputs stored as T) gives at this size: bf16 out 1.5e-3, fp16 1.6e-4; lse 1e-6.
-  // Tight enough that an output 10 % off, or one key dropped from the lse, fails.
-  const bool half = std::is_same_v<T, __half>;
-  const double tol_out = half ? 1.5e-3 : 1e-2, tol_grad = half ? 2.5e-3 : 1.5e-2;
+  // Tight enough that an output 10 % off, or one key dropped from the lse, fails. fp32
+  // (3xTF32) is held to fp32's tolerance of the tests (rtol 2e-5): TF32 alone misses it
+  // by ~50x.
+  const bool half = std::is_same_v<T, __half>, single = std::is_same_v<T, float>;
+  const double tol_out = single ? 2e-5 : half ? 1.5e-3 : 1e-2, tol_grad = single ? 2e-5 : half ? 2.5e-3 : 1.5e-2;
   const bool ok = e_out < tol_out && e_lse < 1e-5 && e_dq < tol_grad && e_dk < tol_grad && e_dv < tol_grad;
   std::printf("check %s D%-3d causal=%d %s / %s: out %.1e lse %.1e dq %.1e dk %.1e dv %.1e %s\n", type_name<T>(), Fwd::D,
-              int(causal), fwd_name<Fwd>().c_str(), bwd_name<Pair>().c_str(), e_out, e_lse, e_dq, e_dk, e_dv,
+              int(causal), fwd_name<T, Fwd>().c_str(), bwd_name<T, Pair>().c_str(), e_out, e_lse, e_dq, e_dk, e_dv,
               ok ? "ok" : "FAILED");
   return ok;
 }
 
 template <typename T, int D>
 bool run(std::mt19937& rng, bool quick) {
-  using V = Variants<D>;
+  using V = Variants<T, D>;
   bool ok = true;
   // Every forward variant with the default backward, then every backward variant.
   for (bool causal : {false, true}) {
     std::apply([&](auto... f) { ((ok &= check<T, decltype(f), std::tuple_element_t<0, typename V::Bwd>>(rng, causal)), ...); },
                typename V::Fwd{});
-    std::apply([&](auto... b) { ((ok &= check<T, ac::DefaultFwdTiles<D>, decltype(b)>(rng, causal)), ...); },
+    std::apply([&](auto... b) { ((ok &= check<T, ac::DefaultFwdTiles<T, D>, decltype(b)>(rng, causal)), ...); },
                typename V::Bwd{});
   }
   if (!ok) return false;
@@ -344,15 +361,15 @@ bool run(std::mt19937& rng, bool quick) {
                     int(causal), b, h, l, what.c_str(), ms, flops / ms * 1e-9);
       };
       std::apply([&](auto... f) {
-        ((fits<decltype(f)>() ? report(fwd_name<decltype(f)>(), time_ms([&] { launch_fwd<T, decltype(f)>(buf.fwd); }),
+        ((fits<decltype(f)>() ? report(fwd_name<T, decltype(f)>(), time_ms([&] { launch_fwd<T, decltype(f)>(buf.fwd); }),
                                        buf.pr.fwd_flops())
                               : void()),
          ...);
       }, typename V::Fwd{});
-      launch_fwd<T, ac::DefaultFwdTiles<D>>(buf.fwd);  // the backward's out and lse
+      launch_fwd<T, ac::DefaultFwdTiles<T, D>>(buf.fwd);  // the backward's out and lse
       std::apply([&](auto... b) {
         ((fits<typename decltype(b)::first_type, typename decltype(b)::second_type>()
-              ? report(bwd_name<decltype(b)>(),
+              ? report(bwd_name<T, decltype(b)>(),
                        time_ms([&] { launch_bwd<T, typename decltype(b)::first_type, typename decltype(b)::second_type>(buf.bwd); }),
                        2.5 * buf.pr.fwd_flops())
               : void()),
@@ -362,14 +379,18 @@ bool run(std::mt19937& rng, bool quick) {
   return true;
 }
 
-// The mma.sync ceiling: every warp runs independent m16n8k16 products on registers.
+// The mma.sync ceilings: every warp runs independent products on registers, m16n8k16 on T
+// or (T float) m16n8k8 on TF32.
 template <typename T>
 __global__ void mma_peak_kernel(float* sink, int iters) {
   uint32_t a[4] = {threadIdx.x, threadIdx.x * 3u, threadIdx.x * 5u, threadIdx.x * 7u}, b[2] = {threadIdx.x, 1u};
   float d[8][4] = {};
   for (int it = 0; it < iters; ++it)
 #pragma unroll
-    for (int c = 0; c < 8; ++c) pyattn::ptx::mma_16816<T>(d[c], a, b);
+    for (int c = 0; c < 8; ++c) {
+      if constexpr (std::is_same_v<T, float>) pyattn::ptx::mma_1688_tf32(d[c], a, b);
+      else pyattn::ptx::mma_16816<T>(d[c], a, b);
+    }
   float acc = 0;
   for (auto& c : d)
     for (float x : c) acc += x;
@@ -388,6 +409,9 @@ void ceilings() {
   const double ms = time_ms([&] { mma_peak_kernel<__nv_bfloat16><<<blocks, threads>>>(sink, iters); });
   const double flops = 2.0 * 16 * 8 * 16 * 8 * double(iters) * blocks * (threads / 32);
   std::printf("ceiling mma.sync bf16 m16n8k16 (registers only): %.1f TFLOP/s\n", flops / ms * 1e-9);
+  const double tms = time_ms([&] { mma_peak_kernel<float><<<blocks, threads>>>(sink, iters); });
+  std::printf("ceiling mma.sync tf32 m16n8k8 (registers only): %.1f TFLOP/s (3xTF32 fp32: a third)\n",
+              flops / 2 / tms * 1e-9);
   const size_t bytes = size_t(1) << 30;
   void *src = nullptr, *dst = nullptr;
   CHECK_CUDA(cudaMalloc(&src, bytes));
@@ -411,6 +435,8 @@ int main(int argc, char** argv) {
   bool ok = run<__nv_bfloat16, 64>(rng, quick);
   ok &= run<__nv_bfloat16, 128>(rng, quick);
   ok &= run<__half, 128>(rng, quick);
+  ok &= run<float, 64>(rng, quick);
+  ok &= run<float, 128>(rng, quick);
   std::printf(ok ? "all checks passed\n" : "SOME CHECKS FAILED\n");
   return ok ? 0 : 1;
 }

@@ -33,9 +33,9 @@ echo "built build/harness/lstm_harness"
 awk '/Compiling entry function/ {
        arch = $NF; gsub(/[^a-z0-9_]/, "", arch)
        kernel = (match($0, /(fwd|dq|dkdv|mma_peak)_(mma_)?kernel/) ? substr($0, RSTART, RLENGTH) : "other")
-       tiles = (match($0, /TilesILi[0-9]+ELi[0-9]+ELi[0-9]+EEELb[01]/) ? substr($0, RSTART, RLENGTH) : "")
-       type = ($0 ~ /bfloat16/ ? "bf16" : ($0 ~ /half/ ? "fp16" : ""))
+       tiles = (match($0, /TilesI[0-9_a-z]*Li[0-9]+ELi[0-9]+ELi[0-9]+EEELb[01]/) ? substr($0, RSTART, RLENGTH) : "")
+       type = ($0 ~ /bfloat16/ ? "bf16" : ($0 ~ /half/ ? "fp16" : ($0 ~ /kernelIf/ ? "fp32" : "")))
      }
      /spill stores/ { spill = $5 }
      /Used [0-9]+ registers/ { print arch, kernel, tiles, type, "registers", $5, "spill", spill }' build/harness/ptxas.txt |
-  sed -E 's/TilesILi([0-9]+)ELi([0-9]+)ELi([0-9]+)EEELb([01])/<\1,\2,\3> dropout=\4/' | sort -u
+  sed -E 's/TilesI[0-9_a-z]*Li([0-9]+)ELi([0-9]+)ELi([0-9]+)EEELb([01])/<\1,\2,\3> dropout=\4/' | sort -u

@@ -109,7 +109,7 @@ __device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64
   return dd;
 }
 
-// The tensor-core kernels (fp16 / bf16 on compute capability 8+; head dims up to
+// The tensor-core kernels (fp16 / bf16, and fp32 as 3xTF32, on compute capability 8+; head dims up to
 // kTcMaxHeadDimFwd in kernels/cuda/attention_mma_fwd.cu, kTcMaxHeadDimBwd in
 // attention_mma_bwd.cu): each launches and returns true when it serves p on the current
 // device, else returns false and launches nothing (the caller runs version 1).
@@ -131,7 +131,8 @@ inline int tc_usable_smem() {
 }
 
 inline bool tc_serves(const AttentionShape& s, int max_head_dim) {
-  return (s.dtype == DType::f16 || s.dtype == DType::bf16) && s.d <= max_head_dim && s.dv <= max_head_dim;
+  return (s.dtype == DType::f16 || s.dtype == DType::bf16 || s.dtype == DType::f32) && s.d <= max_head_dim &&
+         s.dv <= max_head_dim;
 }
 
 // Calls f(T{}, D, DROP) for s's storage type, head dim (the smallest of the compiled Ds,
@@ -141,7 +142,8 @@ void tc_dispatch(const AttentionShape& s, F&& f) {
   with_head_dim<Ds...>(s.d > s.dv ? s.d : s.dv, [&](auto dim) {
     with_bool(s.dropout, [&](auto drop) {
       if (s.dtype == DType::f16) f(__half{}, dim, drop);
-      else f(__nv_bfloat16{}, dim, drop);
+      else if (s.dtype == DType::bf16) f(__nv_bfloat16{}, dim, drop);
+      else f(float{}, dim, drop);
     });
   });
 }

@@ -2,10 +2,13 @@
 // kernels/cuda/attention_mma_bwd.cu): shared-memory tiles, their loads, and the two
 // warp-level products every pass is made of. Layouts of ptx.cuh.
 //
-// A shared-memory tile holds rows of D 16-bit elements (D, the compiled head dim, 64, 128
-// or 256, at least d and dv; zero past them) in 16-byte chunks, chunk c of row r stored at
-// c ^ (r % 8): the 8 rows one ldmatrix matrix reads sit in 8 different bank groups,
-// without padding.
+// T is __half or __nv_bfloat16 (mma m16n8k16, one instruction a product step) or float
+// (mma m16n8k8 on TF32, three instructions a step: ptx::mma_1688_3xtf32, fp32 accuracy).
+//
+// A shared-memory tile holds rows of D elements of T (D, the compiled head dim, 64, 128
+// or 256, at least d and dv; zero past them) in 16-byte chunks (8 elements of 16 bits, 4
+// floats), chunk c of row r stored at c ^ (r % 8): the 8 rows one ldmatrix matrix reads
+// sit in 8 different bank groups, without padding.
 //
 // A warp's accumulators: acc[mt][nb][4] is the 16x8 block (m-tile mt, 8-column block nb)
 // of a result, lane 4g + t holding rows g and g + 8 of the m-tile, columns 2t and 2t + 1
@@ -15,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/ptx.cuh"
 #include "cuda/storage.cuh"
@@ -26,17 +30,21 @@ namespace mma {
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 
+// Elements of T in a 16-byte chunk.
+template <typename T>
+constexpr int kChunk = 16 / int(sizeof(T));
+
 // Element offset of (row, 16-byte chunk) in a swizzled tile of D-element rows.
-template <int D>
+template <typename T, int D>
 __device__ __forceinline__ int swz(int row, int chunk) {
-  static_assert(D % 64 == 0, "the swizzle permutes whole groups of 8 chunks");
-  return row * D + ((chunk ^ (row & 7)) << 3);
+  static_assert(D % (8 * kChunk<T>) == 0, "the swizzle permutes whole groups of 8 chunks");
+  return row * D + (chunk ^ (row & 7)) * kChunk<T>;
 }
 
 // A head's rows can go by cp.async when every row starts 16-byte aligned.
 template <typename T>
 __device__ __forceinline__ bool rows_aligned(const T* base, int64_t row_stride) {
-  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_stride % 8 == 0;
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_stride % kChunk<T> == 0;
 }
 
 // Rows [r0, r0 + n) of a head's [·, width] matrix of T (row stride `stride` elements)
@@ -46,19 +54,19 @@ __device__ __forceinline__ bool rows_aligned(const T* base, int64_t row_stride) 
 template <typename T, int D, int R>
 __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride, int64_t r0, int n, int64_t width,
                                           bool async) {
-  constexpr int kChunks = D / 8;
+  constexpr int kPer = kChunk<T>, kChunks = D / kPer;
   for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
     const int row = idx / kChunks, c = idx % kChunks;
-    T* dst = tile + swz<D>(row, c);
-    const int valid = row < n ? int(min(int64_t(8), max(int64_t(0), width - 8 * c))) : 0;  // elements
-    const T* from = src + (r0 + row) * stride + 8 * c;
+    T* dst = tile + swz<T, D>(row, c);
+    const int valid = row < n ? int(min(int64_t(kPer), max(int64_t(0), width - kPer * c))) : 0;  // elements
+    const T* from = src + (r0 + row) * stride + kPer * c;
     if (async && valid > 0) {
-      ptx::cp_async_16(dst, from, 2 * valid);
+      ptx::cp_async_16(dst, from, int(sizeof(T)) * valid);
     } else if (async) {
       *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
     } else {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) dst[e] = e < valid ? from[e] : from_acc<T>(0.f);
+      for (int e = 0; e < kPer; ++e) dst[e] = e < valid ? from[e] : from_acc<T>(0.f);
     }
   }
 }
@@ -118,9 +126,53 @@ __device__ __forceinline__ void zero(float (&acc)[A][B][4]) {
       for (int e = 0; e < 4; ++e) acc[a][b][e] = 0.f;
 }
 
+// One product step's operand, N registers (A: 4, B: 2) as mma takes them: as loaded, or
+// for float split into TF32 big and small parts.
+template <typename T, int N>
+struct Frag {
+  uint32_t r[N];
+  __device__ __forceinline__ void set(const uint32_t (&x)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) r[i] = x[i];
+  }
+};
+
+template <int N>
+struct Frag<float, N> {
+  uint32_t big[N], small[N];
+  __device__ __forceinline__ void set(const uint32_t (&x)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const ptx::Tf32Pair s = ptx::split_tf32(ptx::float_of(x[i]));
+      big[i] = s.big, small[i] = s.small;
+    }
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ Frag<T, 2> b_frag(uint32_t b0, uint32_t b1) {
+  Frag<T, 2> f;
+  f.set({b0, b1});
+  return f;
+}
+
+// acc += A·B for one product step: an m16n8k16 mma, or three m16n8k8 for float.
+template <typename T>
+__device__ __forceinline__ void mma_step(float (&acc)[4], const Frag<T, 4>& a, const Frag<T, 2>& b) {
+  if constexpr (std::is_same_v<T, float>) {
+    ptx::mma_1688_3xtf32(acc, a.big, a.small, b.big, b.small);
+  } else {
+    ptx::mma_16816<T>(acc, a.r, b.r);
+  }
+}
+
 // acc += X Yᵀ for X = rows [x_row, x_row + 16·kMT) of tile x and Y = rows
 // [y_row, y_row + 8·kNB) of tile y, over all D columns: S = Q Kᵀ, dP = dO Vᵀ, and the
 // transposed Sᵀ = K Qᵀ, dPᵀ = V dOᵀ. Y's rows are the col-major B operand as they are.
+// A product step kk spans chunks 2kk and 2kk+1 of a row, for every T (16 bytes of 16-bit
+// elements are k 0-7, of floats k 0-3, and ldmatrix hands lane 4g + t the 4 bytes at
+// 4t of row g: elements 2t, 2t+1 or float t, as either mma wants them).
+// X's ldmatrix: lanes 0-15 rows 0-15 chunk 2kk, 16-31 rows 0-15 chunk 2kk+1.
 // Y's ldmatrix: lanes 0-7 rows 0-7 chunk 2kk, 8-15 rows 0-7 chunk 2kk+1, 16-23 rows 8-15
 // chunk 2kk, 24-31 rows 8-15 chunk 2kk+1: registers 0-1 are the B operand of 8-row block
 // 2yb, 2-3 of block 2yb + 1.
@@ -129,54 +181,85 @@ __device__ __forceinline__ void mma_xyt(float (&acc)[kMT][kNB][4], const T* x, i
   static_assert(kNB % 2 == 0, "Y's rows go 16 at a time");
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t xa[kMT][4];
+  for (int kk = 0; kk < D / (2 * kChunk<T>); ++kk) {
+    Frag<T, 4> xa[kMT];
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) ptx::ldmatrix_x4(xa[mt], x + swz<D>(x_row + 16 * mt + lane % 16, 2 * kk + lane / 16));
+    for (int mt = 0; mt < kMT; ++mt) {
+      uint32_t r[4];
+      ptx::ldmatrix_x4(r, x + swz<T, D>(x_row + 16 * mt + lane % 16, 2 * kk + lane / 16));
+      xa[mt].set(r);
+    }
 #pragma unroll
     for (int yb = 0; yb < kNB / 2; ++yb) {
       uint32_t yf[4];
-      ptx::ldmatrix_x4(yf, y + swz<D>(y_row + 16 * yb + 8 * (lane / 16) + lane % 8, 2 * kk + (lane / 8) % 2));
-      const uint32_t lo[2] = {yf[0], yf[1]}, hi[2] = {yf[2], yf[3]};
+      ptx::ldmatrix_x4(yf, y + swz<T, D>(y_row + 16 * yb + 8 * (lane / 16) + lane % 8, 2 * kk + (lane / 8) % 2));
+      const Frag<T, 2> lo = b_frag<T>(yf[0], yf[1]), hi = b_frag<T>(yf[2], yf[3]);
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        ptx::mma_16816<T>(acc[mt][2 * yb], xa[mt], lo);
-        ptx::mma_16816<T>(acc[mt][2 * yb + 1], xa[mt], hi);
+        mma_step<T>(acc[mt][2 * yb], xa[mt], lo);
+        mma_step<T>(acc[mt][2 * yb + 1], xa[mt], hi);
       }
     }
   }
 }
 
-// acc += P Y for P the warp's [16·kMT, 8·kKB] accumulators (rounded to T: two 8-column
-// blocks make one 16-wide A operand, no trip through shared memory) and Y = rows
+// acc += P Y for P the warp's [16·kMT, 8·kKB] accumulators and Y = rows
 // [y_row, y_row + 8·kKB) of tile y, all D columns: O += P V, dQ += dS K, dV += Pᵀ dO,
-// dK += dSᵀ Q. Y's ldmatrix.trans: lanes 0-7 rows 0-7 chunk 2yc, 8-15 rows 8-15 chunk
-// 2yc, 16-23 rows 0-7 chunk 2yc+1, 24-31 rows 8-15 chunk 2yc+1: registers 0-1 are the B
-// operand of output block 2yc, 2-3 of block 2yc + 1.
+// dK += dSᵀ Q. P never goes through shared memory:
+// - 16-bit T: P rounded to T; two 8-column blocks are one 16-wide A operand. Y's
+//   ldmatrix.trans: lanes 0-7 rows 0-7 chunk 2yc, 8-15 rows 8-15 chunk 2yc, 16-23 rows 0-7
+//   chunk 2yc+1, 24-31 rows 8-15 chunk 2yc+1: registers 0-1 are the B operand of output
+//   block 2yc, 2-3 of block 2yc + 1.
+// - float: one 8-column block is one k step of m16n8k8, whose A wants columns t and t + 4
+//   where the accumulator holds 2t and 2t + 1. The product's sum runs over k in any order,
+//   so k = t stands for key column 2t and k = t + 4 for 2t + 1, in A and in B alike: B is
+//   then Y's rows 2t and 2t + 1 at column g, two 4-byte shared loads (no 32-bit ldmatrix
+//   transposes); rows 2t of 8 sit in chunks c ^ {0, 2, 4, 6} and rows 2t + 1 in
+//   c ^ {1, 3, 5, 7}, so a warp's 32 loads hit 32 banks.
 template <typename T, int D, int kMT, int kKB>
 __device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float (&p)[kMT][kKB][4], const T* y,
                                        int y_row) {
-  static_assert(kKB % 2 == 0, "P's columns go 16 at a time");
   const int lane = threadIdx.x % 32;
+  if constexpr (std::is_same_v<T, float>) {
+    const int g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int kk = 0; kk < kKB / 2; ++kk) {
-    uint32_t pa[kMT][4];
+    for (int kb = 0; kb < kKB; ++kb) {
+      Frag<float, 4> pa[kMT];
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      pa[mt][0] = ptx::pack2<T>(p[mt][2 * kk][0], p[mt][2 * kk][1]);
-      pa[mt][1] = ptx::pack2<T>(p[mt][2 * kk][2], p[mt][2 * kk][3]);
-      pa[mt][2] = ptx::pack2<T>(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
-      pa[mt][3] = ptx::pack2<T>(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+      for (int mt = 0; mt < kMT; ++mt)
+        pa[mt].set({ptx::bits_of(p[mt][kb][0]), ptx::bits_of(p[mt][kb][2]), ptx::bits_of(p[mt][kb][1]),
+                    ptx::bits_of(p[mt][kb][3])});
+      const int row = y_row + 8 * kb + 2 * t;
+#pragma unroll
+      for (int ob = 0; ob < D / 8; ++ob) {
+        const int col = 8 * ob + g;
+        const float* y0 = y + swz<float, D>(row, col / 4) + col % 4;
+        const float* y1 = y + swz<float, D>(row + 1, col / 4) + col % 4;
+        const Frag<float, 2> yb = b_frag<float>(ptx::bits_of(*y0), ptx::bits_of(*y1));
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) mma_step<float>(acc[mt][ob], pa[mt], yb);
+      }
     }
+  } else {
+    static_assert(kKB % 2 == 0, "P's columns go 16 at a time");
 #pragma unroll
-    for (int yc = 0; yc < D / 16; ++yc) {
-      uint32_t yf[4];
-      ptx::ldmatrix_x4_trans(yf, y + swz<D>(y_row + 16 * kk + 8 * ((lane / 8) % 2) + lane % 8, 2 * yc + lane / 16));
-      const uint32_t lo[2] = {yf[0], yf[1]}, hi[2] = {yf[2], yf[3]};
+    for (int kk = 0; kk < kKB / 2; ++kk) {
+      Frag<T, 4> pa[kMT];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        ptx::mma_16816<T>(acc[mt][2 * yc], pa[mt], lo);
-        ptx::mma_16816<T>(acc[mt][2 * yc + 1], pa[mt], hi);
+      for (int mt = 0; mt < kMT; ++mt)
+        pa[mt].set({ptx::pack2<T>(p[mt][2 * kk][0], p[mt][2 * kk][1]), ptx::pack2<T>(p[mt][2 * kk][2], p[mt][2 * kk][3]),
+                    ptx::pack2<T>(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]),
+                    ptx::pack2<T>(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3])});
+#pragma unroll
+      for (int yc = 0; yc < D / 16; ++yc) {
+        uint32_t yf[4];
+        ptx::ldmatrix_x4_trans(yf, y + swz<T, D>(y_row + 16 * kk + 8 * ((lane / 8) % 2) + lane % 8, 2 * yc + lane / 16));
+        const Frag<T, 2> lo = b_frag<T>(yf[0], yf[1]), hi = b_frag<T>(yf[2], yf[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_step<T>(acc[mt][2 * yc], pa[mt], lo);
+          mma_step<T>(acc[mt][2 * yc + 1], pa[mt], hi);
+        }
       }
     }
   }
@@ -256,7 +339,7 @@ __device__ __forceinline__ void online_softmax(float (&sc)[kMT][kNB][4], float (
 
 // Writes the warp's accumulator rows, times factor[2·mt + hi] per row, as T: row
 // (first + 16·mt + g + 8·hi) of out (row stride `stride`), columns below width, rows
-// below rows only; a lane's two neighbouring columns in one 4-byte store where aligned.
+// below rows only; a lane's two neighbouring columns in one store where aligned.
 template <typename T, int kMT, int kOB>
 __device__ __forceinline__ void store_rows(const float (&acc)[kMT][kOB][4], const float (&factor)[2 * kMT], T* out,
                                            int64_t stride, int64_t first, int64_t rows, int64_t width) {
@@ -271,8 +354,9 @@ __device__ __forceinline__ void store_rows(const float (&acc)[kMT][kOB][4], cons
       const int col = 8 * ob + 2 * t;
       T* dst = out + row * stride + col;
       const float v0 = acc[mt][ob][2 * hi] * factor[x], v1 = acc[mt][ob][2 * hi + 1] * factor[x];
-      if (col + 1 < width && reinterpret_cast<uintptr_t>(dst) % 4 == 0) {
-        *reinterpret_cast<uint32_t*>(dst) = ptx::pack2<T>(v0, v1);  // both columns in one store
+      if (col + 1 < width && reinterpret_cast<uintptr_t>(dst) % (2 * sizeof(T)) == 0) {
+        if constexpr (std::is_same_v<T, float>) *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+        else *reinterpret_cast<uint32_t*>(dst) = ptx::pack2<T>(v0, v1);  // both columns in one store
       } else {
         if (col < width) dst[0] = from_acc<T>(v0);
         if (col + 1 < width) dst[1] = from_acc<T>(v1);

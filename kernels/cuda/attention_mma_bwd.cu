@@ -1,5 +1,5 @@
-// CUDA attention backward on tensor cores with mma.sync (fp16 / bf16, compute capability
-// 8+, head dims up to kTcMaxHeadDimBwd, padded to 64 or 128), semantics in
+// CUDA attention backward on tensor cores with mma.sync (fp16 / bf16, and fp32 as 3xTF32;
+// compute capability 8+, head dims up to kTcMaxHeadDimBwd, padded to 64 or 128), semantics in
 // pyattn/attention.h. Tiles, products and accumulator layout: kernels/cuda/attention_mma.cuh.
 // P is recomputed from the forward's lse, P = 2^(z·log2e - lse·log2e), and
 // dS = P ∘ (dP - D) with D_i = dO_i · O_i - dlse_i (delta()); dropout scales P and dP by
@@ -44,36 +44,39 @@ namespace {
 using mma::kThreads;
 using mma::kWarps;
 
-// dq_mma_kernel's shape: head dim D, kMT m-tiles of 16 queries per warp, kBK keys a tile.
-template <int D_, int kMT_, int kBK_>
+// dq_mma_kernel's shape for elements of T: head dim D, kMT m-tiles of 16 queries per warp,
+// kBK keys a tile.
+template <typename T, int D_, int kMT_, int kBK_>
 struct DqTiles {
   static constexpr int D = D_, kMT = kMT_, kBK = kBK_;
   static constexpr int kBQ = kWarps * 16 * kMT;  // query rows per block
   // Dynamic shared memory, in elements of T: Q and dO [kBQ][D], K and V [2 stages][kBK][D].
   static constexpr int kQ = 0, kDo = kBQ * D, kK = 2 * kBQ * D, kV = kK + 2 * kBK * D;
-  static constexpr int bytes = (kV + 2 * kBK * D) * 2;
+  static constexpr int bytes = (kV + 2 * kBK * D) * int(sizeof(T));
 };
 
-// dkdv_mma_kernel's shape: head dim D, kMT m-tiles of 16 keys per warp, kBQ queries a tile.
-template <int D_, int kMT_, int kBQ_>
+// dkdv_mma_kernel's shape for elements of T: head dim D, kMT m-tiles of 16 keys per warp,
+// kBQ queries a tile.
+template <typename T, int D_, int kMT_, int kBQ_>
 struct DkdvTiles {
   static constexpr int D = D_, kMT = kMT_, kBQ = kBQ_;
   static constexpr int kBKeys = kWarps * 16 * kMT;  // key rows per block
   // Dynamic shared memory: K and V [kBKeys][D], Q and dO [2 stages][kBQ][D] (elements of
   // T), then per stage and query row its lse·log2e, D (floats) and dropout key (DropRow).
   static constexpr int kK = 0, kV = kBKeys * D, kQ = 2 * kBKeys * D, kDo = kQ + 2 * kBQ * D;
-  static constexpr int kRowsAt = (kDo + 2 * kBQ * D) * 2;  // bytes
+  static constexpr int kRowsAt = (kDo + 2 * kBQ * D) * int(sizeof(T));  // bytes
   static constexpr int kLse = kRowsAt, kDelta = kLse + 2 * kBQ * 4, kDrop = kDelta + 2 * kBQ * 4;
   static constexpr int bytes = kDrop + 2 * kBQ * int(sizeof(DropRow));
   static_assert(kBQ <= kThreads, "one thread per query row fills the row data");
 };
 
 // The shapes each head dim runs with (ptxas, sm_80 and sm_90: no spills). dk/dv with 64
-// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers.
-template <int D>
-using DefaultDqTiles = DqTiles<D, 1, 64>;
-template <int D>
-using DefaultDkdvTiles = DkdvTiles<D, 1, 32>;
+// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers. fp32's dq at
+// D128 takes 32 keys a tile, 128 KiB of shared memory instead of 192.
+template <typename T, int D>
+using DefaultDqTiles = DqTiles<T, D, 1, D <= 64 || sizeof(T) == 2 ? 64 : 32>;
+template <typename T, int D>
+using DefaultDkdvTiles = DkdvTiles<T, D, 1, 32>;
 
 template <typename T, typename Tiles, bool DROP>
 __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p) {
@@ -321,16 +324,19 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
   if (!tc_serves(s, kTcMaxHeadDimBwd) || !p.row_delta) return false;
-  const bool wide = s.d > 64 || s.dv > 64;
-  const int need = wide ? std::max(DefaultDqTiles<128>::bytes, DefaultDkdvTiles<128>::bytes)
-                        : std::max(DefaultDqTiles<64>::bytes, DefaultDkdvTiles<64>::bytes);
+  int need = 0;
+  tc_dispatch<64, 128>(s, [&](auto t, auto dim, auto) {
+    using T = decltype(t);
+    constexpr int D = decltype(dim)::value;
+    need = std::max(DefaultDqTiles<T, D>::bytes, DefaultDkdvTiles<T, D>::bytes);
+  });
   if (need > tc_usable_smem()) return false;
   tc_dispatch<64, 128>(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
     constexpr bool DROP = decltype(drop)::value;
-    using Dq = DefaultDqTiles<D>;
-    using Dkdv = DefaultDkdvTiles<D>;
+    using Dq = DefaultDqTiles<T, D>;
+    using Dkdv = DefaultDkdvTiles<T, D>;
     if (s.lq > 0)
       launch_tc(&dq_mma_kernel<T, Dq, DROP>, kThreads,
                 dim3(unsigned((s.lq + Dq::kBQ - 1) / Dq::kBQ), unsigned(s.heads_q), unsigned(s.batch)), Dq::bytes,

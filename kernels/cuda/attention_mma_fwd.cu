@@ -1,5 +1,5 @@
-// CUDA attention forward on tensor cores with mma.sync (fp16 / bf16, compute capability
-// 8+, head dims up to kTcMaxHeadDimFwd, padded to 64, 128 or 256), semantics in
+// CUDA attention forward on tensor cores with mma.sync (fp16 / bf16, and fp32 as 3xTF32;
+// compute capability 8+, head dims up to kTcMaxHeadDimFwd, padded to 64, 128 or 256), semantics in
 // pyattn/attention.h, in FlashAttention-2's way: key tiles with an online softmax in base
 // 2, the [lq, lk] scores never leave the registers. Tiles, products and accumulator
 // layout: kernels/cuda/attention_mma.cuh.
@@ -43,23 +43,25 @@ using mma::kThreads;
 using mma::kWarps;
 constexpr float kLn2 = 0.693147180559945309f;
 
-// A tile shape: head dim D (compiled: 64, 128 or 256), kMT m-tiles of 16 query rows per warp,
-// kBK keys per key tile.
-template <int D_, int kMT_, int kBK_>
+// A tile shape for elements of T: head dim D (compiled: 64, 128 or 256), kMT m-tiles of 16
+// query rows per warp, kBK keys per key tile.
+template <typename T, int D_, int kMT_, int kBK_>
 struct FwdTiles {
   static constexpr int D = D_, kMT = kMT_, kBK = kBK_;
   static constexpr int kBQ = kWarps * 16 * kMT;  // query rows per block
   // Dynamic shared memory: Q [kBQ][D], then K and V, each [2 stages][kBK][D], all T.
   static constexpr int kQ = 0, kK = kBQ * D, kV = kK + 2 * kBK * D;  // in elements
-  static constexpr int bytes = (kV + 2 * kBK * D) * 2;
+  static constexpr int bytes = (kV + 2 * kBK * D) * int(sizeof(T));
   static_assert(D % 64 == 0 && kBK % 16 == 0, "whole swizzle groups and 16-key mma steps");
 };
 
 // The shape each head dim runs with: the most rows per warp (and at D256 the most keys a
 // tile) that ptxas (sm_90) fits in 255 registers without spilling, with and without
-// dropout.
-template <int D>
-using DefaultFwdTiles = FwdTiles<D, D <= 64 ? 2 : 1, D <= 128 ? 64 : 32>;
+// dropout. fp32 tiles take twice the shared memory: at D128, 32 keys a tile keep it at
+// 96 KiB, two blocks an SM.
+template <typename T, int D>
+using DefaultFwdTiles =
+    FwdTiles<T, D, D <= 64 ? 2 : 1, D <= 64 || (D <= 128 && sizeof(T) == 2) ? 64 : 32>;
 
 template <typename T, typename Tiles, bool DROP>
 __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p) {
@@ -147,10 +149,11 @@ bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
   if (!tc_serves(s, kTcMaxHeadDimFwd) || s.lq == 0) return false;
   int need = 0;
-  tc_dispatch<64, 128, 256>(s, [&](auto, auto dim, auto) { need = DefaultFwdTiles<decltype(dim)::value>::bytes; });
+  tc_dispatch<64, 128, 256>(
+      s, [&](auto t, auto dim, auto) { need = DefaultFwdTiles<decltype(t), decltype(dim)::value>::bytes; });
   if (need > tc_usable_smem()) return false;
   tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto drop) {
-    using Tiles = DefaultFwdTiles<decltype(dim)::value>;
+    using Tiles = DefaultFwdTiles<decltype(t), decltype(dim)::value>;
     const dim3 grid(unsigned((s.lq + Tiles::kBQ - 1) / Tiles::kBQ), unsigned(s.heads_q), unsigned(s.batch));
     launch_tc(&fwd_mma_kernel<decltype(t), Tiles, decltype(drop)::value>, kThreads, grid, Tiles::bytes, stream, p);
   });

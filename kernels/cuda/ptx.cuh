@@ -164,5 +164,40 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return r;
 }
 
+// fp32 on tensor cores at fp32 accuracy (3xTF32, CUTLASS's OpMultiplyAddFastF32, the
+// arithmetic of torch's memory-efficient SDPA for fp32 on compute capability 8+): x splits
+// into big = tf32(x) and small = tf32(x - big), about 21 of x's 24 mantissa bits, and
+// a·b = small·big + big·small + big·big, dropping small·small (2^-22 of |a·b|). The small
+// products go first, so that they are not lost against the large one.
+struct Tf32Pair {
+  uint32_t big, small;
+};
+
+// A float's bits as a register of mma_1688_tf32's operands, and back.
+__device__ __forceinline__ uint32_t bits_of(float x) {
+  uint32_t r;
+  memcpy(&r, &x, 4);
+  return r;
+}
+
+__device__ __forceinline__ float float_of(uint32_t bits) {
+  float r;
+  memcpy(&r, &bits, 4);
+  return r;
+}
+
+__device__ __forceinline__ Tf32Pair split_tf32(float x) {
+  const uint32_t big = to_tf32(x);
+  return {big, to_tf32(x - float_of(big))};
+}
+
+// d += a·b for A 16x8 and B 8x8 fp32 operands in mma_1688_tf32's registers, split.
+__device__ __forceinline__ void mma_1688_3xtf32(float (&d)[4], const uint32_t (&a_big)[4], const uint32_t (&a_small)[4],
+                                                const uint32_t (&b_big)[2], const uint32_t (&b_small)[2]) {
+  mma_1688_tf32(d, a_small, b_big);
+  mma_1688_tf32(d, a_big, b_small);
+  mma_1688_tf32(d, a_big, b_big);
+}
+
 }  // namespace ptx
 }  // namespace pyattn
