@@ -14,9 +14,10 @@
 //     W_hh in shared memory, when the device can hold all its blocks at once: up to
 //     kLstmPersistentMaxBatch (8) rows on CUDA cores (kernels/cuda/lstm_persistent.cu),
 //     up to kLstmPersistentMmaMaxBatch (256) rows on tensor cores
-//     (lstm_persistent_mma.cu: fp16, bf16, and fp32 when TF32 is allowed, see Fp32Mode);
-//   - otherwise (CPU fp64 / bf16, projections, larger CUDA batches, fp32 CUDA batches
-//     past 8 without TF32): at::addmm_ per step and the pointwise kernels.
+//     (lstm_persistent_mma.cu: fp16, bf16, and fp32 as TF32 when TF32 is allowed, else
+//     as 3xTF32, see Fp32Mode);
+//   - otherwise (CPU fp64 / bf16, projections, larger CUDA batches, fp64 CUDA batches
+//     past 8): at::addmm_ per step and the pointwise kernels.
 //
 // Shapes (H hidden, P = proj_size or H, C input, N batch, `total` rows of x):
 //   x [T, N, C] (total = T·N) or, with batch_sizes, packed [total, C] (PackedSequence.data)
@@ -61,7 +62,10 @@ bool rnn_tf32_with(bool (at::Context::*allow)(Op) const) {
 
 // fp32 on CUDA follows torch's RNN precision setting, as nn.LSTM does through cuDNN:
 // torch.backends.cudnn.allow_tf32 (or torch.backends.cudnn.rnn.fp32_precision), True by
-// default. Our kernels read it (tf32); the ATen GEMMs follow cuBLAS's own flag
+// default. Our kernels read it (tf32): TF32 tensor-core products when allowed, else
+// fp32 accuracy (CUDA cores up to 8 rows; 3xTF32 on tensor cores past them, the
+// arithmetic of torch's own fp32 SDPA, whose error against fp64 stays fp32's, see
+// tests/test_cuda_emulated.py). The ATen GEMMs follow cuBLAS's own flag
 // (torch.backends.cuda.matmul.allow_tf32, False by default), so where the RNN setting
 // forbids TF32 they run under NoTF32Guard. Where it allows TF32 and cuBLAS's flag does
 // not, the GEMMs stay strict fp32: more exact than asked, never less.
@@ -388,8 +392,8 @@ void seq_fwd_fused(const SeqFwd& f, bool fuse_x, bool scratch) {
 }
 
 // CUDA, no projection, at most kLstmPersistentMmaMaxBatch rows: the whole loop in one
-// persistent kernel (fp32 on tensor cores only with tf32). Returns false, having run
-// nothing, when the kernels decline.
+// persistent kernel (fp32 past 8 rows as TF32 with tf32, else as 3xTF32). Returns
+// false, having run nothing, when the kernels decline.
 bool seq_fwd_persistent(const SeqFwd& f, bool tf32) {
   const at::Tensor w = f.w_hh.contiguous(), h0 = f.h0.contiguous(), c0 = f.c0.contiguous();
   const PersistentLoop loop = persistent_loop(f.x, f.steps, f.packed);
@@ -546,8 +550,8 @@ void seq_bwd_fused(const SeqBwd& g) {
 }
 
 // CUDA, no projection, at most kLstmPersistentMmaMaxBatch rows: the whole loop in one
-// persistent kernel (fp32 past 8 rows only with tf32). Returns false, having run
-// nothing, when the kernels decline.
+// persistent kernel (fp32 past 8 rows as TF32 with tf32, else as 3xTF32). Returns
+// false, having run nothing, when the kernels decline.
 bool seq_bwd_persistent(const SeqBwd& g, bool tf32) {
   const at::Tensor w = g.w_hh.contiguous(), c0 = g.c0.contiguous();
   const PersistentLoop loop = persistent_loop(g.x, g.steps, g.packed);

@@ -393,11 +393,10 @@ def test_lstm_seq_persistent(emu, gen, dtype, reverse):
 
 def test_lstm_seq_persistent_declines(emu, gen):
     """Shapes no persistent forward takes: nothing runs, and the caller's per-step loop
-    takes over. fp32 past 8 rows without TF32 (the tensor-core kernel is TF32-only for
-    fp32), fp64 past 8 rows, more than 256 rows, a W_hh slice beyond shared memory, rows
-    of H·sizeof(dtype) not a multiple of 16 bytes (cp.async)."""
+    takes over. fp64 past 8 rows, more than 256 rows, a W_hh slice beyond shared memory,
+    rows of H·sizeof(dtype) not a multiple of 16 bytes (cp.async)."""
     f32, bf16, f64 = torch.float32, torch.bfloat16, torch.float64
-    for n0, hidden, dtype, tf32 in ((9, 4, f32, False), (9, 8, f64, True), (257, 8, bf16, False),
+    for n0, hidden, dtype, tf32 in ((9, 8, f64, True), (257, 8, bf16, False),
                                     (2, 2000, f32, False), (9, 12, bf16, False), (9, 6, f32, True)):
         steps = _steps([n0], False)
         args = (randn((n0, 4 * hidden), dtype, gen=gen), randn((4 * hidden, hidden), dtype, gen=gen),
@@ -420,9 +419,12 @@ MMA_SHAPES = [([9, 9, 9], 8, 4),            # one tile (K split 8 ways), 16 / 8 
               ([33, 20, 12, 9], 64, 4),     # packed: rows end as steps shrink (grow in reverse); 64 / 16 columns
               ([17, 17], 256, 16),          # 16 SMs: fp32 forward rows are 8 chunks, so the ring wraps
               ([256, 200], 128, 8)]         # 16 tiles, 2 per warp; fp32 only fits the 2-buffer ring
-MMA_FP32_ONLY = 3  # MMA_SHAPES[3:] run for fp32 only
-MMA_TOL = {torch.float32: Tol(2e-3, 2e-3), torch.float16: SEQ_TOL[torch.float16],
-           torch.bfloat16: SEQ_TOL[torch.bfloat16]}
+MMA_FP32_ONLY = 3  # MMA_SHAPES[3:] run for fp32 as TF32 only
+# (dtype, tf32) per precision: fp32 as TF32 when torch allows it, else as 3xTF32.
+MMA_MODES = {"tf32": (torch.float32, True), "fp32": (torch.float32, False), "fp16": (torch.float16, True),
+             "bf16": (torch.bfloat16, True)}
+MMA_TOL = {"tf32": Tol(2e-3, 2e-3), "fp32": SEQ_TOL[torch.float32], "fp16": SEQ_TOL[torch.float16],
+           "bf16": SEQ_TOL[torch.bfloat16]}
 
 
 @pytest.fixture
@@ -432,14 +434,16 @@ def emu_sms(emu):
     emu.set_sm_count(4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["tf32", "fp16", "bf16"])
+@pytest.mark.parametrize("mode", list(MMA_MODES))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_lstm_seq_persistent_mma(emu, emu_sms, gen, dtype, reverse):
+def test_lstm_seq_persistent_mma(emu, emu_sms, gen, mode, reverse):
     """The tensor-core persistent kernels against lstm_seq_fwd / _bwd (W_ih the identity,
-    so the reference's x is the kernel's input product and its dx is dgates); fp32 runs
-    as TF32 (10-bit mantissas, rounded to nearest), hence its looser tolerance."""
-    tol = MMA_TOL[dtype]
-    for batch_sizes, hidden, sms in MMA_SHAPES if dtype == torch.float32 else MMA_SHAPES[:MMA_FP32_ONLY]:
+    so the reference's x is the kernel's input product and its dx is dgates). fp32 runs as
+    TF32 (10-bit mantissas, rounded to nearest, hence its looser tolerance) when torch
+    allows TF32, else as 3xTF32, held to fp32's tolerance (TF32 misses it)."""
+    dtype, tf32 = MMA_MODES[mode]
+    tol = MMA_TOL[mode]
+    for batch_sizes, hidden, sms in MMA_SHAPES if mode == "tf32" else MMA_SHAPES[:MMA_FP32_ONLY]:
         emu_sms(sms)
         n0, total, g4 = batch_sizes[0], sum(batch_sizes), 4 * hidden
         steps = _steps(batch_sizes, reverse)
@@ -452,7 +456,7 @@ def test_lstm_seq_persistent_mma(emu, emu_sms, gen, dtype, reverse):
         dy = randn((total, hidden), dtype, gen=gen)
         what = f"batch_sizes {batch_sizes} H{hidden} SMs {sms} bias={bias} dense={dense}"
 
-        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, *kernel_steps, True)
+        out = emu.lstm_seq_persistent_fwd(act_in, w_hh, b_ih, b_hh, h0, c0, *kernel_steps, tf32)
         assert out, f"{what}: the kernel declined"
         y, c_all, act, h_n, c_n = out
         b = (to_np(b_ih), to_np(b_hh)) if bias else (None, None)
@@ -467,7 +471,7 @@ def test_lstm_seq_persistent_mma(emu, emu_sms, gen, dtype, reverse):
         assert_close(c_all, r_c, dtype, tol=tol, msg=f"{what} c_all")
         assert_close(act, r_act, dtype, tol=tol, msg=f"{what} act")
 
-        grads = emu.lstm_seq_persistent_bwd(dy, dh_n, dc_n, act, c_all, c0, w_hh, *kernel_steps, True)
+        grads = emu.lstm_seq_persistent_bwd(dy, dh_n, dc_n, act, c_all, c0, w_hh, *kernel_steps, tf32)
         assert grads, f"{what}: the backward kernel declined"
         dgates, db, dh0, dc0 = grads
         r = lstmref.lstm_seq_bwd(to_np(dy), to_np(dh_n), to_np(dc_n), to_np(act_in), caches, np.eye(g4), to_np(w_hh),

@@ -559,10 +559,11 @@ def test_lstm_fp32_matches_torch(gen):
 @pytest.mark.skipif(not HAS_CUDA, reason=f"CUDA tests: {CUDA_SKIP_REASON}")
 @pytest.mark.parametrize("batch", [8, 64])
 def test_cuda_fp32_follows_cudnn_allow_tf32(batch, gen):
-    """fp32 on CUDA follows torch.backends.cudnn.allow_tf32 as nn.LSTM does: strict fp32
-    when False (fp32's error against fp64), TF32 when True (within fp16's tolerance). At
-    batch 64 the tensor-core kernels take fp32 only when TF32 is allowed, so the error
-    grows off the strict one there; at batch 8 (CUDA-core kernels) it stays strict."""
+    """fp32 on CUDA follows torch.backends.cudnn.allow_tf32 as nn.LSTM does: fp32's
+    accuracy when False (fp32's error against fp64), TF32 when True (within fp16's
+    tolerance). At batch 64 the tensor-core kernels run fp32 as TF32 when allowed, else as
+    3xTF32, so the error grows off the strict one only when allowed; at batch 8 (CUDA-core
+    kernels) it stays strict."""
     C = H = 64
     ours = pyattn.nn.LSTM(C, H, device="cuda")
     truth = pyattn.nn.LSTM(C, H, device="cuda", dtype=torch.float64)

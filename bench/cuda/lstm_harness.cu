@@ -10,7 +10,8 @@
 // T-step sequence forward and backward (the kernels alone: x·W_ihᵀ before and the weight
 // gradients after are ATen GEMMs in the extension) and the microseconds per step, or
 // "declined" where neither persistent kernel takes the shape (the extension then runs
-// its per-step loop). fp32 runs as TF32 ("tf32") or strict. cuDNN, the peer, is timed by
+// its per-step loop). fp32 runs as TF32 ("tf32") or strict (3xTF32 past 8 rows, fp32 CUDA
+// cores up to 8). cuDNN, the peer, is timed by
 // `python -m pyattn.bench --ops lstm --device cuda`, which needs the extension.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

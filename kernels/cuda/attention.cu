@@ -5,7 +5,8 @@
 // tiles of keys (or queries) staged in shared memory, with the same online softmax as
 // the CPU kernel. Tiles that causal / window / key_lengths rule out are skipped.
 // fp16, bf16 and fp32 (as 3xTF32) on sm_80+ run the tensor-core kernels of
-// kernels/cuda/attention_mma_fwd.cu (head dims up to 256) and _bwd.cu (up to 128) instead;
+// kernels/cuda/attention_mma_fwd.cu (head dims up to 256, fp32 128) and _bwd.cu (up to
+// 128) instead;
 // everything else (fp64, older GPUs, backward head dims above 128, shapes whose tiles
 // exceed the device's shared memory) runs here.
 //

@@ -114,6 +114,13 @@ __device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64
 // attention_mma_bwd.cu): each launches and returns true when it serves p on the current
 // device, else returns false and launches nothing (the caller runs version 1).
 constexpr int kTcMaxHeadDimFwd = 256, kTcMaxHeadDimBwd = 128;
+constexpr int kTcMaxHeadDimF32 = 128;  // fp32 (3xTF32), both passes: its D256 forward spills
+
+// Whether the tensor-core kernels are compiled for T at padded head dim D.
+template <typename T>
+constexpr bool tc_compiled(int D) {
+  return sizeof(T) == 2 || D <= kTcMaxHeadDimF32;
+}
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream);
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream);
 
@@ -131,8 +138,9 @@ inline int tc_usable_smem() {
 }
 
 inline bool tc_serves(const AttentionShape& s, int max_head_dim) {
-  return (s.dtype == DType::f16 || s.dtype == DType::bf16 || s.dtype == DType::f32) && s.d <= max_head_dim &&
-         s.dv <= max_head_dim;
+  if (s.dtype == DType::f32) max_head_dim = max_head_dim < kTcMaxHeadDimF32 ? max_head_dim : kTcMaxHeadDimF32;
+  else if (s.dtype != DType::f16 && s.dtype != DType::bf16) return false;
+  return s.d <= max_head_dim && s.dv <= max_head_dim;
 }
 
 // Calls f(T{}, D, DROP) for s's storage type, head dim (the smallest of the compiled Ds,

@@ -71,10 +71,11 @@ struct DkdvTiles {
 };
 
 // The shapes each head dim runs with (ptxas, sm_80 and sm_90: no spills). dk/dv with 64
-// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers. fp32's dq at
-// D128 takes 32 keys a tile, 128 KiB of shared memory instead of 192.
+// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers. fp32 (3xTF32)
+// dq at D128 spills with 32 keys a tile and takes 16 (96 KiB of shared memory); its
+// dk/dv at D128 fits sm_90 without spills, sm_80 with 4 bytes.
 template <typename T, int D>
-using DefaultDqTiles = DqTiles<T, D, 1, D <= 64 || sizeof(T) == 2 ? 64 : 32>;
+using DefaultDqTiles = DqTiles<T, D, 1, D <= 64 || sizeof(T) == 2 ? 64 : 16>;
 template <typename T, int D>
 using DefaultDkdvTiles = DkdvTiles<T, D, 1, 32>;
 

@@ -1,5 +1,6 @@
 // CUDA attention forward on tensor cores with mma.sync (fp16 / bf16, and fp32 as 3xTF32;
-// compute capability 8+, head dims up to kTcMaxHeadDimFwd, padded to 64, 128 or 256), semantics in
+// compute capability 8+, head dims up to kTcMaxHeadDimFwd, fp32 kTcMaxHeadDimF32, padded
+// to 64, 128 or 256), semantics in
 // pyattn/attention.h, in FlashAttention-2's way: key tiles with an online softmax in base
 // 2, the [lq, lk] scores never leave the registers. Tiles, products and accumulator
 // layout: kernels/cuda/attention_mma.cuh.
@@ -57,11 +58,11 @@ struct FwdTiles {
 
 // The shape each head dim runs with: the most rows per warp (and at D256 the most keys a
 // tile) that ptxas (sm_90) fits in 255 registers without spilling, with and without
-// dropout. fp32 tiles take twice the shared memory: at D128, 32 keys a tile keep it at
-// 96 KiB, two blocks an SM.
+// dropout. fp32 (3xTF32) needs more registers for the split operands, and its tiles
+// twice the shared memory: 32 keys a tile (D64: 64 KiB, D128: 96 KiB); at D256 even 16
+// keys spill, so fp32 stops at kTcMaxHeadDimF32.
 template <typename T, int D>
-using DefaultFwdTiles =
-    FwdTiles<T, D, D <= 64 ? 2 : 1, D <= 64 || (D <= 128 && sizeof(T) == 2) ? 64 : 32>;
+using DefaultFwdTiles = FwdTiles<T, D, D <= 64 ? 2 : 1, D <= 128 && sizeof(T) == 2 ? 64 : 32>;
 
 template <typename T, typename Tiles, bool DROP>
 __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p) {
@@ -153,9 +154,12 @@ bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
       s, [&](auto t, auto dim, auto) { need = DefaultFwdTiles<decltype(t), decltype(dim)::value>::bytes; });
   if (need > tc_usable_smem()) return false;
   tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto drop) {
-    using Tiles = DefaultFwdTiles<decltype(t), decltype(dim)::value>;
-    const dim3 grid(unsigned((s.lq + Tiles::kBQ - 1) / Tiles::kBQ), unsigned(s.heads_q), unsigned(s.batch));
-    launch_tc(&fwd_mma_kernel<decltype(t), Tiles, decltype(drop)::value>, kThreads, grid, Tiles::bytes, stream, p);
+    using T = decltype(t);
+    using Tiles = DefaultFwdTiles<T, decltype(dim)::value>;
+    if constexpr (tc_compiled<T>(Tiles::D)) {
+      const dim3 grid(unsigned((s.lq + Tiles::kBQ - 1) / Tiles::kBQ), unsigned(s.heads_q), unsigned(s.batch));
+      launch_tc(&fwd_mma_kernel<T, Tiles, decltype(drop)::value>, kThreads, grid, Tiles::bytes, stream, p);
+    }
   });
   return true;
 }

@@ -15,7 +15,9 @@
 //   - X streams through shared memory in K chunks of 128 bytes per row, a ring of
 //     kStages cp.async buffers (read from L2, where the last barrier published it);
 //   - mma.sync with fp32 accumulators: bf16 / fp16 on m16n8k16, fp32 on m16n8k8 TF32
-//     (only when p.tf32: torch's cudnn.allow_tf32 semantics, see csrc/lstm.cpp);
+//     when p.tf32 (torch's cudnn.allow_tf32 semantics, see csrc/lstm.cpp), else as
+//     3xTF32 (kSplit: both operands split into TF32 big and small parts, three products,
+//     fp32's accuracy; ptx::mma_1688_3xtf32);
 //   - a warp owns 16-row tiles of X across all of the slice's 8-row column tiles; with
 //     fewer tiles than warps the K steps are split among warps and the partial sums
 //     added in shared memory;
@@ -96,12 +98,24 @@ struct Split {
   __host__ __device__ int rows() const { return 16 * tiles; }
 };
 
+// Splits each register's fp32 value into TF32 big (left in x) and small parts.
+template <int N>
+__device__ __forceinline__ void split_tf32(uint32_t (&x)[N], uint32_t (&small)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const ptx::Tf32Pair pair = ptx::split_tf32(ptx::float_of(x[i]));
+    x[i] = pair.big, small[i] = pair.small;
+  }
+}
+
 // The slice product of one step: acc = X · Sliceᵀ for this warp's tiles, where X [rows,
 // K] (row r < n at x_row(r), rows n.. zero) streams through the ring and Slice [8·NT,
 // K] is resident (swizzled rows of w_row_bytes). Then store() writes the partial sums to
-// part [ksplit][rows][8·NT] and sum() adds them up (after a barrier).
-template <typename T, int NT, int kStages>
+// part [ksplit][rows][8·NT] and sum() adds them up (after a barrier). kSplit: fp32 as
+// 3xTF32 (the slice kept in full fp32, both operands split per product step).
+template <typename T, int NT, int kStages, bool kSplit = false>
 struct Product {
+  static_assert(!kSplit || std::is_same_v<T, float>, "3xTF32 is for fp32");
   static constexpr int kCols = 8 * NT;
   Split split;
   int warp, lane;
@@ -129,7 +143,8 @@ struct Product {
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
         const int64_t k = piece * kPer + i;
-        v[i] = m < valid && k < K ? Mma<T>::weight(value(m, k)) : from_acc<T>(0.0f);
+        const T w = m < valid && k < K ? value(m, k) : from_acc<T>(0.0f);
+        v[i] = kSplit ? w : Mma<T>::weight(w);
       }
       memcpy(w + swizzled(m, pieces * 16, piece), v, 16);
     }
@@ -188,16 +203,28 @@ struct Product {
           b[2 * jp + 1][0] = r4[2];
           b[2 * jp + 1][1] = r4[3];
         }
+        uint32_t b_small[kSplit ? NT + 1 : 1][2];
+        if constexpr (kSplit) {
+#pragma unroll
+          for (int j = 0; j < NT; ++j) split_tf32(b[j], b_small[j]);
+        }
 #pragma unroll
         for (int i = 0; i < kMaxTilesPerWarp; ++i) {
           if (tile(i) >= split.tiles) break;
           // A: rows 0-15 of the tile (lanes 0-15), first then second 16 bytes (lanes 16-31).
           uint32_t a[4];
           ptx::ldmatrix_x4(a, buf + swizzled(tile(i) * 16 + (lane & 15), kChunkBytes, 2 * kk + (lane >> 4)));
+          if constexpr (kSplit) {
+            uint32_t a_small[4];
+            split_tf32(a, a_small);
 #pragma unroll
-          for (int q = 0; q < 4; ++q) a[q] = Mma<T>::operand(a[q]);
+            for (int j = 0; j < NT; ++j) ptx::mma_1688_3xtf32(acc[i][j], a, a_small, b[j], b_small[j]);
+          } else {
 #pragma unroll
-          for (int j = 0; j < NT; ++j) Mma<T>::run(acc[i][j], a, b[j]);
+            for (int q = 0; q < 4; ++q) a[q] = Mma<T>::operand(a[q]);
+#pragma unroll
+            for (int j = 0; j < NT; ++j) Mma<T>::run(acc[i][j], a, b[j]);
+          }
         }
       }
     }
@@ -256,10 +283,10 @@ size_t fwd_smem(int64_t units, int64_t hidden, int64_t batch) {
          aligned(P::part_bytes(split)) + aligned(size_t(batch) * units * sizeof(float));
 }
 
-template <typename T, int NT, int kStages>
+template <typename T, int NT, int kStages, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 1)
     lstm_seq_fwd_persistent_mma_kernel(const Args<LstmSeqCudaFwdParams> args) {
-  using P = Product<T, NT, kStages>;
+  using P = Product<T, NT, kStages, kSplit>;
   const LstmSeqCudaFwdParams& p = args.p;
   const int64_t H = p.hidden, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
   const P product(p.batch);
@@ -299,10 +326,10 @@ size_t bwd_smem(int64_t units, int64_t hidden, int64_t batch) {
          aligned(size_t(batch) * 4 * units * sizeof(float)) + aligned(4 * size_t(units) * sizeof(float));
 }
 
-template <typename T, int NT, int kStages>
+template <typename T, int NT, int kStages, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 1)
     lstm_seq_bwd_persistent_mma_kernel(const Args<LstmSeqCudaBwdParams> args) {
-  using P = Product<T, NT, kStages>;
+  using P = Product<T, NT, kStages, kSplit>;
   const LstmSeqCudaBwdParams& p = args.p;
   const int64_t H = p.hidden, H4 = 4 * H, j0 = int64_t(blockIdx.x) * args.units, U = min(args.units, H - j0);
   const P product(p.batch);
@@ -352,7 +379,6 @@ Plan plan_for(const Params& p, const Instance<Kernel> (&instances)[N], int64_t (
   const Plan none{0, 0, 0};
   const int64_t H = p.hidden;
   if (p.batch <= kLstmPersistentMaxBatch || p.batch > kLstmPersistentMmaMaxBatch || H < 1) return none;
-  if (std::is_same_v<T, float> && !p.tf32) return none;
   // cp.async moves 16 aligned bytes: rows of H elements (and of 4H) start on 16-byte boundaries.
   if ((H * int64_t(sizeof(T))) % 16 || !rows_aligned(p)) return none;
   int dev = 0, sms = 0, coop = 0, optin = 0, major = 0;
@@ -411,44 +437,57 @@ bool launch_planned(const Params& p, const Instance<Kernel> (&instances)[N], int
 int64_t fwd_cols(int64_t units) { return 4 * units; }
 int64_t bwd_cols(int64_t units) { return units; }
 
-}  // namespace
+using FwdKernel = void (*)(Args<LstmSeqCudaFwdParams>);
+using BwdKernel = void (*)(Args<LstmSeqCudaBwdParams>);
 
-bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
+template <typename T, bool kSplit>
+constexpr Instance<FwdKernel> kFwdInstances[] = {
+    {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 4, kSplit>, fwd_smem<T, 2, 4>},
+    {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 2, kSplit>, fwd_smem<T, 2, 2>},
+    {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 4, kSplit>, fwd_smem<T, 4, 4>},
+    {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 2, kSplit>, fwd_smem<T, 4, 2>},
+    {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 4, kSplit>, fwd_smem<T, 8, 4>},
+    {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 2, kSplit>, fwd_smem<T, 8, 2>},
+};
+
+template <typename T, bool kSplit>
+constexpr Instance<BwdKernel> kBwdInstances[] = {
+    {8, lstm_seq_bwd_persistent_mma_kernel<T, 1, 4, kSplit>, bwd_smem<T, 1, 4>},
+    {8, lstm_seq_bwd_persistent_mma_kernel<T, 1, 2, kSplit>, bwd_smem<T, 1, 2>},
+    {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 4, kSplit>, bwd_smem<T, 2, 4>},
+    {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 2, kSplit>, bwd_smem<T, 2, 2>},
+};
+
+// The instances p's dtype and precision take: 16-bit as they are; fp32 as TF32 when
+// p.tf32, else as 3xTF32; nothing for fp64.
+template <typename Params, typename Launch>
+bool with_instances(const Params& p, Launch&& launch) {
   bool launched = false;
   with_storage(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (!std::is_same_v<T, double>) {  // no fp64 tensor-core path
-      using Kernel = void (*)(Args<LstmSeqCudaFwdParams>);
-      static constexpr Instance<Kernel> kInstances[] = {
-          {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 4>, fwd_smem<T, 2, 4>},
-          {16, lstm_seq_fwd_persistent_mma_kernel<T, 2, 2>, fwd_smem<T, 2, 2>},
-          {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 4>, fwd_smem<T, 4, 4>},
-          {32, lstm_seq_fwd_persistent_mma_kernel<T, 4, 2>, fwd_smem<T, 4, 2>},
-          {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 4>, fwd_smem<T, 8, 4>},
-          {64, lstm_seq_fwd_persistent_mma_kernel<T, 8, 2>, fwd_smem<T, 8, 2>},
-      };
-      launched = launch_planned<T>(p, kInstances, fwd_cols, stream);
+    if constexpr (std::is_same_v<T, float>) {
+      launched = p.tf32 ? launch(tag, std::false_type{}) : launch(tag, std::true_type{});
+    } else if constexpr (!std::is_same_v<T, double>) {
+      launched = launch(tag, std::false_type{});
     }
   });
   return launched;
 }
 
-bool lstm_seq_bwd_persistent_mma_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream) {
-  bool launched = false;
-  with_storage(p.dtype, [&](auto tag) {
+}  // namespace
+
+bool lstm_seq_fwd_persistent_mma_cuda(const LstmSeqCudaFwdParams& p, cudaStream stream) {
+  return with_instances(p, [&](auto tag, auto split) {
     using T = decltype(tag);
-    if constexpr (!std::is_same_v<T, double>) {
-      using Kernel = void (*)(Args<LstmSeqCudaBwdParams>);
-      static constexpr Instance<Kernel> kInstances[] = {
-          {8, lstm_seq_bwd_persistent_mma_kernel<T, 1, 4>, bwd_smem<T, 1, 4>},
-          {8, lstm_seq_bwd_persistent_mma_kernel<T, 1, 2>, bwd_smem<T, 1, 2>},
-          {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 4>, bwd_smem<T, 2, 4>},
-          {16, lstm_seq_bwd_persistent_mma_kernel<T, 2, 2>, bwd_smem<T, 2, 2>},
-      };
-      launched = launch_planned<T>(p, kInstances, bwd_cols, stream);
-    }
+    return launch_planned<T>(p, kFwdInstances<T, decltype(split)::value>, fwd_cols, stream);
   });
-  return launched;
+}
+
+bool lstm_seq_bwd_persistent_mma_cuda(const LstmSeqCudaBwdParams& p, cudaStream stream) {
+  return with_instances(p, [&](auto tag, auto split) {
+    using T = decltype(tag);
+    return launch_planned<T>(p, kBwdInstances<T, decltype(split)::value>, bwd_cols, stream);
+  });
 }
 
 }  // namespace pyattn
