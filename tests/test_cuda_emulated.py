@@ -143,7 +143,7 @@ SHAPES = {
     # two cp.async stages take turns
     "blocks_tiles": (1, 1, 1, 150, 300, 64, 64),
     "blocks_tiles_d128": (1, 2, 1, 70, 200, 128, 128),
-    # the forward's head dim 256 (32 keys a tile); its backward runs version 1
+    # head dim 256 (32 keys a tile); fp32 runs version 1 there
     "d256": (1, 2, 1, 40, 70, 256, 200),
 }
 
@@ -241,9 +241,13 @@ def test_version1_backward(cc75, gen, seed, dtype):
     _check_bwd(cc75, gen, seed, dtype, (2, 2, 1, 30, 70, 64, 48))
 
 
-def test_backward_above_the_tensor_core_head_dim(cc80, gen, seed):
-    """Head dims above 128: the forward on tensor cores, the backward in version 1."""
-    _check_bwd(cc80, gen, seed, torch.bfloat16, (1, 2, 1, 20, 40, 200, 160))
+@pytest.mark.parametrize("dtype", TC, ids=TC_IDS)
+@pytest.mark.parametrize("shape", [(1, 2, 1, 20, 40, 200, 160), (1, 1, 1, 40, 100, 256, 256)], ids=["d200", "d256"])
+def test_backward_head_dims_above_128(cc80, gen, seed, dtype, shape):
+    """Head dims 129-256: fp16 / bf16 on tensor cores, where two blocks share a key block's
+    dk and dv columns (d200 / dv160: the second half partial; d256: 2 key blocks, 2 query
+    tiles), fp32 in version 1 (its tensor-core kernels stop at 128)."""
+    _check_bwd(cc80, gen, seed, dtype, shape)
 
 
 @pytest.mark.parametrize("dtype", TC, ids=TC_IDS)

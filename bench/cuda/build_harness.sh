@@ -28,14 +28,15 @@ if grep -q "[1-9][0-9]* bytes spill stores" build/harness/ptxas_lstm.txt; then
   echo "lstm_harness: some LSTM kernel spills, see build/harness/ptxas_lstm.txt" >&2
 fi
 echo "built build/harness/lstm_harness"
-# One line per kernel: arch, kernel, <D, m-tiles per warp, tile>, dropout, type,
+# One line per kernel: arch, kernel, <D, m-tiles per warp, tile[, dk/dv column split]>,
+# dropout, type,
 # registers, spill bytes.
 awk '/Compiling entry function/ {
        arch = $NF; gsub(/[^a-z0-9_]/, "", arch)
        kernel = (match($0, /(fwd|dq|dkdv|mma_peak)_(mma_)?kernel/) ? substr($0, RSTART, RLENGTH) : "other")
-       tiles = (match($0, /TilesI[0-9_a-z]*Li[0-9]+ELi[0-9]+ELi[0-9]+EEELb[01]/) ? substr($0, RSTART, RLENGTH) : "")
+       tiles = (match($0, /TilesI(S[0-9A-Z]*_|[0-9a-z_]*)Li[0-9]+ELi[0-9]+ELi[0-9]+E(Li[0-9]+E)?EELb[01]/) ? substr($0, RSTART, RLENGTH) : "")
        type = ($0 ~ /bfloat16/ ? "bf16" : ($0 ~ /half/ ? "fp16" : ($0 ~ /kernelIf/ ? "fp32" : "")))
      }
      /spill stores/ { spill = $5 }
      /Used [0-9]+ registers/ { print arch, kernel, tiles, type, "registers", $5, "spill", spill }' build/harness/ptxas.txt |
-  sed -E 's/TilesI[0-9_a-z]*Li([0-9]+)ELi([0-9]+)ELi([0-9]+)EEELb([01])/<\1,\2,\3> dropout=\4/' | sort -u
+  sed -E 's/TilesI(S[0-9A-Z]*_|[0-9a-z_]*)Li([0-9]+)ELi([0-9]+)ELi([0-9]+)E(Li([0-9]+)E)?EELb([01])/<\2,\3,\4,\6> dropout=\7/; s/,> /> /' | sort -u

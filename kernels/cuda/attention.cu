@@ -4,11 +4,10 @@
 // correct, slow); a block of kThreads rows walks
 // tiles of keys (or queries) staged in shared memory, with the same online softmax as
 // the CPU kernel. Tiles that causal / window / key_lengths rule out are skipped.
-// fp16, bf16 and fp32 (as 3xTF32) on sm_80+ run the tensor-core kernels of
-// kernels/cuda/attention_mma_fwd.cu (head dims up to 256, fp32 128) and _bwd.cu (up to
-// 128) instead;
-// everything else (fp64, older GPUs, backward head dims above 128, shapes whose tiles
-// exceed the device's shared memory) runs here.
+// fp16 and bf16 (head dims up to 256) and fp32 (as 3xTF32, up to 128) on sm_80+ run the
+// tensor-core kernels of kernels/cuda/attention_mma_fwd.cu and _bwd.cu instead;
+// everything else (fp64, older GPUs, larger head dims, shapes whose tiles exceed the
+// device's shared memory) runs here.
 //
 // Backward is two kernels, so no two threads ever add into the same gradient row:
 //   dq_kernel    per query: P from the saved lse, dS = P (dO.v - D), dq += dS k

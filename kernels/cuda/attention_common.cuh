@@ -109,11 +109,11 @@ __device__ __forceinline__ A delta(const AttentionBwdParams& p, int64_t b, int64
   return dd;
 }
 
-// The tensor-core kernels (fp16 / bf16, and fp32 as 3xTF32, on compute capability 8+; head dims up to
-// kTcMaxHeadDimFwd in kernels/cuda/attention_mma_fwd.cu, kTcMaxHeadDimBwd in
-// attention_mma_bwd.cu): each launches and returns true when it serves p on the current
+// The tensor-core kernels (kernels/cuda/attention_mma_fwd.cu and attention_mma_bwd.cu:
+// fp16 / bf16 up to head dim kTcMaxHeadDim, fp32 as 3xTF32 up to kTcMaxHeadDimF32, on
+// compute capability 8+): each launches and returns true when it serves p on the current
 // device, else returns false and launches nothing (the caller runs version 1).
-constexpr int kTcMaxHeadDimFwd = 256, kTcMaxHeadDimBwd = 128;
+constexpr int kTcMaxHeadDim = 256;
 constexpr int kTcMaxHeadDimF32 = 128;  // fp32 (3xTF32), both passes: its D256 forward spills
 
 // Whether the tensor-core kernels are compiled for T at padded head dim D.

@@ -204,7 +204,8 @@ __device__ __forceinline__ void mma_xyt(float (&acc)[kMT][kNB][4], const T* x, i
 }
 
 // acc += P Y for P the warp's [16·kMT, 8·kKB] accumulators and Y = rows
-// [y_row, y_row + 8·kKB) of tile y, all D columns: O += P V, dQ += dS K, dV += Pᵀ dO,
+// [y_row, y_row + 8·kKB) of tile y, columns [8·ob0, 8·ob0 + 8·kOB) (kOB 8-column blocks;
+// all D columns unless a block owns a part of them): O += P V, dQ += dS K, dV += Pᵀ dO,
 // dK += dSᵀ Q. P never goes through shared memory:
 // - 16-bit T: P rounded to T; two 8-column blocks are one 16-wide A operand. Y's
 //   ldmatrix.trans: lanes 0-7 rows 0-7 chunk 2yc, 8-15 rows 8-15 chunk 2yc, 16-23 rows 0-7
@@ -216,9 +217,10 @@ __device__ __forceinline__ void mma_xyt(float (&acc)[kMT][kNB][4], const T* x, i
 //   then Y's rows 2t and 2t + 1 at column g, two 4-byte shared loads (no 32-bit ldmatrix
 //   transposes); rows 2t of 8 sit in chunks c ^ {0, 2, 4, 6} and rows 2t + 1 in
 //   c ^ {1, 3, 5, 7}, so a warp's 32 loads hit 32 banks.
-template <typename T, int D, int kMT, int kKB>
-__device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float (&p)[kMT][kKB][4], const T* y,
-                                       int y_row) {
+template <typename T, int D, int kMT, int kKB, int kOB>
+__device__ __forceinline__ void mma_py(float (&acc)[kMT][kOB][4], const float (&p)[kMT][kKB][4], const T* y,
+                                       int y_row, int ob0 = 0) {
+  static_assert(kOB % 2 == 0 && kOB <= D / 8, "output columns go 16 at a time, within D");
   const int lane = threadIdx.x % 32;
   if constexpr (std::is_same_v<T, float>) {
     const int g = lane / 4, t = lane % 4;
@@ -231,8 +233,8 @@ __device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float 
                     ptx::bits_of(p[mt][kb][3])});
       const int row = y_row + 8 * kb + 2 * t;
 #pragma unroll
-      for (int ob = 0; ob < D / 8; ++ob) {
-        const int col = 8 * ob + g;
+      for (int ob = 0; ob < kOB; ++ob) {
+        const int col = 8 * (ob0 + ob) + g;
         const float* y0 = y + swz<float, D>(row, col / 4) + col % 4;
         const float* y1 = y + swz<float, D>(row + 1, col / 4) + col % 4;
         const Frag<float, 2> yb = b_frag<float>(ptx::bits_of(*y0), ptx::bits_of(*y1));
@@ -251,9 +253,10 @@ __device__ __forceinline__ void mma_py(float (&acc)[kMT][D / 8][4], const float 
                     ptx::pack2<T>(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]),
                     ptx::pack2<T>(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3])});
 #pragma unroll
-      for (int yc = 0; yc < D / 16; ++yc) {
+      for (int yc = 0; yc < kOB / 2; ++yc) {
         uint32_t yf[4];
-        ptx::ldmatrix_x4_trans(yf, y + swz<T, D>(y_row + 16 * kk + 8 * ((lane / 8) % 2) + lane % 8, 2 * yc + lane / 16));
+        ptx::ldmatrix_x4_trans(yf, y + swz<T, D>(y_row + 16 * kk + 8 * ((lane / 8) % 2) + lane % 8,
+                                                 ob0 + 2 * yc + lane / 16));
         const Frag<T, 2> lo = b_frag<T>(yf[0], yf[1]), hi = b_frag<T>(yf[2], yf[3]);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {

@@ -1,5 +1,6 @@
 // CUDA attention backward on tensor cores with mma.sync (fp16 / bf16, and fp32 as 3xTF32;
-// compute capability 8+, head dims up to kTcMaxHeadDimBwd, padded to 64 or 128), semantics in
+// compute capability 8+, head dims up to kTcMaxHeadDim, fp32 kTcMaxHeadDimF32, padded
+// to 64, 128 or 256), semantics in
 // pyattn/attention.h. Tiles, products and accumulator layout: kernels/cuda/attention_mma.cuh.
 // P is recomputed from the forward's lse, P = 2^(z·log2e - lse·log2e), and
 // dS = P ∘ (dP - D) with D_i = dO_i · O_i - dlse_i (delta()); dropout scales P and dP by
@@ -56,10 +57,13 @@ struct DqTiles {
 };
 
 // dkdv_mma_kernel's shape for elements of T: head dim D, kMT m-tiles of 16 keys per warp,
-// kBQ queries a tile.
-template <typename T, int D_, int kMT_, int kBQ_>
+// kBQ queries a tile, and the output columns split among kColSplit blocks (each block
+// computes Sᵀ and dPᵀ over all D columns, then dK and dV for its D / kColSplit columns:
+// at D256, dk and dv whole would take 256 registers a thread).
+template <typename T, int D_, int kMT_, int kBQ_, int kColSplit_ = 1>
 struct DkdvTiles {
-  static constexpr int D = D_, kMT = kMT_, kBQ = kBQ_;
+  static constexpr int D = D_, kMT = kMT_, kBQ = kBQ_, kColSplit = kColSplit_;
+  static constexpr int kOB = D / 8 / kColSplit;     // 8-column blocks of dk and dv a block owns
   static constexpr int kBKeys = kWarps * 16 * kMT;  // key rows per block
   // Dynamic shared memory: K and V [kBKeys][D], Q and dO [2 stages][kBQ][D] (elements of
   // T), then per stage and query row its lse·log2e, D (floats) and dropout key (DropRow).
@@ -71,13 +75,14 @@ struct DkdvTiles {
 };
 
 // The shapes each head dim runs with (ptxas, sm_80 and sm_90: no spills). dk/dv with 64
-// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers. fp32 (3xTF32)
-// dq at D128 spills with 32 keys a tile and takes 16 (96 KiB of shared memory); its
-// dk/dv at D128 fits sm_90 without spills, sm_80 with 4 bytes.
+// queries a tile spills at D64: dk, dv, Sᵀ and dPᵀ all live in registers; at D256 two
+// blocks share a key block's columns, and dq takes 32 keys a tile (128 KiB of shared
+// memory each). fp32 (3xTF32) dq at D128 spills with 32 keys a tile and takes 16 (96 KiB);
+// its dk/dv at D128 fits sm_90 without spills, sm_80 with 4 bytes.
 template <typename T, int D>
-using DefaultDqTiles = DqTiles<T, D, 1, D <= 64 || sizeof(T) == 2 ? 64 : 16>;
+using DefaultDqTiles = DqTiles<T, D, 1, (D > 128 ? 32 : D <= 64 || sizeof(T) == 2 ? 64 : 16)>;
 template <typename T, int D>
-using DefaultDkdvTiles = DkdvTiles<T, D, 1, 32>;
+using DefaultDkdvTiles = DkdvTiles<T, D, 1, 32, D <= 128 ? 1 : 2>;
 
 template <typename T, typename Tiles, bool DROP>
 __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttentionBwdParams p) {
@@ -185,7 +190,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: bwd_tensor_cores checks the device first
 #else
-  constexpr int D = Tiles::D, kMT = Tiles::kMT, kBQ = Tiles::kBQ, kBKeys = Tiles::kBKeys;
+  constexpr int D = Tiles::D, kMT = Tiles::kMT, kBQ = Tiles::kBQ, kBKeys = Tiles::kBKeys, kOB = Tiles::kOB;
   constexpr int kQB = kBQ / 8;  // 8-query blocks of a transposed score row
   PYATTN_DYNAMIC_SMEM(smem, 128);
   T* kbs = reinterpret_cast<T*>(smem) + Tiles::kK;
@@ -197,7 +202,9 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
   DropRow* drs = reinterpret_cast<DropRow*>(smem + Tiles::kDrop);
 
   const AttentionShape& s = p.s;
-  const int64_t b = blockIdx.z, hk = blockIdx.y, j0 = int64_t(blockIdx.x) * kBKeys;
+  // blockIdx.x: key block x / kColSplit, its dk and dv columns [8·ob0, 8·ob0 + 8·kOB).
+  const int64_t b = blockIdx.z, hk = blockIdx.y, j0 = int64_t(blockIdx.x / Tiles::kColSplit) * kBKeys;
+  const int ob0 = int(blockIdx.x % Tiles::kColSplit) * kOB;
   const int64_t jlast = min(s.lk, j0 + kBKeys) - 1;
   const int64_t group = s.heads_q / s.heads_kv;
   const Rules r = rules_of(s, b);
@@ -218,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wrow = warp * 16 * kMT;  // the warp's first key row in the block
   const int64_t lane_key = j0 + wrow + g;  // this lane's key rows x = 2·mt + hi: lane_key + 16·mt + 8·hi
-  float dk[kMT][D / 8][4], dv[kMT][D / 8][4];
+  float dk[kMT][kOB][4], dv[kMT][kOB][4];
   mma::zero(dk);
   mma::zero(dv);
 
@@ -305,18 +312,19 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
     }
 
     // dV += Pᵀ dO, dK += dSᵀ Q.
-    mma::mma_py<T, D>(dv, st, dot, 0);
-    mma::mma_py<T, D>(dk, dpt, qt, 0);
+    mma::mma_py<T, D>(dv, st, dot, 0, ob0);
+    mma::mma_py<T, D>(dk, dpt, qt, 0, ob0);
   }
 
   // dk = scale · Σ dSᵀ q, dv = Σ Pᵀ dO.
   float kfactor[2 * kMT], vfactor[2 * kMT];
 #pragma unroll
   for (int x = 0; x < 2 * kMT; ++x) kfactor[x] = zscale, vfactor[x] = 1.f;
-  T* dkh = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1];
-  T* dvh = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1];
-  mma::store_rows(dk, kfactor, dkh, p.dk_stride[2], j0 + wrow, s.lk, s.d);
-  mma::store_rows(dv, vfactor, dvh, p.dv_stride[2], j0 + wrow, s.lk, s.dv);
+  const int col0 = 8 * ob0;
+  T* dkh = static_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1] + col0;
+  T* dvh = static_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1] + col0;
+  mma::store_rows(dk, kfactor, dkh, p.dk_stride[2], j0 + wrow, s.lk, s.d - col0);
+  mma::store_rows(dv, vfactor, dvh, p.dv_stride[2], j0 + wrow, s.lk, s.dv - col0);
 #endif
 }
 
@@ -324,28 +332,31 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttentionBwdParams p
 
 bool bwd_tensor_cores(const AttentionBwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
-  if (!tc_serves(s, kTcMaxHeadDimBwd) || !p.row_delta) return false;
+  if (!tc_serves(s, kTcMaxHeadDim) || !p.row_delta) return false;
   int need = 0;
-  tc_dispatch<64, 128>(s, [&](auto t, auto dim, auto) {
+  tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
-    need = std::max(DefaultDqTiles<T, D>::bytes, DefaultDkdvTiles<T, D>::bytes);
+    if constexpr (tc_compiled<T>(D)) need = std::max(DefaultDqTiles<T, D>::bytes, DefaultDkdvTiles<T, D>::bytes);
   });
   if (need > tc_usable_smem()) return false;
-  tc_dispatch<64, 128>(s, [&](auto t, auto dim, auto drop) {
+  tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
     constexpr int D = decltype(dim)::value;
     constexpr bool DROP = decltype(drop)::value;
-    using Dq = DefaultDqTiles<T, D>;
-    using Dkdv = DefaultDkdvTiles<T, D>;
-    if (s.lq > 0)
-      launch_tc(&dq_mma_kernel<T, Dq, DROP>, kThreads,
-                dim3(unsigned((s.lq + Dq::kBQ - 1) / Dq::kBQ), unsigned(s.heads_q), unsigned(s.batch)), Dq::bytes,
-                stream, p);
-    if (s.lk > 0)
-      launch_tc(&dkdv_mma_kernel<T, Dkdv, DROP>, kThreads,
-                dim3(unsigned((s.lk + Dkdv::kBKeys - 1) / Dkdv::kBKeys), unsigned(s.heads_kv), unsigned(s.batch)),
-                Dkdv::bytes, stream, p);
+    if constexpr (tc_compiled<T>(D)) {
+      using Dq = DefaultDqTiles<T, D>;
+      using Dkdv = DefaultDkdvTiles<T, D>;
+      if (s.lq > 0)
+        launch_tc(&dq_mma_kernel<T, Dq, DROP>, kThreads,
+                  dim3(unsigned((s.lq + Dq::kBQ - 1) / Dq::kBQ), unsigned(s.heads_q), unsigned(s.batch)), Dq::bytes,
+                  stream, p);
+      if (s.lk > 0)
+        launch_tc(&dkdv_mma_kernel<T, Dkdv, DROP>, kThreads,
+                  dim3(unsigned((s.lk + Dkdv::kBKeys - 1) / Dkdv::kBKeys * Dkdv::kColSplit), unsigned(s.heads_kv),
+                       unsigned(s.batch)),
+                  Dkdv::bytes, stream, p);
+    }
   });
   return true;
 }

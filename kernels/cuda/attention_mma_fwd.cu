@@ -1,5 +1,5 @@
 // CUDA attention forward on tensor cores with mma.sync (fp16 / bf16, and fp32 as 3xTF32;
-// compute capability 8+, head dims up to kTcMaxHeadDimFwd, fp32 kTcMaxHeadDimF32, padded
+// compute capability 8+, head dims up to kTcMaxHeadDim, fp32 kTcMaxHeadDimF32, padded
 // to 64, 128 or 256), semantics in
 // pyattn/attention.h, in FlashAttention-2's way: key tiles with an online softmax in base
 // 2, the [lq, lk] scores never leave the registers. Tiles, products and accumulator
@@ -148,10 +148,13 @@ __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttentionFwdParams p)
 
 bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
   const AttentionShape& s = p.s;
-  if (!tc_serves(s, kTcMaxHeadDimFwd) || s.lq == 0) return false;
+  if (!tc_serves(s, kTcMaxHeadDim) || s.lq == 0) return false;
   int need = 0;
-  tc_dispatch<64, 128, 256>(
-      s, [&](auto t, auto dim, auto) { need = DefaultFwdTiles<decltype(t), decltype(dim)::value>::bytes; });
+  tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto) {
+    using T = decltype(t);
+    constexpr int D = decltype(dim)::value;
+    if constexpr (tc_compiled<T>(D)) need = DefaultFwdTiles<T, D>::bytes;
+  });
   if (need > tc_usable_smem()) return false;
   tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
