@@ -168,7 +168,8 @@ void launch_bwd(const AttentionBwdParams& p) {
                 dim3(unsigned((s.lq + Dq::kBQ - 1) / Dq::kBQ), unsigned(s.heads_q), unsigned(s.batch)), Dq::bytes,
                 nullptr, p);
   ac::launch_tc(&ac::dkdv_mma_kernel<T, Dkdv, false>, ac::kThreads,
-                dim3(unsigned((s.lk + Dkdv::kBKeys - 1) / Dkdv::kBKeys), unsigned(s.heads_kv), unsigned(s.batch)),
+                dim3(unsigned((s.lk + Dkdv::kBKeys - 1) / Dkdv::kBKeys * Dkdv::kColSplit), unsigned(s.heads_kv),
+                     unsigned(s.batch)),
                 Dkdv::bytes, nullptr, p);
 }
 
@@ -265,6 +266,12 @@ struct Variants<T, 128> {
   using Bwd = std::tuple<std::pair<ac::DqTiles<T, 128, 1, 64>, ac::DkdvTiles<T, 128, 1, 32>>,
                          std::pair<ac::DqTiles<T, 128, 1, 32>, ac::DkdvTiles<T, 128, 1, 16>>>;
 };
+template <typename T>
+struct Variants<T, 256> {
+  using Fwd = std::tuple<ac::FwdTiles<T, 256, 1, 32>, ac::FwdTiles<T, 256, 1, 16>>;
+  using Bwd = std::tuple<std::pair<ac::DqTiles<T, 256, 1, 32>, ac::DkdvTiles<T, 256, 1, 32, 2>>,
+                         std::pair<ac::DqTiles<T, 256, 1, 16>, ac::DkdvTiles<T, 256, 1, 16, 2>>>;
+};
 // fp32 (3xTF32): the split operands take registers and the tiles twice the shared
 // memory, so smaller tiles (these fit sm_90 without spills).
 template <>
@@ -293,6 +300,7 @@ std::string bwd_name() {
   const bool dflt =
       std::is_same_v<Dq, ac::DefaultDqTiles<T, Dq::D>> && std::is_same_v<Dkdv, ac::DefaultDkdvTiles<T, Dq::D>>;
   return "bwd dq keys/tile " + std::to_string(Dq::kBK) + " dkdv queries/tile " + std::to_string(Dkdv::kBQ) +
+         (Dkdv::kColSplit > 1 ? " cols/" + std::to_string(Dkdv::kColSplit) : "") +
          (dflt ? " (default)" : "");
 }
 
@@ -438,6 +446,7 @@ int main(int argc, char** argv) {
   ok &= run<__half, 128>(rng, quick);
   ok &= run<float, 64>(rng, quick);
   ok &= run<float, 128>(rng, quick);
+  ok &= run<__nv_bfloat16, 256>(rng, quick);
   std::printf(ok ? "all checks passed\n" : "SOME CHECKS FAILED\n");
   return ok ? 0 : 1;
 }
