@@ -158,8 +158,9 @@ bool fwd_tensor_cores(const AttentionFwdParams& p, cudaStream_t stream) {
   if (need > tc_usable_smem()) return false;
   tc_dispatch<64, 128, 256>(s, [&](auto t, auto dim, auto drop) {
     using T = decltype(t);
-    using Tiles = DefaultFwdTiles<T, decltype(dim)::value>;
-    if constexpr (tc_compiled<T>(Tiles::D)) {
+    constexpr int D = decltype(dim)::value;
+    if constexpr (tc_compiled<T>(D)) {
+      using Tiles = DefaultFwdTiles<T, D>;
       const dim3 grid(unsigned((s.lq + Tiles::kBQ - 1) / Tiles::kBQ), unsigned(s.heads_q), unsigned(s.batch));
       launch_tc(&fwd_mma_kernel<T, Tiles, decltype(drop)::value>, kThreads, grid, Tiles::bytes, stream, p);
     }
