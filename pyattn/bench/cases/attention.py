@@ -12,7 +12,8 @@ B·H·L = 4·16·4096 tokens, against SDPA's FlashAttention-2 backend (the targe
 nothing fast, a learned additive bias (SDPA then runs its memory-efficient kernel;
 flex_attention compiled, with the same bias in its score_mod) and key lengths (SDPA given
 the equivalent bool mask), 2x; fp32 at head dims 64 and 128 against SDPA's fp32 (its
-memory-efficient kernel, 3xTF32 on tensor cores like ours), 1.0x.
+memory-efficient kernel, 3xTF32 on tensor cores like ours), 1.0x. Without a target: bf16
+at head dim 256, causal, against FlashAttention-2.
 """
 
 from __future__ import annotations
@@ -245,6 +246,10 @@ def _cuda_cases(device: str) -> list[Case]:
                                       peer=flash, peer_name=flash_name))
                     rows.append(_case(device, dtype, shape, causal=causal, backward=True, quick=quick,
                                       target=Target(0.9), peer=flash, peer_name=flash_name))
+    # Head dim 256 (both passes on tensor cores, dk/dv in two column halves), causal.
+    for backward in (False, True):
+        rows.append(_case(device, torch.bfloat16, (4, 16, 4096, 256), causal=True, backward=backward, quick=False,
+                          peer=flash, peer_name=flash_name))
     default = "SDPA default (cuDNN on Hopper)"
     for d in (64, 128):
         for causal in (False, True):
