@@ -68,16 +68,8 @@ struct Mma<float> {  // TF32 m16n8k8; operands rounded to nearest (the tensor co
   __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ptx::mma_1688_tf32(d, a, b);
   }
-  __device__ static uint32_t operand(uint32_t r) {
-    float x;
-    memcpy(&x, &r, 4);
-    return ptx::to_tf32(x);
-  }
-  __device__ static float weight(float w) {
-    const uint32_t r = ptx::to_tf32(w);
-    memcpy(&w, &r, 4);
-    return w;
-  }
+  __device__ static uint32_t operand(uint32_t r) { return ptx::to_tf32(ptx::float_of(r)); }
+  __device__ static float weight(float w) { return ptx::float_of(ptx::to_tf32(w)); }
 };
 
 // Byte offset of 16-byte piece `piece` of row `row` in rows of row_bytes (a multiple of 128).
