@@ -85,6 +85,17 @@ TORCH_LIBRARY(pyattn, m) {
         "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0) -> Tensor");
   m.def("cbow_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
         "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0) -> Tensor");
+  // The same updates with the windows read from a token stream, as word2vec.c walks its
+  // text: centers tokens[start:stop]; center i's window slot window + d (0 < |d| <=
+  // radius[i], radius in [0, window]) holds tokens[i + d] when sentence[i + d] ==
+  // sentence[i], else is empty. tokens, sentence, radius: [N] ids. Equals the matrix form
+  // with those contexts [stop - start, 2 * window + 1] (negatives drawn alike).
+  m.def("sgns_stream_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor tokens, Tensor sentence, Tensor radius, "
+        "int start, int stop, int window, Tensor? negatives, Tensor? table, int k, float lr, int seed, "
+        "bool compute_loss=True, int max_streams=0) -> Tensor");
+  m.def("cbow_stream_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor tokens, Tensor sentence, Tensor radius, "
+        "int start, int stop, int window, Tensor? negatives, Tensor? table, int k, float lr, int seed, "
+        "bool compute_loss=True, int max_streams=0) -> Tensor");
   // loss[b] = -log s(w_out[contexts[b]] . w_in[centers[b]]) - sum_k log s(-w_out[negatives[b, k]] . w_in[centers[b]])
   m.def("sgns_loss_fwd(Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) -> Tensor");
   // (loss [b], d_h [b, dim], d_u [b, 1 + k, dim]): the loss and, from the same pass over

@@ -27,10 +27,11 @@ void check_cuda_row_bytes(const at::Tensor& w, const char* op, const char* what)
               w.size(1), ", the CUDA kernel supports dim * element size <= ", kNegSamplingCudaMaxRowBytes, " bytes");
 }
 
-// Token ids as a contiguous int64 tensor on `like`'s (w_in's) device.
-at::Tensor ids(const at::Tensor& t, const at::Tensor& like, const char* op, const char* what) {
+// Ids (token ids by default) as a contiguous int64 tensor on `like`'s (w_in's) device.
+at::Tensor ids(const at::Tensor& t, const at::Tensor& like, const char* op, const char* what,
+               const char* kind = "token ids") {
   TORCH_CHECK(t.scalar_type() == at::kLong || t.scalar_type() == at::kInt, op, ": ", what, " has dtype ",
-              t.scalar_type(), ", expected int64 or int32 token ids");
+              t.scalar_type(), ", expected int64 or int32 ", kind);
   check_same_device(t, what, like, "w_in", op);
   return t.to(at::kLong).contiguous();
 }
@@ -54,24 +55,24 @@ at::Tensor check_draw_table(const at::Tensor& table, const at::Tensor& w_in, con
   return table.contiguous();
 }
 
-at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers_in,
-                  const at::Tensor& contexts_in, const std::optional<at::Tensor>& negatives_in,
-                  const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed, bool compute_loss,
-                  int64_t max_streams) {
-  const char* op = cbow ? "cbow_update_" : "sgns_update_";
+void check_update_tables(const at::Tensor& w_in, const at::Tensor& w_out, const char* op) {
   check_table(w_in, op, "w_in");
   check_table(w_out, op, "w_out");
   check_same_as(w_out, "w_out", w_in, "w_in", op);
-  check_dims(centers_in, 1, op, "centers", "(n)");
-  TORCH_CHECK(contexts_in.dim() == 2 && contexts_in.size(0) == centers_in.size(0), op, ": contexts has shape ",
-              contexts_in.sizes(), ", expected (n, window_slots) with n = ", centers_in.size(0));
+}
+
+// What both forms of the update check and run alike: n examples' centers (checked ids)
+// and contexts [n, slots] (undefined in the stream form, whose set_stream then points
+// the params at the token stream).
+template <class SetStream>
+at::Tensor run_update(const char* op, bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers,
+                      const at::Tensor& contexts, int64_t n, int64_t slots, const std::optional<at::Tensor>& negatives_in,
+                      const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed,
+                      bool compute_loss, int64_t max_streams, SetStream set_stream) {
   TORCH_CHECK(k >= 0, op, ": k (negatives per example) is ", k, ", expected >= 0");
   TORCH_CHECK(lr >= 0 && std::isfinite(lr), op, ": lr is ", lr, ", expected a finite value >= 0");
   TORCH_CHECK(max_streams >= 0, op, ": max_streams is ", max_streams, ", expected >= 0 (0: the kernel's choice)");
-  const at::Tensor centers = ids(centers_in, w_in, op, "centers");
-  const at::Tensor contexts = ids(contexts_in, w_in, op, "contexts");
   at::Tensor negatives, table;
-  const int64_t n = centers.size(0), slots = contexts.size(1);
   if (negatives_in.has_value()) {
     TORCH_CHECK(!table_in.has_value(), op, ": give negatives or table, not both");
     negatives = ids(*negatives_in, w_in, op, "negatives");
@@ -87,10 +88,56 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
   check_cuda_row_bytes(w_in, op, "w_in");
   NegSamplingUpdateParams p = make_negative_sampling_update_params(
       w_in, w_out, centers, contexts, negatives, table, k, uint64_t(seed), lr, cbow, compute_loss, loss, bad);
+  set_stream(&p);
   p.max_streams = max_streams;
   run_kernel(w_in, op, p, &negative_sampling_update_cpu, PYATTN_CUDA_LAUNCHER(negative_sampling_update_cuda));
   raise_bad_index(bad, p.vocab, op);
   return loss;
+}
+
+at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers_in,
+                  const at::Tensor& contexts_in, const std::optional<at::Tensor>& negatives_in,
+                  const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed, bool compute_loss,
+                  int64_t max_streams) {
+  const char* op = cbow ? "cbow_update_" : "sgns_update_";
+  check_update_tables(w_in, w_out, op);
+  check_dims(centers_in, 1, op, "centers", "(n)");
+  TORCH_CHECK(contexts_in.dim() == 2 && contexts_in.size(0) == centers_in.size(0), op, ": contexts has shape ",
+              contexts_in.sizes(), ", expected (n, window_slots) with n = ", centers_in.size(0));
+  const at::Tensor centers = ids(centers_in, w_in, op, "centers");
+  const at::Tensor contexts = ids(contexts_in, w_in, op, "contexts");
+  return run_update(op, cbow, w_in, w_out, centers, contexts, centers.size(0), contexts.size(1), negatives_in,
+                    table_in, k, lr, seed, compute_loss, max_streams, [](NegSamplingUpdateParams*) {});
+}
+
+// The stream form: centers tokens[start:stop], windows read from the stream in the kernel.
+at::Tensor stream_update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens_in,
+                         const at::Tensor& sentence_in, const at::Tensor& radius_in, int64_t start, int64_t stop,
+                         int64_t window, const std::optional<at::Tensor>& negatives_in,
+                         const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed,
+                         bool compute_loss, int64_t max_streams) {
+  const char* op = cbow ? "cbow_stream_update_" : "sgns_stream_update_";
+  check_update_tables(w_in, w_out, op);
+  check_dims(tokens_in, 1, op, "tokens", "(N)");
+  const int64_t len = tokens_in.size(0);
+  check_shape(sentence_in, {len}, op, "sentence", "(N), tokens' shape");
+  check_shape(radius_in, {len}, op, "radius", "(N), tokens' shape");
+  TORCH_CHECK(window >= 1, op, ": window is ", window, ", expected >= 1");
+  TORCH_CHECK(0 <= start && start <= stop && stop <= len, op, ": start, stop = ", start, ", ", stop,
+              ", expected 0 <= start <= stop <= ", len, " (tokens' length)");
+  const at::Tensor tokens = ids(tokens_in, w_in, op, "tokens");
+  const at::Tensor sentence = ids(sentence_in, w_in, op, "sentence", "sentence ids");
+  const at::Tensor radius = ids(radius_in, w_in, op, "radius", "radii");
+  if (stop > start) {
+    const auto [lo, hi] = at::aminmax(radius.slice(0, start, stop));
+    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+    TORCH_CHECK(lo_v >= 0 && hi_v <= window, op, ": radius[start:stop] holds values in [", lo_v, ", ", hi_v,
+                "], expected them in [0, window] = [0, ", window, "]");
+  }
+  return run_update(op, cbow, w_in, w_out, tokens, at::Tensor(), stop - start, 2 * window + 1, negatives_in,
+                    table_in, k, lr, seed, compute_loss, max_streams, [&](NegSamplingUpdateParams* p) {
+                      set_token_stream(p, tokens, sentence, radius, start, stop, window);
+                    });
 }
 
 at::Tensor sgns_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
@@ -103,6 +150,24 @@ at::Tensor cbow_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& ce
                        const std::optional<at::Tensor>& negatives, const std::optional<at::Tensor>& table, int64_t k,
                        double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
   return update(true, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss, max_streams);
+}
+
+at::Tensor sgns_stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens,
+                              const at::Tensor& sentence, const at::Tensor& radius, int64_t start, int64_t stop,
+                              int64_t window, const std::optional<at::Tensor>& negatives,
+                              const std::optional<at::Tensor>& table, int64_t k, double lr, int64_t seed,
+                              bool compute_loss, int64_t max_streams) {
+  return stream_update(false, w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr,
+                       seed, compute_loss, max_streams);
+}
+
+at::Tensor cbow_stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens,
+                              const at::Tensor& sentence, const at::Tensor& radius, int64_t start, int64_t stop,
+                              int64_t window, const std::optional<at::Tensor>& negatives,
+                              const std::optional<at::Tensor>& table, int64_t k, double lr, int64_t seed,
+                              bool compute_loss, int64_t max_streams) {
+  return stream_update(true, w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr,
+                       seed, compute_loss, max_streams);
 }
 
 // sgns_loss's inputs, checked, with the ids as int64.
@@ -179,6 +244,8 @@ std::tuple<at::Tensor, at::Tensor> loss_bwd(const at::Tensor& dloss_in, const at
 void register_impls(torch::Library& m) {
   m.impl("sgns_update_", &sgns_update);
   m.impl("cbow_update_", &cbow_update);
+  m.impl("sgns_stream_update_", &sgns_stream_update);
+  m.impl("cbow_stream_update_", &cbow_stream_update);
   m.impl("sgns_loss_fwd", &loss_fwd);
   m.impl("sgns_loss_fwd_grad", &loss_fwd_grad);
   m.impl("sgns_loss_bwd", &loss_bwd);

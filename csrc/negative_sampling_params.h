@@ -25,14 +25,14 @@ void set_tables_and_ids(Params* p, const at::Tensor& w_in, const at::Tensor& w_o
   p->vocab = std::min(w_in.size(0), w_out.size(0));
   p->dim = w_in.size(1);
   p->centers = centers.data_ptr<int64_t>();
-  p->contexts = contexts.data_ptr<int64_t>();
+  p->contexts = static_cast<const int64_t*>(ptr_or_null(contexts));
 }
 
 // One batch of SGD updates of w_in and w_out (same shape), in place, for centers [n] and
-// contexts [n, window_slots]. negatives: explicit [n, window_slots, k] (CBOW [n, k]), or
-// undefined: drawn with `seed` from `table`, token ids [slots] int32 / int64 or an alias
-// table [vocab, 2] int64, contiguous. loss: float64 [1] and bad_index: int64 [1] on the
-// tables' device, overwritten.
+// contexts [n, window_slots] (or undefined: then set_token_stream). negatives: explicit
+// [n, window_slots, k] (CBOW [n, k]), or undefined: drawn with `seed` from `table`,
+// token ids [slots] int32 / int64 or an alias table [vocab, 2] int64, contiguous.
+// loss: float64 [1] and bad_index: int64 [1] on the tables' device, overwritten.
 inline NegSamplingUpdateParams make_negative_sampling_update_params(
     const at::Tensor& w_in, const at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
     const at::Tensor& negatives, const at::Tensor& table, int64_t k, uint64_t seed, double lr, bool cbow,
@@ -40,7 +40,7 @@ inline NegSamplingUpdateParams make_negative_sampling_update_params(
   NegSamplingUpdateParams p{};
   set_tables_and_ids(&p, w_in, w_out, centers, contexts);
   p.n = centers.size(0);
-  p.window_slots = contexts.size(1);
+  p.window_slots = contexts.defined() ? contexts.size(1) : 0;
   p.negatives = negatives.defined() ? negatives.data_ptr<int64_t>() : nullptr;
   p.table = ptr_or_null(table);
   p.table_kind = !table.defined() || table.dim() == 1
@@ -55,6 +55,21 @@ inline NegSamplingUpdateParams make_negative_sampling_update_params(
   p.loss = loss.data_ptr<double>();
   p.bad_index = bad_index.data_ptr<int64_t>();
   return p;
+}
+
+// The stream form of the update (contexts undefined above): the centers are tokens[start:stop]
+// and their windows are read from tokens [N], sentence [N] and radius [N] (contiguous int64),
+// window slots 2 * window + 1 (see context_id in pyattn/negative_sampling.h).
+inline void set_token_stream(NegSamplingUpdateParams* p, const at::Tensor& tokens, const at::Tensor& sentence,
+                             const at::Tensor& radius, int64_t start, int64_t stop, int64_t window) {
+  p->centers = tokens.data_ptr<int64_t>() + start;
+  p->sentence = sentence.data_ptr<int64_t>() + start;
+  p->radius = radius.data_ptr<int64_t>() + start;
+  p->contexts = nullptr;
+  p->n = stop - start;
+  p->window_slots = 2 * window + 1;
+  p->stream_begin = -start;
+  p->stream_end = tokens.size(0) - start;
 }
 
 // The skip-gram loss of (centers [b], contexts [b], negatives [b, k]) and its row

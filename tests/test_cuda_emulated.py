@@ -569,6 +569,39 @@ def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, cbow, st
     assert_close(torch.tensor(loss, dtype=torch.float64), np.float64(r_loss), dtype, msg="loss")
 
 
+@pytest.mark.parametrize("cbow", [False, True], ids=["skipgram", "cbow"])
+@pytest.mark.parametrize("streams", [1, 3])
+def test_negative_sampling_stream_update_equals_the_contexts_form(emu, gen, cbow, streams):
+    """The stream form reads the windows of the reference's stream_contexts (sentence
+    edges, radii 0 to window, the stream's ends) and draws the same negatives, so it
+    updates exactly as the contexts form. With several streams, each stream's run of
+    centers has its own words, sentences and explicit negatives, so runs never meet."""
+    words, dim, window, k, start, stop = 10, 40, 3, 4, 2, 86
+    run = (stop - start) // streams
+    part = ((torch.arange(90) - start) // run).clamp(0, streams - 1)  # [N] the run each token belongs to
+    tokens = part * words + torch.randint(0, words, (90,), generator=gen)
+    sentence = part * 1000 + torch.repeat_interleave(torch.arange(90), torch.randint(1, 9, (90,), generator=gen))[:90]
+    radius = torch.randint(0, window + 1, (90,), generator=gen)
+    contexts = torch.from_numpy(nsref.stream_contexts(tokens.numpy(), sentence.numpy(), radius.numpy(), start, stop,
+                                                      window))
+    centers_part = part[start:stop].view(-1, 1, 1) if not cbow else part[start:stop].view(-1, 1)
+    negs = torch.empty(0, dtype=torch.long)
+    table = torch.randint(0, words * streams, (64,), generator=gen)
+    if streams > 1:  # explicit negatives from each run's own words
+        shape = (stop - start, k) if cbow else (stop - start, 2 * window + 1, k)
+        negs, table = centers_part * words + torch.randint(0, words, shape, generator=gen), torch.empty(0)
+    w_in = torch.randn(words * streams, dim, generator=gen) * 0.3
+    w_out = torch.randn(words * streams, dim, generator=gen) * 0.3
+    a_in, a_out, b_in, b_out = w_in.clone(), w_out.clone(), w_in.clone(), w_out.clone()
+    a = emu.negsamp_update(a_in, a_out, tokens[start:stop].contiguous(), contexts, negs, table, k, 0.05, 9, cbow,
+                           streams)
+    b = emu.negsamp_stream_update(b_in, b_out, tokens, sentence, radius, start, stop, window, negs, table, k, 0.05, 9,
+                                  cbow, streams)
+    assert a == b and a[1] == -1
+    assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out)
+    assert not torch.equal(b_out, w_out)
+
+
 @pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
 def test_word2vec_planted_structure_emulated(emu, sg):
     """The Word2Vec trainer with the CUDA update kernel (emulated, with the streams the
@@ -581,11 +614,11 @@ def test_word2vec_planted_structure_emulated(emu, sg):
     from test_word2vec import GROUPS, planted_corpus
 
     class EmulatedCuda(Word2Vec):
-        def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss):
+        def _update(self, w_in, w_out, ids, sentence, radius, start, stop, table, lr, seed, want_loss):
             streams = cuda_streams(self.corpus.counts, self.sample, self.negative, self.ns_exponent, self.window,
                                    not self.sg)
-            loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts, torch.empty(0), table, self.negative, lr,
-                                           seed, not self.sg, streams)
+            loss, bad = emu.negsamp_stream_update(w_in, w_out, ids, sentence, radius, start, stop, self.window,
+                                                  torch.empty(0), table, self.negative, lr, seed, not self.sg, streams)
             assert bad == -1
             return torch.tensor(loss, dtype=torch.float64)
 

@@ -123,6 +123,86 @@ def test_update_repeated_indices_single_thread_is_sequential(cbow, rng):
     assert abs(loss.item() - e_loss) <= 1e-9 * abs(e_loss)
 
 
+def _token_stream(rng, length, vocab, window):
+    """A token stream: sentences of 1-9 tokens, radii in [0, window] (0: no context)."""
+    tokens = rng.integers(0, vocab, length)
+    sentence = np.repeat(np.arange(length), rng.integers(1, 10, length))[:length]
+    radius = rng.integers(0, window + 1, length)
+    return tokens, sentence, radius
+
+
+@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("start, stop", [(0, 120), (37, 90), (0, 5), (115, 120), (60, 60)])
+def test_stream_update_equals_the_contexts_form(cbow, dtype, start, stop, rng):
+    """The stream form reads the windows that the reference's stream_contexts builds and
+    draws the same negatives: with one thread it equals the contexts form exactly, and
+    with explicit negatives (fp64) it matches the sequential reference."""
+    vocab, dim, length, window, k = 25, 12, 120, 3, 4
+    tokens, sentence, radius = _token_stream(rng, length, vocab, window)
+    contexts = ref.stream_contexts(tokens, sentence, radius, start, stop, window)
+    stream = [torch.tensor(a) for a in (tokens, sentence, radius)]
+    table = torch.tensor(rng.integers(0, vocab, 50))
+    negs = rng.integers(0, vocab, (stop - start, k) if cbow else (stop - start, 2 * window + 1, k))
+    w_in, w_out = _tables(rng, vocab, dim, dtype)
+    start_in, start_out = to_np(w_in), to_np(w_out)
+    matrix_op = OPS.cbow_update_ if cbow else OPS.sgns_update_
+    stream_op = OPS.cbow_stream_update_ if cbow else OPS.sgns_stream_update_
+    a_in, a_out, b_in, b_out = w_in.clone(), w_out.clone(), w_in.clone(), w_out.clone()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a_loss = matrix_op(a_in, a_out, stream[0][start:stop], torch.tensor(contexts), None, table, k, 0.1, 5)
+        b_loss = stream_op(b_in, b_out, *stream, start, stop, window, None, table, k, 0.1, 5)
+        loss = stream_op(w_in, w_out, *stream, start, stop, window, torch.tensor(negs), None, k, 0.1, 5)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out) and a_loss.item() == b_loss.item()
+    if start == stop:
+        assert np.array_equal(to_np(b_out), start_out) and b_loss.item() == 0
+        return
+    assert not np.array_equal(to_np(b_out), start_out), "nothing was updated"
+    if dtype == torch.float64:
+        fn = ref.cbow_update if cbow else ref.sgns_update
+        e_in, e_out, e_loss = fn(start_in, start_out, tokens[start:stop], contexts, negs, 0.1)
+        assert_close(w_in, e_in, tol=Tol(1e-11, 1e-9), msg="w_in")
+        assert_close(w_out, e_out, tol=Tol(1e-11, 1e-9), msg="w_out")
+        assert abs(loss.item() - e_loss) <= 1e-9 * abs(e_loss)
+
+
+def test_stream_update_bad_inputs():
+    w = torch.zeros(10, 4)
+    tokens, sentence, radius = torch.arange(10), torch.zeros(10, dtype=torch.long), torch.ones(10, dtype=torch.long)
+    tab = torch.arange(10)
+
+    def call(tokens=tokens, sentence=sentence, radius=radius, start=0, stop=10, window=2):
+        OPS.sgns_stream_update_(w.clone(), w.clone(), tokens, sentence, radius, start, stop, window, None, tab, 2,
+                                0.1, 0)
+
+    call()
+    with pytest.raises(USER_ERRORS, match="tokens has 2 dims"):
+        call(tokens=tokens[None])
+    with pytest.raises(USER_ERRORS, match="sentence has shape"):
+        call(sentence=sentence[:9])
+    with pytest.raises(USER_ERRORS, match="radius has shape"):
+        call(radius=radius[:3])
+    with pytest.raises(USER_ERRORS, match="sentence has dtype"):
+        call(sentence=sentence.float())
+    with pytest.raises(USER_ERRORS, match="start, stop = 4, 11"):
+        call(start=4, stop=11)
+    with pytest.raises(USER_ERRORS, match="start, stop = 5, 4"):
+        call(start=5, stop=4)
+    with pytest.raises(USER_ERRORS, match="window is 0"):
+        call(window=0)
+    with pytest.raises(USER_ERRORS, match=r"radius\[start:stop\] holds values in \[-1, 1\]"):
+        call(radius=torch.tensor([1] * 9 + [-1]))
+    with pytest.raises(USER_ERRORS, match=r"in \[0, 3\], expected them in \[0, window\] = \[0, 2\]"):
+        call(radius=torch.tensor([0] * 9 + [3]))
+    call(radius=torch.tensor([0] * 9 + [3]), stop=9)  # only the centers' radii matter
+    with pytest.raises(USER_ERRORS, match="token id 12 is out of range"):
+        call(tokens=torch.tensor([0] * 9 + [12]))
+
+
 @pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
 def test_update_hogwild_loose_and_loss_falls(cbow, rng):
     """Many threads, repeated ids, drawn negatives: close to the sequential result, loss falls."""

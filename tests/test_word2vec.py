@@ -16,7 +16,8 @@ import pyattn
 from pyattn.word2vec import KeyedVectors, Word2Vec
 from pyattn.word2vec.__main__ import main as cli
 from pyattn.word2vec.corpus import encode, shard
-from pyattn.word2vec.model import STREAM_LOAD, context_windows, cuda_streams, keep_probabilities
+from pyattn.reference.negative_sampling import stream_contexts
+from pyattn.word2vec.model import STREAM_LOAD, cuda_streams, keep_probabilities, window_examples
 
 GROUPS = 4
 PER_GROUP = 8
@@ -81,17 +82,17 @@ def test_encode_max_vocab_size_prunes_rare_words():
 
 
 @pytest.mark.parametrize("start, stop", [(5, 50), (0, 60), (0, 2), (58, 60), (7, 7)])
-def test_context_windows_matches_loops(rng, start, stop):
+def test_window_examples_counts_the_stream_windows(rng, start, stop):
+    """The trainer's example count (its loss is averaged over them) is the count of
+    pairs, or of centers with a context, in the windows the stream-form update reads."""
     ids = rng.integers(0, 100, 60)
     sentence = np.repeat(np.arange(6), 10)
     window = 3
     radius = window - rng.integers(0, window, 60)
-    got = context_windows(*map(torch.from_numpy, (ids, sentence)), start, stop, window, torch.from_numpy(radius))
-    assert got.shape == (stop - start, 2 * window + 1) and got.dtype == torch.int64
-    for row, i in enumerate(range(start, stop)):
-        want = [ids[i + d] if d and 0 <= i + d < 60 and abs(d) <= radius[i] and sentence[i + d] == sentence[i] else -1
-                for d in range(-window, window + 1)]
-        assert got[row].tolist() == want
+    ctx = stream_contexts(ids, sentence, radius, start, stop, window)
+    sent, rad = torch.from_numpy(sentence), torch.from_numpy(radius)
+    assert window_examples(sent, rad, start, stop, window, sg=True) == (ctx >= 0).sum()
+    assert window_examples(sent, rad, start, stop, window, sg=False) == (ctx >= 0).any(1).sum()
 
 
 def test_cuda_streams_bounds_the_busiest_rows_load():

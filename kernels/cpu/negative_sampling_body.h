@@ -79,6 +79,7 @@ struct Updater {
   A* h;  // [dim] scratch: the example's input vector (CBOW mean) in the accumulation type
   A* e;  // [dim] scratch: accumulated gradient for the input side
   int64_t* targets;  // [k + 1] scratch: the positive, then the negatives kept
+  int64_t* inputs;   // [window_slots] scratch: a CBOW example's valid context ids
 
   T* in_row(int64_t i) const { return static_cast<T*>(p.w_in) + i * p.w_in_stride; }
   T* out_row(int64_t i) const { return static_cast<T*>(p.w_out) + i * p.w_out_stride; }
@@ -129,7 +130,7 @@ struct Updater {
     const int64_t d = p.dim;
     T* hin = in_row(c);
     for (int64_t s = 0; s < p.window_slots; ++s) {
-      const int64_t o = p.contexts[n * p.window_slots + s];
+      const int64_t o = context_id(p, n, s);
       if (o < 0 || !valid(o)) continue;
       prefetch_row(out_row(o));
       for (int64_t j = 0; j < d; ++j) h[j] = widen(hin[j]);
@@ -143,23 +144,21 @@ struct Updater {
     const int64_t c = p.centers[n];
     if (!valid(c)) return A(0);
     const int64_t d = p.dim;
-    const int64_t* ctx = p.contexts + n * p.window_slots;
-    for (int64_t s = 0; s < p.window_slots; ++s)
-      if (ctx[s] >= 0 && ctx[s] < p.vocab) prefetch_row(in_row(ctx[s]));
-    prefetch_row(out_row(c));
-    std::fill(h, h + d, A(0));
     int64_t count = 0;
     for (int64_t s = 0; s < p.window_slots; ++s) {
-      if (ctx[s] < 0 || !valid(ctx[s])) continue;
-      axpy<V>(A(1), in_row(ctx[s]), h, d);
-      ++count;
+      const int64_t o = context_id(p, n, s);
+      if (o < 0 || !valid(o)) continue;
+      inputs[count++] = o;
+      prefetch_row(in_row(o));
     }
     if (count == 0) return A(0);
+    prefetch_row(out_row(c));
+    std::fill(h, h + d, A(0));
+    for (int64_t i = 0; i < count; ++i) axpy<V>(A(1), in_row(inputs[i]), h, d);
     const A inv = A(1) / A(count);
     for (int64_t j = 0; j < d; ++j) h[j] *= inv;
     const A loss = run_targets(c, n);
-    for (int64_t s = 0; s < p.window_slots; ++s)
-      if (ctx[s] >= 0 && ctx[s] < p.vocab) axpy<V>(A(1), e, in_row(ctx[s]), d);  // undivided, as gensim/word2vec.c
+    for (int64_t i = 0; i < count; ++i) axpy<V>(A(1), e, in_row(inputs[i]), d);  // undivided, as gensim/word2vec.c
     return loss;
   }
 };
@@ -181,8 +180,8 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   std::atomic<int64_t> next{0};
   parallel_for((p.n + kChunk - 1) / kChunk, 1, [&](int64_t, int64_t) {
     std::vector<A> scratch(size_t(2 * p.dim));
-    std::vector<int64_t> targets(size_t(p.k + 1));
-    const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim, targets.data()};
+    std::vector<int64_t> targets(size_t(p.k + 1)), inputs(size_t(p.window_slots));
+    const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim, targets.data(), inputs.data()};
     double local = 0.0;
     for (int64_t n0 = next.fetch_add(kChunk); n0 < p.n; n0 = next.fetch_add(kChunk))
       for (int64_t n = n0; n < std::min(p.n, n0 + kChunk); ++n) local += double(p.cbow ? u.cbow(n) : u.skipgram(n));

@@ -161,7 +161,7 @@ __device__ T skipgram_center(const NegSamplingUpdateParams& p, int64_t n, const 
   T* hin = static_cast<T*>(p.w_in) + center * p.w_in_stride;
   T loss = T(0);
   for (int64_t slot = 0; slot < p.window_slots; ++slot) {
-    const int64_t o = p.contexts[n * p.window_slots + slot];
+    const int64_t o = context_id(p, n, slot);
     if (o < 0 || !valid(p, o)) continue;
     for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] = hin[c];
     loss += run_targets(p, s, o, n * p.window_slots + slot, lane);
@@ -177,12 +177,12 @@ __device__ T cbow_center(const NegSamplingUpdateParams& p, int64_t n, const Slic
   const int64_t center = p.centers[n];
   if (!valid(p, center)) return T(0);
   T* w_in = static_cast<T*>(p.w_in);
-  const int64_t* ctx = p.contexts + n * p.window_slots;
   int64_t count = 0;
   for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] = T(0);
   for (int64_t slot = 0; slot < p.window_slots; ++slot) {
-    if (ctx[slot] < 0 || !valid(p, ctx[slot])) continue;
-    const T* row = w_in + ctx[slot] * p.w_in_stride;
+    const int64_t o = context_id(p, n, slot);
+    if (o < 0 || !valid(p, o)) continue;
+    const T* row = w_in + o * p.w_in_stride;
     for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] += row[c];
     ++count;
   }
@@ -191,8 +191,9 @@ __device__ T cbow_center(const NegSamplingUpdateParams& p, int64_t n, const Slic
   for (int64_t c = lane; c < p.dim; c += kWarp) s.h[c] *= inv;
   const T loss = run_targets(p, s, center, n, lane);
   for (int64_t slot = 0; slot < p.window_slots; ++slot) {
-    if (ctx[slot] < 0 || ctx[slot] >= p.vocab) continue;
-    T* row = w_in + ctx[slot] * p.w_in_stride;
+    const int64_t o = context_id(p, n, slot);
+    if (o < 0 || o >= p.vocab) continue;
+    T* row = w_in + o * p.w_in_stride;
     for (int64_t c = lane; c < p.dim; c += kWarp) row[c] += s.e[c];
   }
   return loss;

@@ -1,5 +1,6 @@
 """Negative sampling: the in-place word2vec SGD updates (``torch.ops.pyattn.sgns_update_``
-/ ``cbow_update_``, used by :mod:`pyattn.word2vec`) and the differentiable skip-gram loss
+/ ``cbow_update_`` on a contexts matrix, ``sgns_stream_update_`` / ``cbow_stream_update_``
+on a token stream, used by :mod:`pyattn.word2vec`) and the differentiable skip-gram loss
 (``sgns_loss_fwd`` / ``_fwd_grad`` / ``_bwd``); kernels in csrc/negative_sampling.cpp.
 ``sgns_loss`` is re-exported by :mod:`pyattn.functional`."""
 
@@ -21,6 +22,15 @@ def _update_fake(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, 
 
 torch.library.register_fake("pyattn::sgns_update_")(_update_fake)
 torch.library.register_fake("pyattn::cbow_update_")(_update_fake)
+
+
+def _stream_update_fake(w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr, seed,
+                        compute_loss=True, max_streams=0):
+    return torch.empty((), dtype=torch.float64, device=w_in.device)
+
+
+torch.library.register_fake("pyattn::sgns_stream_update_")(_stream_update_fake)
+torch.library.register_fake("pyattn::cbow_stream_update_")(_stream_update_fake)
 
 
 @torch.library.register_fake("pyattn::sgns_loss_fwd")

@@ -3,7 +3,8 @@
 
 Tables: ``w_in`` [V, D] (input / "syn0" vectors), ``w_out`` [V, D] (output / "syn1neg").
 A batch is ``centers`` [N] and ``contexts`` [N, C] (token ids; -1 = empty slot, so one
-array holds windows of different sizes).
+array holds windows of different sizes); ``stream_contexts`` gives the contexts the
+stream-form ops read from a token stream.
 
 Skip-gram: every (center n, context slot c) with contexts[n, c] >= 0 is one pair, taken
 in row-major order. Its input vector is h = w_in[center]; its targets are the context
@@ -59,6 +60,20 @@ def _targets(pos: int, negs) -> tuple[list[int], list[int]]:
             ts.append(int(j))
             ys.append(0)
     return ts, ys
+
+
+def stream_contexts(tokens, sentence, radius, start, stop, window):
+    """The contexts [stop - start, 2 * window + 1] that the stream-form updates
+    (sgns_stream_update_ / cbow_stream_update_) read for centers tokens[start:stop]:
+    slot window + d of center i holds tokens[i + d] when 0 < |d| <= radius[i], i + d is
+    in the stream and sentence[i + d] == sentence[i], else -1 (word2vec.c's window)."""
+    out = np.full((max(0, stop - start), 2 * window + 1), -1, dtype=np.int64)
+    for row, i in enumerate(range(start, stop)):
+        for d in range(-window, window + 1):
+            j = i + d
+            if d and abs(d) <= radius[i] and 0 <= j < len(tokens) and sentence[j] == sentence[i]:
+                out[row, window + d] = tokens[j]
+    return out
 
 
 def sgns_update(w_in, w_out, centers, contexts, negatives, lr):

@@ -4,9 +4,9 @@ Per epoch, vectorised over blocks of tokens with torch ops on the training devic
 per-token Python; on CUDA the tokens stay on the GPU):
   1. subsampling: token kept with probability min(1, (sqrt(f/t) + 1) * t/f), t = sample * words;
   2. window shrinking: each kept token gets radius window - (r mod window), r random;
-  3. context windows: [centers, 2 * window + 1] ids of the neighbours within the radius
-     and the same sentence (after subsampling), -1 elsewhere (and at the center);
-  4. one torch.ops.pyattn.{sgns,cbow}_update_ call per block, which draws the negatives
+  3. one torch.ops.pyattn.{sgns,cbow}_stream_update_ call per block of centers, which
+     reads each center's window from the kept tokens (the neighbours within its radius
+     and its sentence, after subsampling, as word2vec.c walks its text), draws the negatives
      from a unigram^ns_exponent alias table inside the kernel and runs Hogwild over
      torch.get_num_threads() threads (on CUDA: over ordered streams of centers, one warp
      each, as many as the busiest rows tolerate; see cuda_streams). The learning rate
@@ -81,27 +81,23 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
     return np.minimum(1.0, (np.sqrt(c / t) + 1.0) * t / c)
 
 
-def context_windows(ids: torch.Tensor, sentence: torch.Tensor, start: int, stop: int, window: int,
-                    radius: torch.Tensor) -> torch.Tensor:
-    """[stop - start, 2 * window + 1] int64 context ids of centers ids[start:stop], on the
-    tensors' device: column window + d holds ids[i + d] when 0 < |d| <= radius of the
-    center and ids[i + d] is in its sentence, else -1 (the middle column always). ids,
-    sentence, radius: [n] int64. The update ops skip -1 slots; keeping the center's column
-    lets the windows stay strided views of the block (padded by `window` sentinels on
-    each side), read by one select: about 3x faster than gathering 2 * window columns."""
+def window_examples(sentence: torch.Tensor, radius: torch.Tensor, start: int, stop: int, window: int,
+                    sg: bool) -> int:
+    """How many examples the stream-form update makes of centers [start, stop): skip-gram
+    pairs, or CBOW centers with at least one context (the loss is averaged over them).
+    sentence, radius: [N] int64; center i's window holds i + d for 0 < |d| <= radius[i]
+    with sentence[i + d] == sentence[i] (torch.ops.pyattn.sgns_stream_update_)."""
     if stop <= start:
-        return ids.new_full((0, 2 * window + 1), -1)
-    lo, hi = max(0, start - window), min(len(ids), stop + window)
-    pad = ids.new_full((window,), -1)
-
-    def windows(x):  # [stop - start, 2 * window + 1] view: x[i - window .. i + window] for each center i
-        padded = torch.cat([pad[: window - (start - lo)], x[lo:hi], pad[: window - (hi - stop)]])
-        return padded.unfold(0, 2 * window + 1, 1)
-
-    reach = torch.arange(-window, window + 1, device=ids.device).abs()
-    reach[window] = window + 1  # the center itself: beyond every radius
-    near = radius[start:stop, None] >= reach[None, :]
-    return torch.where((windows(sentence) == sentence[start:stop, None]) & near, windows(ids), -1)
+        return 0
+    lo, hi = max(0, start - window), min(len(sentence), stop + window)
+    pad = sentence.new_full((window,), -1)  # never a sentence id
+    padded = torch.cat([pad[: window - (start - lo)], sentence[lo:hi], pad[: window - (hi - stop)]])
+    own, r = sentence[start:stop], radius[start:stop]
+    contexts = torch.zeros_like(own)
+    for d in range(1, window + 1):
+        for nb in (padded[window - d: window - d + stop - start], padded[window + d: window + d + stop - start]):
+            contexts += (nb == own) & (r >= d)
+    return int(contexts.sum()) if sg else int((contexts > 0).sum())
 
 
 def cuda_streams(counts: np.ndarray, sample: float, negative: int, ns_exponent: float, window: int,
@@ -252,24 +248,23 @@ class Word2Vec:
         bases = [w_in.clone(), w_out.clone()] if self.world.distributed else []  # the tables at the last merge
         t0 = time.perf_counter()
         try:
-            for epoch, b, n_ids, n_blocks, centers, ctx in self._blocks(epochs, self.seed + rank):
+            for epoch, b, n_blocks, ids, sent, radius, start, stop in self._blocks(epochs, self.seed + rank):
                 if b == 0 and epoch > 0 and loss_n:
                     self.running_loss = loss_sum / loss_n
                     loss_sum, loss_n = 0.0, 0
                 progress = done_raw / total_raw
                 lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
-                want_loss = self.compute_loss and b % 8 == 0 and len(centers) > 0
+                want_loss = self.compute_loss and b % 8 == 0 and stop > start
                 seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b + (rank << 40)
-                if len(centers):
-                    loss = self._update(w_in, w_out, centers, ctx, table, lr, seed, want_loss)
+                if stop > start:
+                    loss = self._update(w_in, w_out, ids, sent, radius, start, stop, table, lr, seed, want_loss)
                 if want_loss:
-                    examples = int((ctx >= 0).sum()) if self.sg else int((ctx >= 0).any(1).sum())
                     loss_sum += float(loss)
-                    loss_n += examples
+                    loss_n += window_examples(sent, radius, start, stop, self.window, self.sg)
                 # the merges due by the end of block b: syncs_per_epoch of them by the epoch's end
                 for _ in range((b + 1) * syncs // n_blocks - b * syncs // n_blocks):
                     distributed.merge_updates_([w_in, w_out], bases, self.world)
-                step_raw = len(centers) / n_ids * c.raw_words
+                step_raw = (stop - start) / max(1, len(ids)) * c.raw_words
                 done_raw += step_raw
                 if bar is not None:
                     bar.update(step_raw)
@@ -292,18 +287,22 @@ class Word2Vec:
         self.wv.fill_norms()
         return self
 
-    def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss) -> torch.Tensor:
-        """One block's SGD step in place (torch.ops.pyattn.{sgns,cbow}_update_, negatives
-        drawn from the alias `table` with `seed`); returns the summed loss (0-d float64)."""
-        op = torch.ops.pyattn.sgns_update_ if self.sg else torch.ops.pyattn.cbow_update_
-        return op(w_in, w_out, centers, contexts, None, table, self.negative, lr, seed, want_loss, self._max_streams)
+    def _update(self, w_in, w_out, ids, sentence, radius, start, stop, table, lr, seed, want_loss) -> torch.Tensor:
+        """One block's SGD step in place: centers ids[start:stop], their windows read from the
+        epoch's token stream in the kernel (torch.ops.pyattn.{sgns,cbow}_stream_update_),
+        negatives drawn from the alias `table` with `seed`; returns the summed loss (0-d
+        float64)."""
+        op = torch.ops.pyattn.sgns_stream_update_ if self.sg else torch.ops.pyattn.cbow_stream_update_
+        return op(w_in, w_out, ids, sentence, radius, start, stop, self.window, None, table, self.negative, lr, seed,
+                  want_loss, self._max_streams)
 
     def _blocks(self, epochs, seed):
-        """Per epoch, on the training device: subsample, shrink windows, then yield (epoch,
-        block index, kept tokens this epoch, blocks this epoch, centers [n] int64,
-        contexts [n, 2 * window + 1] int64, see context_windows). An epoch whose
-        subsampling keeps nothing yields empty blocks, so that every rank meets its
-        syncs. On CUDA a block is up to CUDA_BLOCK_WORDS tokens: the update kernel
+        """Per epoch, on the training device: subsample and shrink the windows, then yield
+        (epoch, block index, blocks this epoch, the epoch's kept tokens ids [N] int64, their
+        sentence ids [N] and window radii [N], and the block's centers as start, stop:
+        ids[start:stop]); the update kernel reads each center's window from ids itself. An
+        epoch whose subsampling keeps nothing yields empty blocks, so that every rank meets
+        its syncs. On CUDA a block is up to CUDA_BLOCK_WORDS tokens: the update kernel
         spreads a block's centers over up to thousands of ordered streams (warps), each
         wanting a long run of centers. Across processes an epoch has at least
         syncs_per_epoch blocks."""
@@ -322,9 +321,7 @@ class Word2Vec:
             n_blocks = max(1, -(-len(ids) // block), self.syncs_per_epoch if self.world.distributed else 1)
             step = -(-len(ids) // n_blocks)
             for b in range(n_blocks):
-                s, e = min(len(ids), b * step), min(len(ids), (b + 1) * step)
-                yield (epoch, b, max(1, len(ids)), n_blocks, ids[s:e],
-                       context_windows(ids, sent, s, e, self.window, radius))
+                yield epoch, b, n_blocks, ids, sent, radius, min(len(ids), b * step), min(len(ids), (b + 1) * step)
 
 
 def _progress(total: float, enabled: bool):

@@ -176,6 +176,23 @@ std::tuple<double, int64_t> negsamp_update(at::Tensor w_in, at::Tensor w_out, co
   return {loss.item<double>(), bad.item<int64_t>()};
 }
 
+// The same update with the windows read from the token stream (tokens, sentence, radius
+// [N] int64; centers tokens[start:stop]), as sgns_stream_update_ / cbow_stream_update_.
+std::tuple<double, int64_t> negsamp_stream_update(at::Tensor w_in, at::Tensor w_out, const at::Tensor& tokens,
+                                                  const at::Tensor& sentence, const at::Tensor& radius,
+                                                  int64_t start, int64_t stop, int64_t window,
+                                                  const at::Tensor& negatives, const at::Tensor& table, int64_t k,
+                                                  double lr, int64_t seed, bool cbow, int64_t max_streams) {
+  at::Tensor loss = at::zeros({}, at::kDouble), bad = at::zeros({1}, at::kLong);
+  NegSamplingUpdateParams p = make_negative_sampling_update_params(
+      w_in, w_out, tokens, at::Tensor(), negatives.numel() ? negatives : at::Tensor(),
+      table.numel() ? table : at::Tensor(), k, uint64_t(seed), lr, cbow, true, loss, bad);
+  set_token_stream(&p, tokens, sentence, radius, start, stop, window);
+  p.max_streams = max_streams;
+  negative_sampling_update_cuda(p, nullptr);
+  return {loss.item<double>(), bad.item<int64_t>()};
+}
+
 // Per-pair skip-gram loss [b] and its per-example gradients d_h [b, D], d_u [b, 1 + k, D]
 // for an upstream gradient dloss [b].
 std::vector<at::Tensor> sgns_loss(const at::Tensor& w_in, const at::Tensor& w_out, const at::Tensor& centers,
@@ -211,5 +228,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_seq_persistent_fwd", &lstm_seq_persistent_fwd);
   m.def("lstm_seq_persistent_bwd", &lstm_seq_persistent_bwd);
   m.def("negsamp_update", &negsamp_update);
+  m.def("negsamp_stream_update", &negsamp_stream_update);
   m.def("sgns_loss", &sgns_loss);
 }

@@ -40,8 +40,15 @@ struct NegSamplingUpdateParams {
   DType dtype;               // f32 or f64
   int64_t vocab, dim;
   const int64_t* centers;    // [n]
-  const int64_t* contexts;   // [n, window_slots], contiguous; -1 = empty slot
+  const int64_t* contexts;   // [n, window_slots], contiguous; -1 = empty slot; or nullptr: the token stream below
   int64_t n, window_slots;
+  // Contexts read from a token stream (when contexts is nullptr; see context_id): centers,
+  // sentence and radius point at the block's first center in arrays that hold the
+  // stream's indices [stream_begin, stream_end) relative to it (stream_begin <= 0,
+  // stream_end >= n), and window_slots = 2 * window + 1.
+  const int64_t* sentence;   // sentence id of each token
+  const int64_t* radius;     // each center's window radius (word2vec.c's window - b)
+  int64_t stream_begin, stream_end;
   const int64_t* negatives;  // explicit: skip-gram [n, window_slots, k], CBOW [n, k]; or nullptr
   const void* table;         // nullptr, slots [table_size] int32 / int64, or alias [table_size, 2] int64
   TableKind table_kind;
@@ -80,6 +87,18 @@ struct SgnsLossParams {
                              // set exactly when d_h is
   int64_t* bad_index;        // [1]: an out-of-range id met, or -1
 };
+
+// Context slot `slot` of center n, or -1 (empty). From the token stream, slot window + d
+// (0 < |d| <= radius[n]) holds token n + d if it lies in the stream and in n's sentence:
+// word2vec.c's shrunk window, built as the kernel walks the text instead of stored.
+PYATTN_HD int64_t context_id(const NegSamplingUpdateParams& p, int64_t n, int64_t slot) {
+  if (p.contexts) return p.contexts[n * p.window_slots + slot];
+  const int64_t d = slot - p.window_slots / 2, i = n + d;
+  if (d == 0 || d > p.radius[n] || -d > p.radius[n] || i < p.stream_begin || i >= p.stream_end ||
+      p.sentence[i] != p.sentence[n])
+    return -1;
+  return p.centers[i];
+}
 
 // The j-th negative of `example` (explicit, or drawn from the table as described above):
 // one definition for the CPU and CUDA kernels, so both draw the same ids.
