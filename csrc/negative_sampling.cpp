@@ -95,10 +95,12 @@ at::Tensor run_update(const char* op, bool cbow, at::Tensor& w_in, at::Tensor& w
   return loss;
 }
 
-at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers_in,
-                  const at::Tensor& contexts_in, const std::optional<at::Tensor>& negatives_in,
-                  const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed, bool compute_loss,
-                  int64_t max_streams) {
+// sgns_update_ (kCbow false) and cbow_update_.
+template <bool kCbow>
+at::Tensor update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers_in, const at::Tensor& contexts_in,
+                  const std::optional<at::Tensor>& negatives_in, const std::optional<at::Tensor>& table_in, int64_t k,
+                  double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
+  constexpr bool cbow = kCbow;
   const char* op = cbow ? "cbow_update_" : "sgns_update_";
   check_update_tables(w_in, w_out, op);
   check_dims(centers_in, 1, op, "centers", "(n)");
@@ -110,12 +112,15 @@ at::Tensor update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tens
                     table_in, k, lr, seed, compute_loss, max_streams, [](NegSamplingUpdateParams*) {});
 }
 
-// The stream form: centers tokens[start:stop], windows read from the stream in the kernel.
-at::Tensor stream_update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens_in,
+// The stream form, sgns_stream_update_ (kCbow false) and cbow_stream_update_: centers
+// tokens[start:stop], their windows read from the stream in the kernel.
+template <bool kCbow>
+at::Tensor stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens_in,
                          const at::Tensor& sentence_in, const at::Tensor& radius_in, int64_t start, int64_t stop,
                          int64_t window, const std::optional<at::Tensor>& negatives_in,
                          const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed,
                          bool compute_loss, int64_t max_streams) {
+  constexpr bool cbow = kCbow;
   const char* op = cbow ? "cbow_stream_update_" : "sgns_stream_update_";
   check_update_tables(w_in, w_out, op);
   check_dims(tokens_in, 1, op, "tokens", "(N)");
@@ -138,36 +143,6 @@ at::Tensor stream_update(bool cbow, at::Tensor& w_in, at::Tensor& w_out, const a
                     table_in, k, lr, seed, compute_loss, max_streams, [&](NegSamplingUpdateParams* p) {
                       set_token_stream(p, tokens, sentence, radius, start, stop, window);
                     });
-}
-
-at::Tensor sgns_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
-                       const std::optional<at::Tensor>& negatives, const std::optional<at::Tensor>& table, int64_t k,
-                       double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
-  return update(false, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss, max_streams);
-}
-
-at::Tensor cbow_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
-                       const std::optional<at::Tensor>& negatives, const std::optional<at::Tensor>& table, int64_t k,
-                       double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
-  return update(true, w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss, max_streams);
-}
-
-at::Tensor sgns_stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens,
-                              const at::Tensor& sentence, const at::Tensor& radius, int64_t start, int64_t stop,
-                              int64_t window, const std::optional<at::Tensor>& negatives,
-                              const std::optional<at::Tensor>& table, int64_t k, double lr, int64_t seed,
-                              bool compute_loss, int64_t max_streams) {
-  return stream_update(false, w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr,
-                       seed, compute_loss, max_streams);
-}
-
-at::Tensor cbow_stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens,
-                              const at::Tensor& sentence, const at::Tensor& radius, int64_t start, int64_t stop,
-                              int64_t window, const std::optional<at::Tensor>& negatives,
-                              const std::optional<at::Tensor>& table, int64_t k, double lr, int64_t seed,
-                              bool compute_loss, int64_t max_streams) {
-  return stream_update(true, w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr,
-                       seed, compute_loss, max_streams);
 }
 
 // sgns_loss's inputs, checked, with the ids as int64.
@@ -242,10 +217,10 @@ std::tuple<at::Tensor, at::Tensor> loss_bwd(const at::Tensor& dloss_in, const at
 }
 
 void register_impls(torch::Library& m) {
-  m.impl("sgns_update_", &sgns_update);
-  m.impl("cbow_update_", &cbow_update);
-  m.impl("sgns_stream_update_", &sgns_stream_update);
-  m.impl("cbow_stream_update_", &cbow_stream_update);
+  m.impl("sgns_update_", &update<false>);
+  m.impl("cbow_update_", &update<true>);
+  m.impl("sgns_stream_update_", &stream_update<false>);
+  m.impl("cbow_stream_update_", &stream_update<true>);
   m.impl("sgns_loss_fwd", &loss_fwd);
   m.impl("sgns_loss_fwd_grad", &loss_fwd_grad);
   m.impl("sgns_loss_bwd", &loss_bwd);
