@@ -138,6 +138,11 @@ at::Tensor stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& 
     const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
     TORCH_CHECK(lo_v >= 0 && hi_v <= window, op, ": radius[start:stop] holds values in [", lo_v, ", ", hi_v,
                 "], expected them in [0, window] = [0, ", window, "]");
+    // The tokens the block reads (the kernel reports ids >= vocab; a negative one would
+    // read as an empty slot).
+    const int64_t least = tokens.slice(0, std::max<int64_t>(0, start - window), std::min(len, stop + window))
+                              .min().item<int64_t>();
+    TORCH_CHECK(least >= 0, op, ": tokens holds the id ", least, " near [start, stop), expected ids >= 0");
   }
   return run_update(op, cbow, w_in, w_out, tokens, at::Tensor(), stop - start, 2 * window + 1, negatives_in,
                     table_in, k, lr, seed, compute_loss, max_streams, [&](NegSamplingUpdateParams* p) {

@@ -201,6 +201,8 @@ def test_stream_update_bad_inputs():
     call(radius=torch.tensor([0] * 9 + [3]), stop=9)  # only the centers' radii matter
     with pytest.raises(USER_ERRORS, match="token id 12 is out of range"):
         call(tokens=torch.tensor([0] * 9 + [12]))
+    with pytest.raises(USER_ERRORS, match="tokens holds the id -3"):
+        call(tokens=torch.tensor([0] * 9 + [-3]), stop=8)  # a context of the block's last center
 
 
 @pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
