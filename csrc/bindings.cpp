@@ -81,8 +81,13 @@ TORCH_LIBRARY(pyattn, m) {
   // [slots] drawn uniformly, or an alias table [vocab, 2] int64. max_streams (CUDA):
   // the most examples in flight, 0 = the kernel's choice (the CPU runs one per thread).
   // Returns the summed loss (float64 scalar on the CPU; 0 unless compute_loss).
+  // window_batch (skip-gram): each center's window is one example, its contexts the
+  // inputs and its center plus k negatives (negatives [n, k]) the targets, every logit
+  // from the rows as they stand at the center (pWord2Vec's HogBatch; semantics in
+  // pyattn/negative_sampling.h).
   m.def("sgns_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
-        "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0) -> Tensor");
+        "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0, "
+        "bool window_batch=False) -> Tensor");
   m.def("cbow_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor centers, Tensor contexts, Tensor? negatives, "
         "Tensor? table, int k, float lr, int seed, bool compute_loss=True, int max_streams=0) -> Tensor");
   // The same updates with the windows read from a token stream, as word2vec.c walks its
@@ -92,7 +97,7 @@ TORCH_LIBRARY(pyattn, m) {
   // with those contexts [stop - start, 2 * window + 1] (negatives drawn alike).
   m.def("sgns_stream_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor tokens, Tensor sentence, Tensor radius, "
         "int start, int stop, int window, Tensor? negatives, Tensor? table, int k, float lr, int seed, "
-        "bool compute_loss=True, int max_streams=0) -> Tensor");
+        "bool compute_loss=True, int max_streams=0, bool window_batch=False) -> Tensor");
   m.def("cbow_stream_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor tokens, Tensor sentence, Tensor radius, "
         "int start, int stop, int window, Tensor? negatives, Tensor? table, int k, float lr, int seed, "
         "bool compute_loss=True, int max_streams=0) -> Tensor");

@@ -63,9 +63,9 @@ void check_update_tables(const at::Tensor& w_in, const at::Tensor& w_out, const 
 
 // What both forms of the update check and run alike: n examples' centers (checked ids)
 // and contexts [n, slots] (undefined in the stream form, whose set_stream then points
-// the params at the token stream).
+// the params at the token stream). window_batch: skip-gram's window batch (never CBOW's).
 template <class SetStream>
-at::Tensor run_update(const char* op, bool cbow, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers,
+at::Tensor run_update(const char* op, bool cbow, bool window_batch, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers,
                       const at::Tensor& contexts, int64_t n, int64_t slots, const std::optional<at::Tensor>& negatives_in,
                       const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed,
                       bool compute_loss, int64_t max_streams, SetStream set_stream) {
@@ -76,8 +76,10 @@ at::Tensor run_update(const char* op, bool cbow, at::Tensor& w_in, at::Tensor& w
   if (negatives_in.has_value()) {
     TORCH_CHECK(!table_in.has_value(), op, ": give negatives or table, not both");
     negatives = ids(*negatives_in, w_in, op, "negatives");
-    const std::vector<int64_t> want = cbow ? std::vector<int64_t>{n, k} : std::vector<int64_t>{n, slots, k};
-    check_shape(negatives, want, op, "negatives", cbow ? "(n, k)" : "(n, window_slots, k)");
+    const bool per_center = cbow || window_batch;  // else one draw per (center, slot) pair
+    const std::vector<int64_t> want = per_center ? std::vector<int64_t>{n, k} : std::vector<int64_t>{n, slots, k};
+    check_shape(negatives, want, op, "negatives",
+                cbow ? "(n, k)" : per_center ? "(n, k) with window_batch" : "(n, window_slots, k)");
   } else if (k > 0) {
     TORCH_CHECK(table_in.has_value(), op, ": k = ", k, " negatives need a table to draw from (or explicit negatives)");
     table = check_draw_table(*table_in, w_in, op);
@@ -86,20 +88,26 @@ at::Tensor run_update(const char* op, bool cbow, at::Tensor& w_in, at::Tensor& w
   at::Tensor bad = at::empty({1}, w_in.options().dtype(at::kLong));
   if (n == 0 || w_in.size(1) == 0) return loss;
   check_cuda_row_bytes(w_in, op, "w_in");
+  TORCH_CHECK(!window_batch || !w_in.is_cuda() || slots * (k + 33) * int64_t(w_in.element_size()) <=
+                                                      kNegSamplingCudaMaxBatchBytes,
+              op, ": window_batch with ", slots, " window slots and k = ", k,
+              " is past the CUDA kernel's envelope, window_slots * (k + 33) * element size <= ",
+              kNegSamplingCudaMaxBatchBytes, " bytes");
   NegSamplingUpdateParams p = make_negative_sampling_update_params(
       w_in, w_out, centers, contexts, negatives, table, k, uint64_t(seed), lr, cbow, compute_loss, loss, bad);
   set_stream(&p);
+  p.window_batch = window_batch;
   p.max_streams = max_streams;
   run_kernel(w_in, op, p, &negative_sampling_update_cpu, PYATTN_CUDA_LAUNCHER(negative_sampling_update_cuda));
   raise_bad_index(bad, p.vocab, op);
   return loss;
 }
 
-// sgns_update_ (kCbow false) and cbow_update_.
+// sgns_update_ (kCbow false) and cbow_update_ (through cbow_update, without window_batch).
 template <bool kCbow>
 at::Tensor update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers_in, const at::Tensor& contexts_in,
                   const std::optional<at::Tensor>& negatives_in, const std::optional<at::Tensor>& table_in, int64_t k,
-                  double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
+                  double lr, int64_t seed, bool compute_loss, int64_t max_streams, bool window_batch) {
   constexpr bool cbow = kCbow;
   const char* op = cbow ? "cbow_update_" : "sgns_update_";
   check_update_tables(w_in, w_out, op);
@@ -108,18 +116,25 @@ at::Tensor update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers
               contexts_in.sizes(), ", expected (n, window_slots) with n = ", centers_in.size(0));
   const at::Tensor centers = ids(centers_in, w_in, op, "centers");
   const at::Tensor contexts = ids(contexts_in, w_in, op, "contexts");
-  return run_update(op, cbow, w_in, w_out, centers, contexts, centers.size(0), contexts.size(1), negatives_in,
-                    table_in, k, lr, seed, compute_loss, max_streams, [](NegSamplingUpdateParams*) {});
+  return run_update(op, cbow, window_batch, w_in, w_out, centers, contexts, centers.size(0), contexts.size(1),
+                    negatives_in, table_in, k, lr, seed, compute_loss, max_streams, [](NegSamplingUpdateParams*) {});
 }
 
-// The stream form, sgns_stream_update_ (kCbow false) and cbow_stream_update_: centers
-// tokens[start:stop], their windows read from the stream in the kernel.
+at::Tensor cbow_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers, const at::Tensor& contexts,
+                       const std::optional<at::Tensor>& negatives, const std::optional<at::Tensor>& table, int64_t k,
+                       double lr, int64_t seed, bool compute_loss, int64_t max_streams) {
+  return update<true>(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss, max_streams, false);
+}
+
+// The stream form, sgns_stream_update_ (kCbow false) and cbow_stream_update_ (through
+// cbow_stream_update): centers tokens[start:stop], their windows read from the stream in
+// the kernel.
 template <bool kCbow>
 at::Tensor stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens_in,
                          const at::Tensor& sentence_in, const at::Tensor& radius_in, int64_t start, int64_t stop,
                          int64_t window, const std::optional<at::Tensor>& negatives_in,
                          const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed,
-                         bool compute_loss, int64_t max_streams) {
+                         bool compute_loss, int64_t max_streams, bool window_batch) {
   constexpr bool cbow = kCbow;
   const char* op = cbow ? "cbow_stream_update_" : "sgns_stream_update_";
   check_update_tables(w_in, w_out, op);
@@ -144,10 +159,19 @@ at::Tensor stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& 
                               .min().item<int64_t>();
     TORCH_CHECK(least >= 0, op, ": tokens holds the id ", least, " near [start, stop), expected ids >= 0");
   }
-  return run_update(op, cbow, w_in, w_out, tokens, at::Tensor(), stop - start, 2 * window + 1, negatives_in,
-                    table_in, k, lr, seed, compute_loss, max_streams, [&](NegSamplingUpdateParams* p) {
+  return run_update(op, cbow, window_batch, w_in, w_out, tokens, at::Tensor(), stop - start, 2 * window + 1,
+                    negatives_in, table_in, k, lr, seed, compute_loss, max_streams, [&](NegSamplingUpdateParams* p) {
                       set_token_stream(p, tokens, sentence, radius, start, stop, window);
                     });
+}
+
+at::Tensor cbow_stream_update(at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& tokens,
+                              const at::Tensor& sentence, const at::Tensor& radius, int64_t start, int64_t stop,
+                              int64_t window, const std::optional<at::Tensor>& negatives,
+                              const std::optional<at::Tensor>& table, int64_t k, double lr, int64_t seed,
+                              bool compute_loss, int64_t max_streams) {
+  return stream_update<true>(w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr,
+                             seed, compute_loss, max_streams, false);
 }
 
 // sgns_loss's inputs, checked, with the ids as int64.
@@ -223,9 +247,9 @@ std::tuple<at::Tensor, at::Tensor> loss_bwd(const at::Tensor& dloss_in, const at
 
 void register_impls(torch::Library& m) {
   m.impl("sgns_update_", &update<false>);
-  m.impl("cbow_update_", &update<true>);
+  m.impl("cbow_update_", &cbow_update);
   m.impl("sgns_stream_update_", &stream_update<false>);
-  m.impl("cbow_stream_update_", &stream_update<true>);
+  m.impl("cbow_stream_update_", &cbow_stream_update);
   m.impl("sgns_loss_fwd", &loss_fwd);
   m.impl("sgns_loss_fwd_grad", &loss_fwd_grad);
   m.impl("sgns_loss_bwd", &loss_bwd);

@@ -532,7 +532,7 @@ def test_negative_sampling_update(emu, gen, dtype, cbow):
     update = nsref.cbow_update if cbow else nsref.sgns_update
     r_in, r_out, r_loss = update(to_np(w_in), to_np(w_out), centers.numpy(), contexts.numpy(), negs.numpy(), 0.05)
     loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts.contiguous(), negs.contiguous(), torch.empty(0), k,
-                                   0.05, 0, cbow, 0)
+                                   0.05, 0, cbow, 0, False)
     assert bad == -1
     assert_close(w_in, r_in, dtype, msg="w_in")
     assert_close(w_out, r_out, dtype, msg="w_out")
@@ -540,14 +540,16 @@ def test_negative_sampling_update(emu, gen, dtype, cbow):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-@pytest.mark.parametrize("cbow", [False, True], ids=["skipgram", "cbow"])
+@pytest.mark.parametrize("kind", ["skipgram", "cbow", "window-batch"])
 @pytest.mark.parametrize("streams, k", [(1, 2), (3, 2), (2, 10)])
-def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, cbow, streams, k):
+def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, kind, streams, k):
     """Each stream walks a contiguous run of the centers in order. Ids repeat within a run
     (every update meets earlier ones; targets repeat within one example, whose logits the
-    kernel sums together, 8 at a time) but each run draws from its own part of the
-    vocabulary, so runs never meet and the result is the sequential reference's. Vectors
-    of std 0.9 at dim 40 give logits of std ~5: some pass |x| >= 6 and get no update."""
+    kernel sums together, 8 at a time; a window batch's inputs and targets repeat) but
+    each run draws from its own part of the vocabulary, so runs never meet and the result
+    is the sequential reference's. Vectors of std 0.9 at dim 40 give logits of std ~5:
+    some pass |x| >= 6 and get no update."""
+    cbow, batch = kind == "cbow", kind == "window-batch"
     run, slots, dim, words = 4, 3, 40, 6
     n = run * streams
     part = torch.arange(n)[:, None] // run * words                    # [n, 1]: run r uses ids r*words ..
@@ -555,27 +557,28 @@ def test_negative_sampling_update_streams_run_in_order(emu, gen, dtype, cbow, st
     centers = draw(n)
     contexts = draw(n, slots)
     contexts[1, 0] = -1  # an empty window slot
-    negs = draw(n, k) if cbow else draw(n, slots, k)
+    negs = draw(n, k) if cbow or batch else draw(n, slots, k)
     vocab = words * streams
     w_in = (torch.randn(vocab, dim, generator=gen) * 0.9).to(dtype)
     w_out = (torch.randn(vocab, dim, generator=gen) * 0.9).to(dtype)
-    update = nsref.cbow_update if cbow else nsref.sgns_update
+    update = nsref.cbow_update if cbow else nsref.sgns_window_update if batch else nsref.sgns_update
     r_in, r_out, r_loss = update(to_np(w_in), to_np(w_out), centers.numpy(), contexts.numpy(), negs.numpy(), 0.05)
     loss, bad = emu.negsamp_update(w_in, w_out, centers, contexts, negs.contiguous(), torch.empty(0), k, 0.05, 0,
-                                   cbow, streams)
+                                   cbow, streams, batch)
     assert bad == -1
     assert_close(w_in, r_in, dtype, msg="w_in")
     assert_close(w_out, r_out, dtype, msg="w_out")
     assert_close(torch.tensor(loss, dtype=torch.float64), np.float64(r_loss), dtype, msg="loss")
 
 
-@pytest.mark.parametrize("cbow", [False, True], ids=["skipgram", "cbow"])
+@pytest.mark.parametrize("kind", ["skipgram", "cbow", "window-batch"])
 @pytest.mark.parametrize("streams", [1, 3])
-def test_negative_sampling_stream_update_equals_the_contexts_form(emu, gen, cbow, streams):
+def test_negative_sampling_stream_update_equals_the_contexts_form(emu, gen, kind, streams):
     """The stream form reads the windows of the reference's stream_contexts (sentence
     edges, radii 0 to window, the stream's ends) and draws the same negatives, so it
     updates exactly as the contexts form. With several streams, each stream's run of
     centers has its own words, sentences and explicit negatives, so runs never meet."""
+    cbow, batch = kind == "cbow", kind == "window-batch"
     words, dim, window, k, start, stop = 10, 40, 3, 4, 2, 86
     run = (stop - start) // streams
     part = ((torch.arange(90) - start) // run).clamp(0, streams - 1)  # [N] the run each token belongs to
@@ -584,26 +587,26 @@ def test_negative_sampling_stream_update_equals_the_contexts_form(emu, gen, cbow
     radius = torch.randint(0, window + 1, (90,), generator=gen)
     contexts = torch.from_numpy(nsref.stream_contexts(tokens.numpy(), sentence.numpy(), radius.numpy(), start, stop,
                                                       window))
-    centers_part = part[start:stop].view(-1, 1, 1) if not cbow else part[start:stop].view(-1, 1)
+    centers_part = part[start:stop].view(-1, 1) if cbow or batch else part[start:stop].view(-1, 1, 1)
     negs = torch.empty(0, dtype=torch.long)
     table = torch.randint(0, words * streams, (64,), generator=gen)
     if streams > 1:  # explicit negatives from each run's own words
-        shape = (stop - start, k) if cbow else (stop - start, 2 * window + 1, k)
+        shape = (stop - start, k) if cbow or batch else (stop - start, 2 * window + 1, k)
         negs, table = centers_part * words + torch.randint(0, words, shape, generator=gen), torch.empty(0)
     w_in = torch.randn(words * streams, dim, generator=gen) * 0.3
     w_out = torch.randn(words * streams, dim, generator=gen) * 0.3
     a_in, a_out, b_in, b_out = w_in.clone(), w_out.clone(), w_in.clone(), w_out.clone()
     a = emu.negsamp_update(a_in, a_out, tokens[start:stop].contiguous(), contexts, negs, table, k, 0.05, 9, cbow,
-                           streams)
+                           streams, batch)
     b = emu.negsamp_stream_update(b_in, b_out, tokens, sentence, radius, start, stop, window, negs, table, k, 0.05, 9,
-                                  cbow, streams)
+                                  cbow, streams, batch)
     assert a == b and a[1] == -1
     assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out)
     assert not torch.equal(b_out, w_out)
 
 
-@pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
-def test_word2vec_planted_structure_emulated(emu, sg):
+@pytest.mark.parametrize("sg, window_batch", [(1, True), (1, False), (0, False)], ids=["sg", "sg-pairs", "cbow"])
+def test_word2vec_planted_structure_emulated(emu, sg, window_batch):
     """The Word2Vec trainer with the CUDA update kernel (emulated, with the streams the
     trainer picks on CUDA) finds the planted groups of tests/test_word2vec.py, on a
     shorter corpus. The emulator runs blocks one after another, so this checks the
@@ -616,14 +619,16 @@ def test_word2vec_planted_structure_emulated(emu, sg):
     class EmulatedCuda(Word2Vec):
         def _update(self, w_in, w_out, ids, sentence, radius, start, stop, table, lr, seed, want_loss):
             streams = cuda_streams(self.corpus.counts, self.sample, self.negative, self.ns_exponent, self.window,
-                                   not self.sg)
+                                   not self.sg or self.window_batch)
             loss, bad = emu.negsamp_stream_update(w_in, w_out, ids, sentence, radius, start, stop, self.window,
-                                                  torch.empty(0), table, self.negative, lr, seed, not self.sg, streams)
+                                                  torch.empty(0), table, self.negative, lr, seed, not self.sg, streams,
+                                                  bool(self.sg) and self.window_batch)
             assert bad == -1
             return torch.tensor(loss, dtype=torch.float64)
 
     model = EmulatedCuda(planted_corpus(sentences=400), vector_size=32, window=3, min_count=1, sg=sg, negative=5,
-                         epochs=5, workers=1, seed=3, sample=0, alpha=0.025 if sg else 0.05, progress=False)
+                         epochs=5, workers=1, seed=3, sample=0, alpha=0.025 if sg else 0.05, progress=False,
+                         window_batch=window_batch)
     wv = model.wv
     same = [wv.similarity(f"g{g}w{i}", f"g{g}w{j}") for g in range(GROUPS) for i in range(4) for j in range(4, 8)]
     cross = [wv.similarity(f"g{g}w{i}", f"g{(g + 1) % GROUPS}w{i}") for g in range(GROUPS) for i in range(8)]

@@ -123,6 +123,55 @@ def test_update_repeated_indices_single_thread_is_sequential(cbow, rng):
     assert abs(loss.item() - e_loss) <= 1e-9 * abs(e_loss)
 
 
+def _run_window_batch(w_in, w_out, centers, contexts, negs, lr):
+    return OPS.sgns_update_(w_in, w_out, torch.tensor(centers), torch.tensor(contexts), torch.tensor(negs), None,
+                            negs.shape[-1], lr, 0, True, 0, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("dim", [1, 7, 16, 100, 131])
+def test_window_batch_matches_reference(dtype, dim, rng):
+    """Skip-gram's window batch against the reference on ids that repeat within a window
+    and across centers (one thread: centers in order). Vectors of std 1 at dim 16 give
+    logits of std 4: saturated targets (no update) occur beside the others."""
+    vocab, n, slots, k = 12, 30, 6, 4
+    w_in, w_out = _tables(rng, vocab, dim, dtype)
+    if dim == 16:
+        w_in, w_out = w_in * 2, w_out * 2
+    centers, contexts, _ = _colliding_batch(rng, vocab, n, slots, k, True)
+    contexts[rng.random(contexts.shape) < 0.3] = -1
+    contexts[3] = -1                                   # a center without contexts: no example
+    negs = rng.integers(0, vocab, (n, k))
+    e_in, e_out, e_loss = ref.sgns_window_update(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.05)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss = _run_window_batch(w_in, w_out, centers, contexts, negs, 0.05)
+    finally:
+        torch.set_num_threads(threads)
+    tol = Tol(1e-11, 1e-9) if dtype == torch.float64 else Tol(1e-5, 1e-4)
+    assert_close(w_in, e_in, tol=tol, msg="w_in")
+    assert_close(w_out, e_out, tol=tol, msg="w_out")
+    assert abs(loss.item() - e_loss) <= (1e-9 if dtype == torch.float64 else 1e-5) * abs(e_loss)
+
+
+def test_window_batch_is_not_the_pair_order(rng):
+    """The window batch takes every logit from the rows as they stand at the center; the
+    pair order (and the batch computed pair by pair) would differ. Guards the test above
+    against a reference that collapsed into the pair order."""
+    vocab, dim, n, slots, k = 12, 8, 10, 4, 3
+    w_in, w_out = _tables(rng, vocab, dim, torch.float64)
+    centers, contexts, _ = _colliding_batch(rng, vocab, n, slots, k, True)
+    negs = rng.integers(0, vocab, (n, k))
+    batch = ref.sgns_window_update(to_np(w_in), to_np(w_out), centers, contexts, negs, 0.1)
+    # the same pairs, one at a time, in word2vec.c's orientation (input: the context)
+    pair_in, pair_out = to_np(w_in), to_np(w_out)
+    for c, row, neg in zip(centers, contexts, negs):
+        for o in row:
+            pair_in, pair_out, _ = ref.sgns_update(pair_in, pair_out, [o], [[c]], neg[None, None], 0.1)
+    assert not np.allclose(batch[0], pair_in, rtol=1e-6, atol=1e-9)
+
+
 def _token_stream(rng, length, vocab, window):
     """A token stream: sentences of 1-9 tokens, radii in [0, window] (0: no context)."""
     tokens = rng.integers(0, vocab, length)
@@ -131,30 +180,32 @@ def _token_stream(rng, length, vocab, window):
     return tokens, sentence, radius
 
 
-@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
+@pytest.mark.parametrize("kind", ["sg", "sg-batch", "cbow"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("start, stop", [(0, 120), (37, 90), (0, 5), (115, 120), (60, 60)])
-def test_stream_update_equals_the_contexts_form(cbow, dtype, start, stop, rng):
+def test_stream_update_equals_the_contexts_form(kind, dtype, start, stop, rng):
     """The stream form reads the windows that the reference's stream_contexts builds and
     draws the same negatives: with one thread it equals the contexts form exactly, and
     with explicit negatives (fp64) it matches the sequential reference."""
     vocab, dim, length, window, k = 25, 12, 120, 3, 4
+    cbow, batch = kind == "cbow", kind == "sg-batch"
     tokens, sentence, radius = _token_stream(rng, length, vocab, window)
     contexts = ref.stream_contexts(tokens, sentence, radius, start, stop, window)
     stream = [torch.tensor(a) for a in (tokens, sentence, radius)]
     table = torch.tensor(rng.integers(0, vocab, 50))
-    negs = rng.integers(0, vocab, (stop - start, k) if cbow else (stop - start, 2 * window + 1, k))
+    negs = rng.integers(0, vocab, (stop - start, k) if cbow or batch else (stop - start, 2 * window + 1, k))
     w_in, w_out = _tables(rng, vocab, dim, dtype)
     start_in, start_out = to_np(w_in), to_np(w_out)
     matrix_op = OPS.cbow_update_ if cbow else OPS.sgns_update_
     stream_op = OPS.cbow_stream_update_ if cbow else OPS.sgns_stream_update_
+    extra = () if cbow else (True, 0, batch)  # compute_loss, max_streams, window_batch
     a_in, a_out, b_in, b_out = w_in.clone(), w_out.clone(), w_in.clone(), w_out.clone()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a_loss = matrix_op(a_in, a_out, stream[0][start:stop], torch.tensor(contexts), None, table, k, 0.1, 5)
-        b_loss = stream_op(b_in, b_out, *stream, start, stop, window, None, table, k, 0.1, 5)
-        loss = stream_op(w_in, w_out, *stream, start, stop, window, torch.tensor(negs), None, k, 0.1, 5)
+        a_loss = matrix_op(a_in, a_out, stream[0][start:stop], torch.tensor(contexts), None, table, k, 0.1, 5, *extra)
+        b_loss = stream_op(b_in, b_out, *stream, start, stop, window, None, table, k, 0.1, 5, *extra)
+        loss = stream_op(w_in, w_out, *stream, start, stop, window, torch.tensor(negs), None, k, 0.1, 5, *extra)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out) and a_loss.item() == b_loss.item()
@@ -163,7 +214,7 @@ def test_stream_update_equals_the_contexts_form(cbow, dtype, start, stop, rng):
         return
     assert not np.array_equal(to_np(b_out), start_out), "nothing was updated"
     if dtype == torch.float64:
-        fn = ref.cbow_update if cbow else ref.sgns_update
+        fn = ref.cbow_update if cbow else ref.sgns_window_update if batch else ref.sgns_update
         e_in, e_out, e_loss = fn(start_in, start_out, tokens[start:stop], contexts, negs, 0.1)
         assert_close(w_in, e_in, tol=Tol(1e-11, 1e-9), msg="w_in")
         assert_close(w_out, e_out, tol=Tol(1e-11, 1e-9), msg="w_out")
@@ -205,9 +256,10 @@ def test_stream_update_bad_inputs():
         call(tokens=torch.tensor([0] * 9 + [-3]), stop=8)  # a context of the block's last center
 
 
-@pytest.mark.parametrize("cbow", [False, True], ids=["sg", "cbow"])
-def test_update_hogwild_loose_and_loss_falls(cbow, rng):
+@pytest.mark.parametrize("kind", ["sg", "sg-batch", "cbow"])
+def test_update_hogwild_loose_and_loss_falls(kind, rng):
     """Many threads, repeated ids, drawn negatives: close to the sequential result, loss falls."""
+    cbow = kind == "cbow"
     vocab, dim, n, slots, k = 50, 24, 3000, 4, 5
     w_in, w_out = _tables(rng, vocab, dim, torch.float32)
     w_in *= 0.1
@@ -217,7 +269,9 @@ def test_update_hogwild_loose_and_loss_falls(cbow, rng):
     contexts = torch.stack([(centers + 1) % vocab, (centers + 2) % vocab, centers * 0 - 1, (centers + 1) % vocab], 1)
     table = torch.arange(vocab, dtype=torch.int32).repeat(10)
     op = OPS.cbow_update_ if cbow else OPS.sgns_update_
-    losses = [op(w_in, w_out, centers, contexts, None, table, k, 0.05, epoch, True).item() for epoch in range(6)]
+    extra = (0, True) if kind == "sg-batch" else ()
+    losses = [op(w_in, w_out, centers, contexts, None, table, k, 0.05, epoch, True, *extra).item()
+              for epoch in range(6)]
     assert all(np.isfinite(losses)), losses
     assert losses[-1] < 0.6 * losses[0], losses
 
@@ -257,9 +311,10 @@ def test_drawn_negatives_are_deterministic_and_from_table(rng):
     assert {7, 9} <= set(changed)
 
 
-def _drawn_counts(table, vocab, draws_per_center=5, centers=20000):
+def _drawn_counts(table, vocab, draws_per_center=5, centers=20000, window_batch=False):
     """How often each id was drawn as a negative, read off a linearised update: D = 1,
-    w_in = 1, w_out = 0 and a tiny lr make each draw of t add -lr/2 to w_out[t]."""
+    w_in = 1, w_out = 0 and a tiny lr make each draw of t add -lr/2 to w_out[t] (one
+    context per center, so the window batch draws as often as the pair order)."""
     lr = 1e-9
     w_in = torch.ones(vocab + 1, 1, dtype=torch.float64)
     w_out = torch.zeros(vocab + 1, 1, dtype=torch.float64)
@@ -270,14 +325,16 @@ def _drawn_counts(table, vocab, draws_per_center=5, centers=20000):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.ops.pyattn.sgns_update_(w_in, w_out, c, ctx, None, table, draws_per_center, lr, 7, False)
+        torch.ops.pyattn.sgns_update_(w_in, w_out, c, ctx, None, table, draws_per_center, lr, 7, False, 0,
+                                      window_batch)
     finally:
         torch.set_num_threads(threads)
     return (-2 * w_out[:vocab, 0] / lr).round().numpy()
 
 
+@pytest.mark.parametrize("window_batch", [False, True], ids=["pairs", "window-batch"])
 @pytest.mark.parametrize("kind", ["alias", "slots32", "slots64"])
-def test_drawn_negatives_follow_the_noise_distribution(kind, rng):
+def test_drawn_negatives_follow_the_noise_distribution(kind, window_batch, rng):
     from pyattn.word2vec.model import alias_table
 
     vocab = 50
@@ -289,7 +346,7 @@ def test_drawn_negatives_follow_the_noise_distribution(kind, rng):
         slots = np.rint(weights / weights.sum() * 100000).astype(np.int64)
         table = torch.from_numpy(np.repeat(np.arange(vocab), slots)).to(torch.int32 if kind == "slots32" else torch.int64)
         weights = slots.astype(np.float64)
-    counts = _drawn_counts(table, vocab)
+    counts = _drawn_counts(table, vocab, window_batch=window_batch)
     n = counts.sum()
     assert n == 100000
     expected = weights / weights.sum() * n
@@ -339,6 +396,10 @@ def test_update_bad_inputs(cbow):
         op(w.clone(), w.clone(), c, ctx, None, tab, 2, float("nan"), 0)
     with pytest.raises(USER_ERRORS, match="max_streams is -1"):
         op(w.clone(), w.clone(), c, ctx, None, tab, 2, 0.1, 0, True, -1)
+    if not cbow:
+        with pytest.raises(USER_ERRORS, match=r"negatives has shape .*\(n, k\) with window_batch"):
+            op(w.clone(), w.clone(), c, ctx, torch.zeros(3, 2, 2, dtype=torch.long), None, 2, 0.1, 0, True, 0, True)
+        op(w.clone(), w.clone(), c, ctx, torch.zeros(3, 2, dtype=torch.long), None, 2, 0.1, 0, True, 0, True)
 
 
 # ------------------------------------------------------------------------ sgns_loss

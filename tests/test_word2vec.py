@@ -38,10 +38,11 @@ def corpus():
     return planted_corpus()
 
 
-@pytest.fixture(scope="module", params=[1, 0], ids=["sg", "cbow"])
+@pytest.fixture(scope="module", params=[(1, True), (1, False), (0, True)], ids=["sg", "sg-pairs", "cbow"])
 def model(request, corpus):
-    return Word2Vec(corpus, vector_size=32, window=3, min_count=1, sg=request.param, negative=5, epochs=5,
-                    workers=2, seed=3, sample=0, alpha=0.025 if request.param else 0.05, progress=False)
+    sg, window_batch = request.param
+    return Word2Vec(corpus, vector_size=32, window=3, min_count=1, sg=sg, negative=5, epochs=5, workers=2, seed=3,
+                    sample=0, alpha=0.025 if sg else 0.05, progress=False, window_batch=window_batch)
 
 
 # ----------------------------------------------------------------------- corpus
@@ -140,12 +141,12 @@ def test_planted_structure(model):
     assert np.isfinite(model.running_loss) and model.words_per_second > 0
 
 
-@pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
-def test_planted_structure_on_device(device, sg, corpus):
+@pytest.mark.parametrize("sg, window_batch", [(1, True), (1, False), (0, True)], ids=["sg", "sg-pairs", "cbow"])
+def test_planted_structure_on_device(device, sg, window_batch, corpus):
     """Training on `device` (on CUDA: the update kernel's ordered streams) finds the planted
     groups and leaves the vectors on the CPU, in wv."""
     model = Word2Vec(corpus, vector_size=32, window=3, min_count=1, sg=sg, negative=5, epochs=5, workers=2, seed=3,
-                     sample=0, alpha=0.025 if sg else 0.05, progress=False, device=device)
+                     sample=0, alpha=0.025 if sg else 0.05, progress=False, device=device, window_batch=window_batch)
     wv = model.wv
     same = [wv.similarity(f"g{g}w{i}", f"g{g}w{j}") for g in range(GROUPS) for i in range(4) for j in range(4, 8)]
     cross = [wv.similarity(f"g{g}w{i}", f"g{(g + 1) % GROUPS}w{i}") for g in range(GROUPS) for i in range(8)]
@@ -200,6 +201,8 @@ def test_trainer_bad_inputs(tmp_path):
         Word2Vec(negative=0)
     with pytest.raises(ValueError, match="window must be"):
         Word2Vec(window=0)
+    with pytest.raises(ValueError, match="window_batch must be True or False"):
+        Word2Vec(window_batch=1)
     with pytest.raises(ValueError, match="device='xla'"):
         Word2Vec(device="xla")
     if not (pyattn.build_info()["cuda"] and torch.cuda.is_available()):

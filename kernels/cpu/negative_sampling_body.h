@@ -49,6 +49,26 @@ inline void update_target(typename V::value_type g, typename V::value_type* e, c
   }
 }
 
+// y[0:d] += sum_r coef[r * coef_stride] * base[ids[r] * row_stride + 0:d]: one pass over y
+// for a few rows (the window batch's products with its input or target rows).
+template <class V, class T, class Y>
+inline void add_weighted_rows(const typename V::value_type* coef, int64_t coef_stride, const T* base,
+                              int64_t row_stride, const int64_t* ids, int64_t count, Y* y, int64_t d) {
+  constexpr int W = V::W;
+  int64_t q = 0;
+  for (; q + W <= d; q += W) {
+    V acc = V::load(y + q);
+    for (int64_t r = 0; r < count; ++r)
+      acc = V::fmadd(V::set1(coef[r * coef_stride]), V::load(base + ids[r] * row_stride + q), acc);
+    acc.store(y + q);
+  }
+  for (; q < d; ++q) {
+    auto acc = widen(y[q]);
+    for (int64_t r = 0; r < count; ++r) acc += coef[r * coef_stride] * widen(base[ids[r] * row_stride + q]);
+    y[q] = narrow<Y>(acc);
+  }
+}
+
 // Exact logistic function through the shared exp2 (fp32: the polynomial of fast_exp.h;
 // fp64: std::exp2); the exponent is clamped to +-126 where 2^t is still finite.
 template <class A>
@@ -79,7 +99,9 @@ struct Updater {
   A* h;  // [dim] scratch: the example's input vector (CBOW mean) in the accumulation type
   A* e;  // [dim] scratch: accumulated gradient for the input side
   int64_t* targets;  // [k + 1] scratch: the positive, then the negatives kept
-  int64_t* inputs;   // [window_slots] scratch: a CBOW example's valid context ids
+  int64_t* inputs;   // [window_slots] scratch: a CBOW or window-batch example's valid context ids
+  A* grads;          // window batch: [window_slots, k + 1] scratch, g_ij = lr * (label_j - sigmoid(x_ij))
+  A* input_grads;    // window batch: [window_slots, dim] scratch, sum_j g_ij w_out[t_j]
 
   T* in_row(int64_t i) const { return static_cast<T*>(p.w_in) + i * p.w_in_stride; }
   T* out_row(int64_t i) const { return static_cast<T*>(p.w_out) + i * p.w_out_stride; }
@@ -140,6 +162,48 @@ struct Updater {
     return loss;
   }
 
+  // Skip-gram's window batch (pyattn/negative_sampling.h): the valid contexts are the
+  // inputs, the center and k negatives drawn for the window the targets. All logits come
+  // from the rows as they stand, then the targets are updated (from the unchanged input
+  // rows) and then the inputs (with gradients taken before the targets changed). A row
+  // that comes twice gets both updates.
+  A window_batch(int64_t n) const {
+    const int64_t c = p.centers[n];
+    if (!valid(c)) return A(0);
+    int64_t m = 0;
+    for (int64_t s = 0; s < p.window_slots; ++s) {
+      const int64_t o = context_id(p, n, s);
+      if (o >= 0 && valid(o)) inputs[m++] = o;
+    }
+    if (m == 0) return A(0);
+    int64_t nt = 0;
+    targets[nt++] = c;
+    for (int64_t j = 0; j < p.k; ++j) {
+      const int64_t t = negative(n, j);
+      if (t != c && valid(t)) targets[nt++] = t;
+    }
+    const int64_t d = p.dim;
+    const A lr = A(p.lr);
+    A loss = A(0);
+    for (int64_t i = 0; i < m; ++i)  // m * nt independent dot products
+      for (int64_t j = 0; j < nt; ++j) {
+        const A x = dot<V>(in_row(inputs[i]), out_row(targets[j]), d);
+        if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
+        const bool saturated = std::fabs(x) >= A(kNegSamplingMaxLogit);  // no update (gensim)
+        grads[i * nt + j] = saturated ? A(0) : lr * ((j == 0 ? A(1) : A(0)) - sigmoid(x));
+      }
+    const T* w_in = in_row(0);
+    T* w_out = out_row(0);
+    for (int64_t i = 0; i < m; ++i) {
+      std::fill(input_grads + i * d, input_grads + (i + 1) * d, A(0));
+      add_weighted_rows<V>(grads + i * nt, 1, w_out, p.w_out_stride, targets, nt, input_grads + i * d, d);
+    }
+    for (int64_t j = 0; j < nt; ++j)
+      add_weighted_rows<V>(grads + j, nt, w_in, p.w_in_stride, inputs, m, out_row(targets[j]), d);
+    for (int64_t i = 0; i < m; ++i) axpy<V>(A(1), input_grads + i * d, in_row(inputs[i]), d);
+    return loss;
+  }
+
   A cbow(int64_t n) const {
     const int64_t c = p.centers[n];
     if (!valid(c)) return A(0);
@@ -179,12 +243,16 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
   const int64_t kChunk = std::max<int64_t>(32, p.n / 16);
   std::atomic<int64_t> next{0};
   parallel_for((p.n + kChunk - 1) / kChunk, 1, [&](int64_t, int64_t) {
-    std::vector<A> scratch(size_t(2 * p.dim));
+    const int64_t batch_elems = p.window_batch ? p.window_slots * (p.k + 1 + p.dim) : 0;
+    std::vector<A> scratch(size_t(2 * p.dim + batch_elems));
     std::vector<int64_t> targets(size_t(p.k + 1)), inputs(size_t(p.window_slots));
-    const Updater<V, T> u{p, bad, scratch.data(), scratch.data() + p.dim, targets.data(), inputs.data()};
+    A* grads = scratch.data() + 2 * p.dim;
+    const Updater<V, T> u{p,      bad,           scratch.data(), scratch.data() + p.dim, targets.data(), inputs.data(),
+                          grads, grads + p.window_slots * (p.k + 1)};
     double local = 0.0;
     for (int64_t n0 = next.fetch_add(kChunk); n0 < p.n; n0 = next.fetch_add(kChunk))
-      for (int64_t n = n0; n < std::min(p.n, n0 + kChunk); ++n) local += double(p.cbow ? u.cbow(n) : u.skipgram(n));
+      for (int64_t n = n0; n < std::min(p.n, n0 + kChunk); ++n)
+        local += double(p.cbow ? u.cbow(n) : p.window_batch ? u.window_batch(n) : u.skipgram(n));
     const std::lock_guard<std::mutex> lock(mu);
     total += local;
   });

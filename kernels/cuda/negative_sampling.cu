@@ -70,19 +70,39 @@ constexpr int kGroup = 8;  // targets whose logits a warp sums at once
 
 // A warp's shared-memory slice for one example. Lane l owns columns l, l + 32, ... of h
 // and e (no lane reads another's, so they need no barriers); red and x carry the
-// cross-lane sums of a group of targets.
+// cross-lane sums of a group of targets. The window batch has arrays of its own (empty
+// otherwise).
 template <class T>
 struct Slice {
-  T* h;    // [dim] the example's input vector
-  T* e;    // [dim] its accumulated gradient
-  T* red;  // [kGroup + 1][kRedStride] per-lane partial sums: the group's h . u_i, then h . h
-  T* x;    // [kGroup + 1] their totals
+  int64_t* ids;  // window batch: [window_slots] the valid contexts, then [k + 1] the targets
+  T* h;          // [dim] the example's input vector
+  T* e;          // [dim] its accumulated gradient
+  T* red;        // [kGroup + 1][kRedStride] per-lane partial sums: the group's h . u_i, then h . h
+  T* x;          // [kGroup + 1] their totals
+  T* g;          // window batch: [window_slots, k + 1] g_ij
+  T* eh;         // window batch: [window_slots, kWarp] input i's gradient in lane l's current column
   // Rows padded to 33: lane i summing row i reads column l of every row at once, and
   // with a stride of 32 all rows would sit in one bank.
   static constexpr int kRedStride = kWarp + 1;
-  __host__ __device__ static size_t elems(int64_t dim) { return size_t(2 * dim + (kGroup + 1) * (kRedStride + 1)); }
-  __device__ Slice(T* base, int64_t dim)
-      : h(base), e(base + dim), red(base + 2 * dim), x(red + (kGroup + 1) * kRedStride) {}
+  __host__ __device__ static int64_t id_count(const NegSamplingUpdateParams& p) {
+    return p.window_batch ? p.window_slots + p.k + 1 : 0;
+  }
+  __host__ __device__ static int64_t batch_elems(const NegSamplingUpdateParams& p) {
+    return p.window_batch ? p.window_slots * (p.k + 1 + kWarp) : 0;
+  }
+  // Per warp, a multiple of 16 bytes.
+  __host__ __device__ static size_t bytes(const NegSamplingUpdateParams& p) {
+    const int64_t elems = 2 * p.dim + (kGroup + 1) * (kRedStride + 1) + batch_elems(p);
+    return size_t((id_count(p) * 8 + elems * int64_t(sizeof(T)) + 15) / 16 * 16);
+  }
+  __device__ Slice(unsigned char* base, const NegSamplingUpdateParams& p)
+      : ids(reinterpret_cast<int64_t*>(base)),
+        h(reinterpret_cast<T*>(ids + id_count(p))),
+        e(h + p.dim),
+        red(e + p.dim),
+        x(red + (kGroup + 1) * kRedStride),
+        g(x + kGroup + 1),
+        eh(g + (p.window_batch ? p.window_slots * (p.k + 1) : 0)) {}
 };
 
 // Targets of one example (pos, then k negatives, a negative equal to pos or out of
@@ -170,6 +190,69 @@ __device__ T skipgram_center(const NegSamplingUpdateParams& p, int64_t n, const 
   return loss;
 }
 
+// Skip-gram's window batch for one center (semantics in pyattn/negative_sampling.h, as
+// the CPU's Updater::window_batch). The warp forms every logit x_ij, a shuffle sum each,
+// and keeps g_ij in shared memory; then it goes over the columns 32 at a time, a column
+// per lane: the inputs' gradients from the unchanged target rows, then the targets from
+// the unchanged input rows, then the inputs. Returns the loss (the same on every lane).
+template <class T>
+__device__ T window_batch_center(const NegSamplingUpdateParams& p, int64_t n, const Slice<T>& s, int lane) {
+  const int64_t center = p.centers[n];
+  if (!valid(p, center)) return T(0);
+  __syncwarp();  // the previous center's reads of s.ids and s.g are done
+  int64_t m = 0;
+  for (int64_t slot = 0; slot < p.window_slots; ++slot) {
+    const int64_t o = context_id(p, n, slot);
+    if (o < 0 || !valid(p, o)) continue;
+    if (lane == 0) s.ids[m] = o;
+    ++m;
+  }
+  if (m == 0) return T(0);
+  int64_t* targets = s.ids + p.window_slots;
+  int64_t nt = 1;
+  if (lane == 0) targets[0] = center;
+  for (int64_t j = 0; j < p.k; ++j) {
+    const int64_t t = draw_negative(p, n, j);
+    if (t == center || !valid(p, t)) continue;
+    if (lane == 0) targets[nt] = t;
+    ++nt;
+  }
+  __syncwarp();
+  const int64_t d = p.dim;
+  const T lr = T(p.lr);
+  T* w_in = static_cast<T*>(p.w_in);
+  T* w_out = static_cast<T*>(p.w_out);
+  T loss = T(0);
+  for (int64_t i = 0; i < m; ++i) {
+    const T* h = w_in + s.ids[i] * p.w_in_stride;
+    for (int64_t j = 0; j < nt; ++j) {
+      const T* u = w_out + targets[j] * p.w_out_stride;
+      T part = T(0);
+      for (int64_t c = lane; c < d; c += kWarp) part += h[c] * u[c];
+      const T x = warp_sum(part);
+      if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
+      const bool saturated = fabs(x) >= T(kNegSamplingMaxLogit);  // no update (gensim)
+      if (lane == 0) s.g[i * nt + j] = saturated ? T(0) : lr * ((j == 0 ? T(1) : T(0)) - sigmoid(x));
+    }
+  }
+  __syncwarp();
+  for (int64_t c = lane; c < d; c += kWarp) {
+    T* eh = s.eh + lane;
+    for (int64_t i = 0; i < m; ++i) {
+      T acc = T(0);
+      for (int64_t j = 0; j < nt; ++j) acc += s.g[i * nt + j] * w_out[targets[j] * p.w_out_stride + c];
+      eh[i * kWarp] = acc;
+    }
+    for (int64_t j = 0; j < nt; ++j) {
+      T acc = w_out[targets[j] * p.w_out_stride + c];
+      for (int64_t i = 0; i < m; ++i) acc += s.g[i * nt + j] * w_in[s.ids[i] * p.w_in_stride + c];
+      w_out[targets[j] * p.w_out_stride + c] = acc;
+    }
+    for (int64_t i = 0; i < m; ++i) w_in[s.ids[i] * p.w_in_stride + c] += eh[i * kWarp];
+  }
+  return loss;
+}
+
 // One CBOW center: h = mean of the context rows, then the undivided e added to each
 // (as gensim / word2vec.c). Returns the loss.
 template <class T>
@@ -205,14 +288,16 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) negsamp_update(const N
                                                                           const int64_t streams) {
   PYATTN_DYNAMIC_SMEM(smem_raw, 16);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const Slice<T> s(reinterpret_cast<T*>(smem_raw) + warp * Slice<T>::elems(p.dim), p.dim);
+  const Slice<T> s(smem_raw + warp * Slice<T>::bytes(p), p);
   const int64_t stream = int64_t(blockIdx.x) * kWarpsPerBlock + warp;
   if (stream >= streams) return;
   const int64_t run = (p.n + streams - 1) / streams;
   const int64_t stop = (stream + 1) * run < p.n ? (stream + 1) * run : p.n;
   double loss = 0.0;  // a stream may sum millions of centers' losses
   for (int64_t n = stream * run; n < stop; ++n)
-    loss += double(p.cbow ? cbow_center(p, n, s, lane) : skipgram_center(p, n, s, lane));
+    loss += double(p.cbow           ? cbow_center(p, n, s, lane)
+                   : p.window_batch ? window_batch_center(p, n, s, lane)
+                                    : skipgram_center(p, n, s, lane));
   if (p.compute_loss && lane == 0 && loss != 0.0) atomicAdd(p.loss, loss);
 }
 
@@ -235,7 +320,7 @@ int64_t stream_count(const NegSamplingUpdateParams& p, size_t smem) {
 template <class T>
 void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
   if (p.n == 0) return;
-  const size_t smem = kWarpsPerBlock * Slice<T>::elems(p.dim) * sizeof(T);
+  const size_t smem = kWarpsPerBlock * Slice<T>::bytes(p);
   if (smem > 48 * 1024 &&
       cudaFuncSetAttribute(reinterpret_cast<const void*>(&negsamp_update<T>),
                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)

@@ -16,7 +16,8 @@ _ops = torch.ops.pyattn
 # ----------------------------------------------------------------------- fake
 
 
-def _update_fake(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss=True, max_streams=0):
+def _update_fake(w_in, w_out, centers, contexts, negatives, table, k, lr, seed, compute_loss=True, max_streams=0,
+                 window_batch=False):
     return torch.empty((), dtype=torch.float64, device=w_in.device)
 
 
@@ -25,7 +26,7 @@ torch.library.register_fake("pyattn::cbow_update_")(_update_fake)
 
 
 def _stream_update_fake(w_in, w_out, tokens, sentence, radius, start, stop, window, negatives, table, k, lr, seed,
-                        compute_loss=True, max_streams=0):
+                        compute_loss=True, max_streams=0, window_batch=False):
     return torch.empty((), dtype=torch.float64, device=w_in.device)
 
 

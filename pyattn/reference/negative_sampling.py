@@ -7,7 +7,7 @@ array holds windows of different sizes); ``stream_contexts`` gives the contexts 
 stream-form ops read from a token stream.
 
 Skip-gram: every (center n, context slot c) with contexts[n, c] >= 0 is one pair, taken
-in row-major order. Its input vector is h = w_in[center]; its targets are the context
+in row-major order (``sgns_window_update`` is the window batch instead). Its input vector is h = w_in[center]; its targets are the context
 word (label 1) and the negatives negatives[n, c, :] (label 0). CBOW: one example per
 center n with at least one context; h = mean of w_in over the valid contexts; targets
 are the center (label 1) and negatives[n, :] (label 0).
@@ -92,6 +92,37 @@ def sgns_update(w_in, w_out, centers, contexts, negatives, lr):
             e, l = _apply_targets(w_out, h, ts, ys, lr)
             w_in[c] += e
             loss += l
+    return w_in, w_out, loss
+
+
+def sgns_window_update(w_in, w_out, centers, contexts, negatives, lr):
+    """Skip-gram's window batch (pWord2Vec's HogBatch; ``window_batch=True`` of the ops).
+    negatives: [N, K], one draw per center. Returns (new w_in, new w_out, loss).
+
+    Center n with valid contexts o_1..o_m is one example: inputs H = w_in[o_i]
+    (word2vec.c's orientation), targets U = w_out[t_j] with t_0 = center (label 1) and the
+    negatives not equal to it (label 0). With X = H U^T taken from the rows as they stand,
+    G = lr * (labels - sigmoid(X)), 0 where |X| >= MAX_LOGIT; then w_in[o_i] += (G U)_i and
+    w_out[t_j] += (G^T H)_j, both from those rows (a row that comes twice gets both).
+    The loss sums -log sigmoid(+-x) over every (input, target) pair.
+    """
+    w_in = np.array(w_in, dtype=np.float64)
+    w_out = np.array(w_out, dtype=np.float64)
+    contexts = np.asarray(contexts).reshape(len(centers), -1)
+    negatives = np.asarray(negatives).reshape(len(centers), -1)
+    loss = 0.0
+    for n, c in enumerate(centers):
+        ctx = [int(o) for o in contexts[n] if o >= 0]
+        if not ctx:
+            continue
+        ts, ys = _targets(c, negatives[n])
+        h, u = w_in[ctx], w_out[ts]                    # [m, D], [nt, D]
+        x = h @ u.T                                     # [m, nt]
+        y = np.asarray(ys, dtype=np.float64)
+        loss += float(np.logaddexp(0.0, -np.where(y == 1, x, -x)).sum())
+        g = np.where(np.abs(x) < MAX_LOGIT, lr * (y - 0.5 * (1.0 + np.tanh(0.5 * x))), 0.0)
+        np.add.at(w_in, ctx, g @ u)
+        np.add.at(w_out, ts, g.T @ h)
     return w_in, w_out, loss
 
 

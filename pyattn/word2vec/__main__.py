@@ -28,7 +28,7 @@ def _train(args) -> int:
                      min_count=args.min_count, max_vocab_size=args.max_vocab_size, alpha=alpha,
                      min_alpha=args.min_alpha, epochs=args.epochs, workers=args.workers, seed=args.seed,
                      sg=args.sg, progress=not args.no_progress, device=str(world.device), world=world,
-                     syncs_per_epoch=args.syncs_per_epoch)
+                     syncs_per_epoch=args.syncs_per_epoch, window_batch=bool(args.window_batch))
         # every rank's words and time: the run's words/s is all the words over the slowest rank
         words = distributed.sum_all([float(m.corpus.raw_words * m.epochs)], world)[0]
         seconds = distributed.max_all([m.train_seconds], world)[0]
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     t.add_argument("--text", dest="binary", action="store_false")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--device", default="cpu", help="cpu, or cuda (under torchrun: each rank its local GPU)")
+    t.add_argument("--window-batch", type=int, default=1, choices=(0, 1),
+                   help="skip-gram: 1 (default) updates each center's window as one batch with shared "
+                        "negatives (pWord2Vec); 0: word2vec.c's pair by pair order")
     t.add_argument("--syncs-per-epoch", type=int, default=16,
                    help="under torchrun: how often per epoch the ranks merge their tables")
     e = sub.add_parser("evaluate", help="evaluate vectors on word-pair similarities and/or analogies")

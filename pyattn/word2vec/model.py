@@ -13,6 +13,11 @@ per-token Python; on CUDA the tokens stay on the GPU):
      decays linearly with the raw words processed, from alpha to min_alpha over all
      epochs, as in gensim. As in gensim, a target whose logit has |x| >= 6 gets no
      update, and the input vectors start uniform in [-1/d, 1/d) (gensim 4's range).
+     Skip-gram updates each center's window as one batch by default (window_batch:
+     pWord2Vec's HogBatch, negatives shared by the window, every logit from the rows as
+     they stand; semantics in pyattn/negative_sampling.h): on 5.5 M words of English it
+     trained 1.6x faster than word2vec.c's pair order with WS353 and analogy level or
+     better (bench/results/word2vec_window_batch_2026-12-05.md).
 
 Across processes (torchrun; ``world`` from pyattn.distributed.init): rank 0 reads the
 corpus and builds the vocabulary once, every rank receives it (broadcast) and trains on
@@ -101,14 +106,16 @@ def window_examples(sentence: torch.Tensor, radius: torch.Tensor, start: int, st
 
 
 def cuda_streams(counts: np.ndarray, sample: float, negative: int, ns_exponent: float, window: int,
-                 cbow: bool) -> int:
+                 context_inputs: bool) -> int:
     """How many examples the CUDA update may have in flight (its max_streams, S).
 
     Hogwild streams read rows, compute their updates from what they read, then add them;
     a row that S streams update at once gets S gradients computed from the same stale
     value. With load(w) the expected updates of word w's rows per example (output row:
     P(w is the positive target) + negative * P(w is a negative); input row: P(w is the
-    center), CBOW (window + 1) P(w is a context)), about S * load(w) such updates overlap.
+    center), or (window + 1) P(w is a context) where an example updates its contexts'
+    input rows, context_inputs: CBOW and skip-gram's window batch), about S * load(w)
+    such updates overlap.
     bench/word2vec_concurrency.py's lockstep model (every stream reads, then every update
     lands) of the planted-structure test's corpus learns at S * max load = 192 and
     diverges from 384; this keeps S * max load <= STREAM_LOAD = 96. Frequent words set
@@ -117,7 +124,7 @@ def cuda_streams(counts: np.ndarray, sample: float, negative: int, ns_exponent: 
     kept = c * keep_probabilities(counts, sample)
     p_pos = kept / kept.sum()
     p_neg = c ** ns_exponent / (c ** ns_exponent).sum()
-    load = max(float((p_pos + negative * p_neg).max()), float(p_pos.max()) * ((window + 1) if cbow else 1))
+    load = max(float((p_pos + negative * p_neg).max()), float(p_pos.max()) * ((window + 1) if context_inputs else 1))
     return max(1, int(STREAM_LOAD / load))
 
 
@@ -135,7 +142,9 @@ class Word2Vec:
     progress bar, kept in ``running_loss``; the others skip the log1p per target).
     ``world`` / ``syncs_per_epoch``: training across processes (see the module's
     docstring); ``corpus``, ``words_per_second`` and ``running_loss`` are then this
-    rank's.
+    rank's. ``window_batch`` (skip-gram; not a gensim parameter): True updates each
+    center's window as one batch with negatives shared by the window (see the module's
+    docstring); False takes the pairs one by one in word2vec.c's order.
     """
 
     def __init__(self, sentences: Optional[Iterable] = None, corpus_file: Optional[Union[str, os.PathLike]] = None,
@@ -144,11 +153,13 @@ class Word2Vec:
                  min_alpha: float = 0.0001, sg: int = 0, negative: int = 5, ns_exponent: float = 0.75,
                  cbow_mean: int = 1, epochs: int = 5, batch_words: int = 10000, device: str = "cpu",
                  progress: bool = True, compute_loss: bool = True, world: Optional[distributed.World] = None,
-                 syncs_per_epoch: int = 16):
+                 syncs_per_epoch: int = 16, window_batch: bool = True):
         self._check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
                          epochs, batch_words, cbow_mean)
         if not isinstance(syncs_per_epoch, int) or syncs_per_epoch < 1:
             raise ValueError(f"Word2Vec: syncs_per_epoch must be an int >= 1, got {syncs_per_epoch!r}")
+        if not isinstance(window_batch, bool):
+            raise ValueError(f"Word2Vec: window_batch must be True or False, got {window_batch!r}")
         dev = torch.device(device)
         if dev.type not in ("cpu", "cuda"):
             raise ValueError(f"Word2Vec: device={device!r}: expected 'cpu' or 'cuda'")
@@ -163,6 +174,7 @@ class Word2Vec:
         self.progress, self.compute_loss = progress, compute_loss
         self.world = world if world is not None else distributed.World(0, 1, dev)
         self.syncs_per_epoch = syncs_per_epoch
+        self.window_batch = window_batch
         self.corpus: Optional[EncodedCorpus] = None
         self.wv: Optional[KeyedVectors] = None
         self.syn1neg: Optional[torch.Tensor] = None
@@ -237,8 +249,9 @@ class Word2Vec:
         self._max_streams = 0  # the CPU runs one example per thread
         if dev.type == "cuda":  # train device copies; the vectors come back when training ends
             w_in, w_out = w_in.to(dev), w_out.to(dev)
+            # a window batch updates every context's input row, as CBOW does
             self._max_streams = cuda_streams(c.counts, self.sample, self.negative, self.ns_exponent, self.window,
-                                             not self.sg)
+                                             not self.sg or self.window_batch)
         total_raw = c.raw_words * epochs
         bar = _progress(total_raw, self.progress and self.world.is_main)
         threads = torch.get_num_threads()
@@ -292,9 +305,11 @@ class Word2Vec:
         epoch's token stream in the kernel (torch.ops.pyattn.{sgns,cbow}_stream_update_),
         negatives drawn from the alias `table` with `seed`; returns the summed loss (0-d
         float64)."""
-        op = torch.ops.pyattn.sgns_stream_update_ if self.sg else torch.ops.pyattn.cbow_stream_update_
-        return op(w_in, w_out, ids, sentence, radius, start, stop, self.window, None, table, self.negative, lr, seed,
-                  want_loss, self._max_streams)
+        args = (w_in, w_out, ids, sentence, radius, start, stop, self.window, None, table, self.negative, lr, seed,
+                want_loss, self._max_streams)
+        if not self.sg:
+            return torch.ops.pyattn.cbow_stream_update_(*args)
+        return torch.ops.pyattn.sgns_stream_update_(*args, self.window_batch)
 
     def _blocks(self, epochs, seed):
         """Per epoch, on the training device: subsample and shrink the windows, then yield

@@ -159,19 +159,21 @@ std::vector<at::Tensor> lstm_seq_persistent_bwd(const at::Tensor& dy, const at::
   return {dgates, db, dh, dc};
 }
 
-// Skip-gram (contexts [n, slots]) or CBOW update in place of w_in, w_out [V, D] (fp32 or
-// fp64), with explicit negatives (skip-gram [n, slots, k], CBOW [n, k]) or, when
-// `negatives` is empty, k negatives drawn with `seed` from `table` (as the op does).
-// max_streams: 0 lets the kernel choose. Returns (summed loss, bad index or -1).
+// Skip-gram (contexts [n, slots]; window_batch: its window batch) or CBOW update in place
+// of w_in, w_out [V, D] (fp32 or fp64), with explicit negatives (skip-gram [n, slots, k],
+// CBOW and window batch [n, k]) or, when `negatives` is empty, k negatives drawn with
+// `seed` from `table` (as the op does). max_streams: 0 lets the kernel choose. Returns
+// (summed loss, bad index or -1).
 std::tuple<double, int64_t> negsamp_update(at::Tensor w_in, at::Tensor w_out, const at::Tensor& centers,
                                            const at::Tensor& contexts, const at::Tensor& negatives,
                                            const at::Tensor& table, int64_t k, double lr, int64_t seed, bool cbow,
-                                           int64_t max_streams) {
+                                           int64_t max_streams, bool window_batch) {
   at::Tensor loss = at::zeros({}, at::kDouble), bad = at::zeros({1}, at::kLong);
   NegSamplingUpdateParams p = make_negative_sampling_update_params(
       w_in, w_out, centers, contexts, negatives.numel() ? negatives : at::Tensor(),
       table.numel() ? table : at::Tensor(), k, uint64_t(seed), lr, cbow, true, loss, bad);
   p.max_streams = max_streams;
+  p.window_batch = window_batch;
   negative_sampling_update_cuda(p, nullptr);
   return {loss.item<double>(), bad.item<int64_t>()};
 }
@@ -182,13 +184,15 @@ std::tuple<double, int64_t> negsamp_stream_update(at::Tensor w_in, at::Tensor w_
                                                   const at::Tensor& sentence, const at::Tensor& radius,
                                                   int64_t start, int64_t stop, int64_t window,
                                                   const at::Tensor& negatives, const at::Tensor& table, int64_t k,
-                                                  double lr, int64_t seed, bool cbow, int64_t max_streams) {
+                                                  double lr, int64_t seed, bool cbow, int64_t max_streams,
+                                                  bool window_batch) {
   at::Tensor loss = at::zeros({}, at::kDouble), bad = at::zeros({1}, at::kLong);
   NegSamplingUpdateParams p = make_negative_sampling_update_params(
       w_in, w_out, tokens, at::Tensor(), negatives.numel() ? negatives : at::Tensor(),
       table.numel() ? table : at::Tensor(), k, uint64_t(seed), lr, cbow, true, loss, bad);
   set_token_stream(&p, tokens, sentence, radius, start, stop, window);
   p.max_streams = max_streams;
+  p.window_batch = window_batch;
   negative_sampling_update_cuda(p, nullptr);
   return {loss.item<double>(), bad.item<int64_t>()};
 }
