@@ -2,7 +2,7 @@
 
     python bench/word2vec_vs_gensim.py CORPUS [--sg 1] [--sg 0] [--workers 2] [--epochs 5] [--seed 1]
         [--device cpu] [--device cuda] [--gensim-input corpus_file] [--gensim-input corpus_iterable]
-        [--wordsim PATH] [--analogies PATH] [--out results.md]
+        [--window-batch 1] [--window-batch 0] [--wordsim PATH] [--analogies PATH] [--out results.md]
 
 Both train with gensim's defaults (vector_size 100, window 5, negative 5, sample 1e-3,
 min_count 5, alpha 0.025, 5 epochs) and the same worker
@@ -15,7 +15,9 @@ once on each (its words/s on CUDA is end to end: corpus in memory, pipeline on t
 vectors copied back), gensim once per --gensim-input: corpus_file (the default, its
 fastest) or corpus_iterable (sentences from LineSentence). The two differ in quality
 as well as speed: corpus_file decays each worker's learning rate by that worker's
-progress (bench/results/word2vec_cbow_gap_2026-12-05.md).
+progress (bench/results/word2vec_cbow_gap_2026-12-05.md). Skip-gram runs pyattn once per
+--window-batch: 1 (the default) updates each center's window as one batch, 0 takes the
+pairs in word2vec.c's order.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main():
     ap.add_argument("--device", action="append", choices=("cpu", "cuda"), help="pyattn's device (repeatable)")
     ap.add_argument("--gensim-input", action="append", choices=("corpus_file", "corpus_iterable"),
                     help="how gensim reads the corpus (repeatable; default corpus_file); speedups are against the first")
+    ap.add_argument("--window-batch", type=int, action="append", choices=(1, 0),
+                    help="pyattn skip-gram's window_batch (repeatable; default 1)")
     ap.add_argument("--wordsim")
     ap.add_argument("--analogies")
     ap.add_argument("--out")
@@ -68,13 +72,14 @@ def main():
     for sg in args.sg or [1, 0]:
         kw = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
                   workers=args.workers, sg=sg, alpha=0.025, seed=args.seed)
-        runs = []  # (device, model, vocab seconds)
+        runs = []  # (device, window_batch, model, vocab seconds)
         for device in args.device or ["cpu"]:
-            ours = Word2Vec(progress=False, device=device, **kw)
-            t = time.perf_counter()
-            ours.build_vocab(corpus_file=args.corpus)
-            runs.append((device, ours, time.perf_counter() - t))
-            ours.train()
+            for batch in (args.window_batch or [1]) if sg else [1]:
+                ours = Word2Vec(progress=False, device=device, window_batch=bool(batch), **kw)
+                t = time.perf_counter()
+                ours.build_vocab(corpus_file=args.corpus)
+                runs.append((device, batch, ours, time.perf_counter() - t))
+                ours.train()
         g_runs = []  # (input mode, model, vocab seconds, train seconds, words/s)
         for mode in args.gensim_input or ["corpus_file"]:
             # corpus_file: gensim's fastest input (each worker reads its part of the file, and
@@ -93,10 +98,11 @@ def main():
             g_runs.append((mode, theirs, g_vocab_s, g_train, theirs.corpus_total_words * args.epochs / g_train))
         g_wps = g_runs[0][4]
         name = "skip-gram" if sg else "CBOW"
-        for device, ours, vocab_s in runs:
+        for device, batch, ours, vocab_s in runs:
             e_ours = _evaluate(ours.wv, wordsim, analogies)
             wps = ours.words_per_second
-            impl = "pyattn" if device == "cpu" else f"pyattn ({device})"
+            notes = ([] if device == "cpu" else [device]) + ([] if batch else ["pairs"])
+            impl = "pyattn" + (f" ({', '.join(notes)})" if notes else "")
             lines.append(f"| {name} | {impl} | {len(ours.wv)} | {ours.train_seconds:.1f} (+{vocab_s:.1f} vocab) | "
                          f"{wps / 1e6:.3f} M | {wps / g_wps:.2f}x | {e_ours[0]:.4f} | {e_ours[1]:.1f} | "
                          f"{e_ours[2]:.4f} | {e_ours[3]} |")

@@ -65,10 +65,11 @@ void check_update_tables(const at::Tensor& w_in, const at::Tensor& w_out, const 
 // and contexts [n, slots] (undefined in the stream form, whose set_stream then points
 // the params at the token stream). window_batch: skip-gram's window batch (never CBOW's).
 template <class SetStream>
-at::Tensor run_update(const char* op, bool cbow, bool window_batch, at::Tensor& w_in, at::Tensor& w_out, const at::Tensor& centers,
-                      const at::Tensor& contexts, int64_t n, int64_t slots, const std::optional<at::Tensor>& negatives_in,
-                      const std::optional<at::Tensor>& table_in, int64_t k, double lr, int64_t seed,
-                      bool compute_loss, int64_t max_streams, SetStream set_stream) {
+at::Tensor run_update(const char* op, bool cbow, bool window_batch, at::Tensor& w_in, at::Tensor& w_out,
+                      const at::Tensor& centers, const at::Tensor& contexts, int64_t n, int64_t slots,
+                      const std::optional<at::Tensor>& negatives_in, const std::optional<at::Tensor>& table_in,
+                      int64_t k, double lr, int64_t seed, bool compute_loss, int64_t max_streams,
+                      SetStream set_stream) {
   TORCH_CHECK(k >= 0, op, ": k (negatives per example) is ", k, ", expected >= 0");
   TORCH_CHECK(lr >= 0 && std::isfinite(lr), op, ": lr is ", lr, ", expected a finite value >= 0");
   TORCH_CHECK(max_streams >= 0, op, ": max_streams is ", max_streams, ", expected >= 0 (0: the kernel's choice)");

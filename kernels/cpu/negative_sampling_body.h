@@ -49,22 +49,23 @@ inline void update_target(typename V::value_type g, typename V::value_type* e, c
   }
 }
 
-// y[0:d] += sum_r coef[r * coef_stride] * base[ids[r] * row_stride + 0:d]: one pass over y
-// for a few rows (the window batch's products with its input or target rows).
-template <class V, class T, class Y>
-inline void add_weighted_rows(const typename V::value_type* coef, int64_t coef_stride, const T* base,
-                              int64_t row_stride, const int64_t* ids, int64_t count, Y* y, int64_t d) {
+// y[0:d] (+)= sum_r coef[r * coef_stride] * rows[r][0:d] (kAdd: added to y, else y is
+// overwritten): one pass over y for a few rows (the window batch's products with its
+// input or target rows).
+template <bool kAdd, class V, class T, class Y>
+inline void weighted_rows(const typename V::value_type* coef, int64_t coef_stride, const T* const* rows,
+                          int64_t count, Y* y, int64_t d) {
+  using A = typename V::value_type;
   constexpr int W = V::W;
   int64_t q = 0;
   for (; q + W <= d; q += W) {
-    V acc = V::load(y + q);
-    for (int64_t r = 0; r < count; ++r)
-      acc = V::fmadd(V::set1(coef[r * coef_stride]), V::load(base + ids[r] * row_stride + q), acc);
+    V acc = kAdd ? V::load(y + q) : V::set1(A(0));
+    for (int64_t r = 0; r < count; ++r) acc = V::fmadd(V::set1(coef[r * coef_stride]), V::load(rows[r] + q), acc);
     acc.store(y + q);
   }
   for (; q < d; ++q) {
-    auto acc = widen(y[q]);
-    for (int64_t r = 0; r < count; ++r) acc += coef[r * coef_stride] * widen(base[ids[r] * row_stride + q]);
+    A acc = kAdd ? widen(y[q]) : A(0);
+    for (int64_t r = 0; r < count; ++r) acc += coef[r * coef_stride] * widen(rows[r][q]);
     y[q] = narrow<Y>(acc);
   }
 }
@@ -102,6 +103,7 @@ struct Updater {
   int64_t* inputs;   // [window_slots] scratch: a CBOW or window-batch example's valid context ids
   A* grads;          // window batch: [window_slots, k + 1] scratch, g_ij = lr * (label_j - sigmoid(x_ij))
   A* input_grads;    // window batch: [window_slots, dim] scratch, sum_j g_ij w_out[t_j]
+  T** rows;          // window batch: [window_slots + k + 1] scratch, the input rows, then the target rows
 
   T* in_row(int64_t i) const { return static_cast<T*>(p.w_in) + i * p.w_in_stride; }
   T* out_row(int64_t i) const { return static_cast<T*>(p.w_out) + i * p.w_out_stride; }
@@ -180,27 +182,27 @@ struct Updater {
     targets[nt++] = c;
     for (int64_t j = 0; j < p.k; ++j) {
       const int64_t t = negative(n, j);
-      if (t != c && valid(t)) targets[nt++] = t;
+      if (t == c || !valid(t)) continue;
+      targets[nt++] = t;
+      prefetch_row(out_row(t));  // random rows: their misses overlap
     }
+    T** in = rows;       // [m]
+    T** out = rows + m;  // [nt]
+    for (int64_t i = 0; i < m; ++i) in[i] = in_row(inputs[i]);
+    for (int64_t j = 0; j < nt; ++j) out[j] = out_row(targets[j]);
     const int64_t d = p.dim;
     const A lr = A(p.lr);
     A loss = A(0);
     for (int64_t i = 0; i < m; ++i)  // m * nt independent dot products
       for (int64_t j = 0; j < nt; ++j) {
-        const A x = dot<V>(in_row(inputs[i]), out_row(targets[j]), d);
+        const A x = dot<V>(in[i], out[j], d);
         if (p.compute_loss) loss += neg_log_sigmoid(j == 0 ? x : -x);
         const bool saturated = std::fabs(x) >= A(kNegSamplingMaxLogit);  // no update (gensim)
         grads[i * nt + j] = saturated ? A(0) : lr * ((j == 0 ? A(1) : A(0)) - sigmoid(x));
       }
-    const T* w_in = in_row(0);
-    T* w_out = out_row(0);
-    for (int64_t i = 0; i < m; ++i) {
-      std::fill(input_grads + i * d, input_grads + (i + 1) * d, A(0));
-      add_weighted_rows<V>(grads + i * nt, 1, w_out, p.w_out_stride, targets, nt, input_grads + i * d, d);
-    }
-    for (int64_t j = 0; j < nt; ++j)
-      add_weighted_rows<V>(grads + j, nt, w_in, p.w_in_stride, inputs, m, out_row(targets[j]), d);
-    for (int64_t i = 0; i < m; ++i) axpy<V>(A(1), input_grads + i * d, in_row(inputs[i]), d);
+    for (int64_t i = 0; i < m; ++i) weighted_rows<false, V>(grads + i * nt, 1, out, nt, input_grads + i * d, d);
+    for (int64_t j = 0; j < nt; ++j) weighted_rows<true, V>(grads + j, nt, in, m, out[j], d);
+    for (int64_t i = 0; i < m; ++i) axpy<V>(A(1), input_grads + i * d, in[i], d);
     return loss;
   }
 
@@ -246,9 +248,17 @@ void update(const NegSamplingUpdateParams& p, ParallelFor parallel_for) {
     const int64_t batch_elems = p.window_batch ? p.window_slots * (p.k + 1 + p.dim) : 0;
     std::vector<A> scratch(size_t(2 * p.dim + batch_elems));
     std::vector<int64_t> targets(size_t(p.k + 1)), inputs(size_t(p.window_slots));
+    std::vector<T*> rows(p.window_batch ? size_t(p.window_slots + p.k + 1) : 0);
     A* grads = scratch.data() + 2 * p.dim;
-    const Updater<V, T> u{p,      bad,           scratch.data(), scratch.data() + p.dim, targets.data(), inputs.data(),
-                          grads, grads + p.window_slots * (p.k + 1)};
+    const Updater<V, T> u{p,
+                          bad,
+                          scratch.data(),
+                          scratch.data() + p.dim,
+                          targets.data(),
+                          inputs.data(),
+                          grads,
+                          grads + p.window_slots * (p.k + 1),
+                          rows.data()};
     double local = 0.0;
     for (int64_t n0 = next.fetch_add(kChunk); n0 < p.n; n0 = next.fetch_add(kChunk))
       for (int64_t n = n0; n < std::min(p.n, n0 + kChunk); ++n)

@@ -7,10 +7,11 @@ array holds windows of different sizes); ``stream_contexts`` gives the contexts 
 stream-form ops read from a token stream.
 
 Skip-gram: every (center n, context slot c) with contexts[n, c] >= 0 is one pair, taken
-in row-major order (``sgns_window_update`` is the window batch instead). Its input vector is h = w_in[center]; its targets are the context
-word (label 1) and the negatives negatives[n, c, :] (label 0). CBOW: one example per
-center n with at least one context; h = mean of w_in over the valid contexts; targets
-are the center (label 1) and negatives[n, :] (label 0).
+in row-major order (``sgns_window_update`` is the window batch instead). Its input
+vector is h = w_in[center]; its targets are the context word (label 1) and the
+negatives negatives[n, c, :] (label 0). CBOW: one example per center n with at least
+one context; h = mean of w_in over the valid contexts; targets are the center (label 1)
+and negatives[n, :] (label 0).
 
 Per example (word2vec.c semantics), for each target t in order with label y:
     x = w_out[t] . h;  g = lr * (y - sigmoid(x));  e += g * w_out[t];  w_out[t] += g * h
@@ -62,6 +63,17 @@ def _targets(pos: int, negs) -> tuple[list[int], list[int]]:
     return ts, ys
 
 
+def _center_examples(centers, contexts, negatives):
+    """CBOW's and the window batch's examples: for each center with a valid context, in
+    order, (its context ids, its targets and labels). negatives: [N, K]."""
+    contexts = np.asarray(contexts).reshape(len(centers), -1)
+    negatives = np.asarray(negatives).reshape(len(centers), -1)
+    for n, c in enumerate(centers):
+        ctx = [int(o) for o in contexts[n] if o >= 0]
+        if ctx:
+            yield (ctx, *_targets(c, negatives[n]))
+
+
 def stream_contexts(tokens, sentence, radius, start, stop, window):
     """The contexts [stop - start, 2 * window + 1] that the stream-form updates
     (sgns_stream_update_ / cbow_stream_update_) read for centers tokens[start:stop]:
@@ -108,14 +120,8 @@ def sgns_window_update(w_in, w_out, centers, contexts, negatives, lr):
     """
     w_in = np.array(w_in, dtype=np.float64)
     w_out = np.array(w_out, dtype=np.float64)
-    contexts = np.asarray(contexts).reshape(len(centers), -1)
-    negatives = np.asarray(negatives).reshape(len(centers), -1)
     loss = 0.0
-    for n, c in enumerate(centers):
-        ctx = [int(o) for o in contexts[n] if o >= 0]
-        if not ctx:
-            continue
-        ts, ys = _targets(c, negatives[n])
+    for ctx, ts, ys in _center_examples(centers, contexts, negatives):
         h, u = w_in[ctx], w_out[ts]                    # [m, D], [nt, D]
         x = h @ u.T                                     # [m, nt]
         y = np.asarray(ys, dtype=np.float64)
@@ -130,15 +136,9 @@ def cbow_update(w_in, w_out, centers, contexts, negatives, lr):
     """CBOW batch update. negatives: [N, K]. Returns (new w_in, new w_out, loss)."""
     w_in = np.array(w_in, dtype=np.float64)
     w_out = np.array(w_out, dtype=np.float64)
-    contexts = np.asarray(contexts).reshape(len(centers), -1)
-    negatives = np.asarray(negatives).reshape(len(centers), -1)
     loss = 0.0
-    for n, c in enumerate(centers):
-        ctx = [int(o) for o in contexts[n] if o >= 0]
-        if not ctx:
-            continue
+    for ctx, ts, ys in _center_examples(centers, contexts, negatives):
         h = w_in[ctx].mean(axis=0)
-        ts, ys = _targets(c, negatives[n])
         e, l = _apply_targets(w_out, h, ts, ys, lr)
         for o in ctx:
             w_in[o] += e
