@@ -119,12 +119,10 @@ struct Updater {
     for (int64_t o = 0; o < p.dim * int64_t(sizeof(T)); o += 64) __builtin_prefetch(b + o, 1);
   }
 
-  // Targets of one example with h already in place: updates w_out rows, fills e, returns
-  // the loss. The negatives are drawn first and their rows prefetched, so the k cache
-  // misses on random w_out rows overlap instead of queueing behind each dot product.
-  A run_targets(int64_t pos, int64_t example) const {
-    const int64_t d = p.dim;
-    const A lr = A(p.lr);
+  // Fills targets with pos and the example's negatives (a negative equal to pos or out of
+  // range skipped) and returns their count. The negatives' rows are prefetched, so the
+  // cache misses on random w_out rows overlap instead of queueing behind each dot product.
+  int64_t draw_targets(int64_t pos, int64_t example) const {
     int64_t nt = 0;
     targets[nt++] = pos;
     for (int64_t j = 0; j < p.k; ++j) {
@@ -133,6 +131,15 @@ struct Updater {
       targets[nt++] = t;
       prefetch_row(out_row(t));
     }
+    return nt;
+  }
+
+  // Targets of one example with h already in place: updates w_out rows, fills e, returns
+  // the loss. The negatives are drawn (and their rows prefetched) first.
+  A run_targets(int64_t pos, int64_t example) const {
+    const int64_t d = p.dim;
+    const A lr = A(p.lr);
+    const int64_t nt = draw_targets(pos, example);
     std::fill(e, e + d, A(0));
     A loss = A(0);
     for (int64_t j = 0; j < nt; ++j) {
@@ -178,14 +185,7 @@ struct Updater {
       if (o >= 0 && valid(o)) inputs[m++] = o;
     }
     if (m == 0) return A(0);
-    int64_t nt = 0;
-    targets[nt++] = c;
-    for (int64_t j = 0; j < p.k; ++j) {
-      const int64_t t = negative(n, j);
-      if (t == c || !valid(t)) continue;
-      targets[nt++] = t;
-      prefetch_row(out_row(t));  // random rows: their misses overlap
-    }
+    const int64_t nt = draw_targets(c, n);
     T** in = rows;       // [m]
     T** out = rows + m;  // [nt]
     for (int64_t i = 0; i < m; ++i) in[i] = in_row(inputs[i]);
