@@ -89,7 +89,8 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
 def window_examples(sentence: torch.Tensor, radius: torch.Tensor, start: int, stop: int, window: int,
                     sg: bool) -> int:
     """How many examples the stream-form update makes of centers [start, stop): skip-gram
-    pairs, or CBOW centers with at least one context (the loss is averaged over them).
+    pairs (a window batch's loss sums over the same pairs), or CBOW centers with at least
+    one context (the loss is averaged over them).
     sentence, radius: [N] int64; center i's window holds i + d for 0 < |d| <= radius[i]
     with sentence[i + d] == sentence[i] (torch.ops.pyattn.sgns_stream_update_)."""
     if stop <= start:
