@@ -30,6 +30,7 @@ def fetch(debs: str, work: str) -> str:
     """Unpack every package's .deb (downloaded into `debs` if missing) under work/root."""
     os.makedirs(debs, exist_ok=True)
     root = os.path.join(work, "root")
+    os.makedirs(root, exist_ok=True)  # dpkg-deb -x does not create it
     for pkg in PACKAGES:
         found = glob.glob(os.path.join(debs, f"{pkg}_*.deb"))
         if not found:
