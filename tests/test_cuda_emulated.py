@@ -626,8 +626,8 @@ def test_word2vec_planted_structure_emulated(emu, sg, window_batch):
             assert bad == -1
             return torch.tensor(loss, dtype=torch.float64)
 
-    # 200 sentences (2000 tokens an epoch): the emulated window batch costs ~10 ms a center
-    # (a std::thread per lane, a barrier per warp step); the groups still separate by ~0.65
+    # 200 sentences (2000 tokens an epoch): the emulated window batch took 270 s for 400 (13 ms a center:
+    # a std::thread per lane, a barrier per warp step); at 200 the groups still separate by 0.65-0.67
     model = EmulatedCuda(planted_corpus(sentences=200), vector_size=32, window=3, min_count=1, sg=sg, negative=5,
                          epochs=5, workers=1, seed=3, sample=0, alpha=0.025 if sg else 0.05, progress=False,
                          window_batch=window_batch)
