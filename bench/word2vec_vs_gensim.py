@@ -21,8 +21,8 @@ progress (bench/results/word2vec_cbow_gap_2026-12-05.md). Skip-gram runs pyattn 
 pairs in word2vec.c's order.
 
 --rounds N trains every run N times, with seeds seed, seed + 1, ...: each round trains
-pyattn and gensim back to back, pyattn first in even rounds and gensim first in odd
-ones, and a speedup compares runs of the same round. A shared VM's speed can change
+pyattn and gensim back to back, pyattn first in rounds 1, 3, ... and gensim first in
+rounds 2, 4, ..., and a speedup compares runs of the same round. A shared VM's speed can change
 twofold between runs a minute apart (bench/results/word2vec_rounds_2026-12-05.md), so a
 single pair can land in different states; the summary gives each speedup's median and
 range over the rounds, and each quality measure's mean difference from gensim.
