@@ -101,6 +101,13 @@ TORCH_LIBRARY(pyattn, m) {
   m.def("cbow_stream_update_(Tensor(a!) w_in, Tensor(b!) w_out, Tensor tokens, Tensor sentence, Tensor radius, "
         "int start, int stop, int window, Tensor? negatives, Tensor? table, int k, float lr, int seed, "
         "bool compute_loss=True, int max_streams=0) -> Tensor");
+  // word2vec's subsampling and shrunk windows for one epoch (pyattn/subsample_tokens.h):
+  // writes the kept tokens of tokens [n] (int64), their sentence ids and window radii to
+  // the first entries of kept_tokens, kept_sentence and radius ([>= n] int64 each, reused
+  // across epochs) and returns how many were kept (int64 scalar). keep: [vocab] float64.
+  // CPU only.
+  m.def("subsample_tokens_(Tensor tokens, Tensor sentence, Tensor keep, int window, int seed, "
+        "Tensor(a!) kept_tokens, Tensor(b!) kept_sentence, Tensor(c!) radius) -> Tensor");
   // loss[b] = -log s(w_out[contexts[b]] . w_in[centers[b]]) - sum_k log s(-w_out[negatives[b, k]] . w_in[centers[b]])
   m.def("sgns_loss_fwd(Tensor w_in, Tensor w_out, Tensor centers, Tensor contexts, Tensor negatives) -> Tensor");
   // (loss [b], d_h [b, dim], d_u [b, 1 + k, dim]): the loss and, from the same pass over

@@ -21,6 +21,7 @@ from .scaled_masked_softmax import (
     scaled_masked_softmax_fwd,
     scaled_masked_softmax_mask_grad,
 )
+from .subsample_tokens import subsample_tokens
 
 # The functions imported above (the submodules, attributes too, are not callable).
 __all__ = sorted(name for name, obj in globals().items() if callable(obj) and not name.startswith("_"))

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .counter_rng import mix64
 from .scaled_masked_softmax import _sum_to_shape, softmax_lse
 
 __all__ = ["attention_keep", "attention_dropout_mask", "attention_fwd", "attention_bwd"]
@@ -83,15 +84,6 @@ _U64 = np.uint64
 _U32 = np.uint32
 
 
-def _mix64(x):
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = x ^ (x >> _U64(30))
-    x = x * _U64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> _U64(27))
-    x = x * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
 def _drop_bits(lo, hi, j):
     """The keyed 32-bit permutation of key index j (uint32 arrays, broadcasting)."""
     x = j ^ lo
@@ -119,11 +111,11 @@ def attention_dropout_mask(seed, dropout_p, lead, hq, lq, lk) -> np.ndarray:
     key = np.asarray(seed, dtype=np.int64).reshape(2).view(_U64)
     n = int(np.prod(lead)) if lead else 1
     with np.errstate(over="ignore"):
-        x = _mix64(np.full((1, 1), key[0] ^ _U64(0x9E3779B97F4A7C15), dtype=_U64))
-        x = _mix64(x ^ key[1])
-        x = _mix64(x ^ np.arange(n, dtype=_U64)[:, None])
-        head = _mix64(x ^ np.arange(hq, dtype=_U64)[None, :])  # [n, hq]
-        row = _mix64(head[:, :, None] ^ np.arange(lq, dtype=_U64)[None, None, :])  # [n, hq, lq]
+        x = mix64(np.full((1, 1), key[0] ^ _U64(0x9E3779B97F4A7C15), dtype=_U64))
+        x = mix64(x ^ key[1])
+        x = mix64(x ^ np.arange(n, dtype=_U64)[:, None])
+        head = mix64(x ^ np.arange(hq, dtype=_U64)[None, :])  # [n, hq]
+        row = mix64(head[:, :, None] ^ np.arange(lq, dtype=_U64)[None, None, :])  # [n, hq, lq]
         lo = (row & _U64(0xFFFFFFFF)).astype(_U32)[..., None]
         hi = (row >> _U64(32)).astype(_U32)[..., None]
         j = (np.arange(lk, dtype=np.int64) & 0xFFFFFFFF).astype(_U32)

@@ -1,9 +1,9 @@
 """Word2Vec trainer with gensim's parameters, on pyattn's negative-sampling update ops.
 
-Per epoch, vectorised over blocks of tokens with torch ops on the training device (no
-per-token Python; on CUDA the tokens stay on the GPU):
+Per epoch, with no per-token Python (on CUDA the tokens stay on the GPU):
   1. subsampling: token kept with probability min(1, (sqrt(f/t) + 1) * t/f), t = sample * words;
-  2. window shrinking: each kept token gets radius window - (r mod window), r random;
+  2. window shrinking: each kept token gets radius window - (r mod window), r random
+     (1 and 2: one pass of torch.ops.pyattn.subsample_tokens_ on the CPU, torch ops on CUDA);
   3. one torch.ops.pyattn.{sgns,cbow}_stream_update_ call per block of centers, which
      reads each center's window from the kept tokens (the neighbours within its radius
      and its sentence, after subsampling, as word2vec.c walks its text), draws the negatives
@@ -316,27 +316,34 @@ class Word2Vec:
         """Per epoch, on the training device: subsample and shrink the windows, then yield
         (epoch, block index, blocks this epoch, the epoch's kept tokens ids [N] int64, their
         sentence ids [N] and window radii [N], and the block's centers as start, stop:
-        ids[start:stop]); the update kernel reads each center's window from ids itself. An
-        epoch whose subsampling keeps nothing yields empty blocks, so that every rank meets
-        its syncs. On CUDA a block is up to CUDA_BLOCK_WORDS tokens: the update kernel
-        spreads a block's centers over up to thousands of ordered streams (warps), each
-        wanting a long run of centers. Across processes an epoch has at least
-        syncs_per_epoch blocks."""
+        ids[start:stop]); the update kernel reads each center's window from ids itself. On
+        the CPU those three are views of buffers that the next epoch overwrites. An epoch
+        whose subsampling keeps nothing yields empty blocks, so that every rank meets its
+        syncs. On CUDA a block is up to CUDA_BLOCK_WORDS tokens: the update kernel spreads
+        a block's centers over up to thousands of ordered streams (warps), each wanting a
+        long run of centers. Across processes an epoch has at least syncs_per_epoch
+        blocks."""
         c, dev = self.corpus, self.device
         block = max(1, self.batch_words) if dev.type == "cpu" else max(self.batch_words, CUDA_BLOCK_WORDS)
         gen = torch.Generator(device=dev).manual_seed(seed)
         all_ids = torch.from_numpy(c.ids).to(dev, torch.int64)
         lengths = torch.from_numpy(np.diff(np.concatenate([[0], c.sentence_ends])))
         sentence = torch.repeat_interleave(torch.arange(len(lengths)), lengths).to(dev)
-        # fp32 draws, and the kept tokens gathered by index: the CPU spent 120 ms per epoch of
-        # 5.4 M tokens here with fp64 draws and boolean-mask indexing, 8 % of CBOW's training
-        # time; this way, about half that
-        keep_p = torch.from_numpy(keep_probabilities(c.counts, self.sample)).to(dev, torch.float32)
+        keep_p = torch.from_numpy(keep_probabilities(c.counts, self.sample)).to(dev)
+        # The CPU runs pyattn's one-pass op into buffers kept across epochs: torch ops
+        # (draws, a gather, boolean indexing, randint, and fresh memory for each) took
+        # 80-120 ms per epoch of 5.4 M tokens, ~8 % of CBOW's training time; the op, ~20 ms.
+        kept_buffers = [torch.empty_like(all_ids) for _ in range(3)] if dev.type == "cpu" else None
         for epoch in range(epochs):
-            keep = torch.rand(len(all_ids), generator=gen, device=dev) < keep_p[all_ids]
-            kept = keep.nonzero().squeeze(1)
-            ids, sent = all_ids.index_select(0, kept), sentence.index_select(0, kept)
-            radius = self.window - torch.randint(0, self.window, (len(ids),), generator=gen, device=dev)
+            if kept_buffers is not None:
+                epoch_seed = (seed * 1_000_003 + epoch) & (2**63 - 1)
+                n = int(torch.ops.pyattn.subsample_tokens_(all_ids, sentence, keep_p, self.window, epoch_seed,
+                                                           *kept_buffers))
+                ids, sent, radius = (buf[:n] for buf in kept_buffers)
+            else:
+                keep = torch.rand(len(all_ids), generator=gen, device=dev, dtype=torch.float64) < keep_p[all_ids]
+                ids, sent = all_ids[keep], sentence[keep]
+                radius = self.window - torch.randint(0, self.window, (len(ids),), generator=gen, device=dev)
             # at least one block per merge, so that the ranks merge syncs_per_epoch times
             n_blocks = max(1, -(-len(ids) // block), self.syncs_per_epoch if self.world.distributed else 1)
             step = -(-len(ids) // n_blocks)
