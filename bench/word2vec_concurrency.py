@@ -47,6 +47,19 @@ def stream_order(n: int, streams: int, order: str) -> torch.Tensor:
     return idx[idx < n]
 
 
+def block_contexts(ids, sent, radius, start, stop, window) -> torch.Tensor:
+    """[stop - start, 2 * window + 1] context ids (-1: empty) of the centers ids[start:stop],
+    as the stream-form update reads them from the epoch's kept tokens (its window radius,
+    within its sentence; pyattn/reference/negative_sampling.py's stream_contexts)."""
+    i = torch.arange(start, stop)
+    ctx = torch.full((len(i), 2 * window + 1), -1, dtype=torch.int64)
+    for d in range(-window, window + 1):
+        j = (i + d).clamp(0, len(ids) - 1)
+        ok = (d != 0) & (abs(d) <= radius[i]) & (i + d >= 0) & (i + d < len(ids)) & (sent[j] == sent[i])
+        ctx[:, window + d] = torch.where(ok, ids[j], -1)
+    return ctx
+
+
 def lockstep_skipgram(model: Word2Vec, streams: int, order: str, seed: int) -> None:
     """Trains model.wv / model.syn1neg in place under the lockstep model (float32)."""
     c = model.corpus
@@ -56,9 +69,10 @@ def lockstep_skipgram(model: Word2Vec, streams: int, order: str, seed: int) -> N
     gen = torch.Generator().manual_seed(seed)
     total = c.raw_words * model.epochs
     done, k = 0.0, model.negative
-    for _, _, n_ids, _, centers, ctx in model._blocks(model.epochs, seed):
+    for _, _, _, ids, sent, radius, start, stop in model._blocks(model.epochs, seed):
         lr = max(model.min_alpha, model.alpha - (model.alpha - model.min_alpha) * done / total)
-        done += len(centers) / n_ids * c.raw_words
+        done += (stop - start) / len(ids) * c.raw_words
+        centers, ctx = ids[start:stop], block_contexts(ids, sent, radius, start, stop, model.window)
         pairs = ctx >= 0
         cen = centers[:, None].expand_as(ctx)[pairs]
         pos = ctx[pairs]

@@ -190,6 +190,8 @@ def test_stream_update_equals_the_contexts_form(kind, dtype, start, stop, rng):
     vocab, dim, length, window, k = 25, 12, 120, 3, 4
     cbow, batch = kind == "cbow", kind == "sg-batch"
     tokens, sentence, radius = _token_stream(rng, length, vocab, window)
+    if stop > start:  # the first center has a context, so that something must be updated
+        radius[start], sentence[start + 1] = window, sentence[start]
     contexts = ref.stream_contexts(tokens, sentence, radius, start, stop, window)
     stream = [torch.tensor(a) for a in (tokens, sentence, radius)]
     table = torch.tensor(rng.integers(0, vocab, 50))

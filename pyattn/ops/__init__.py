@@ -12,4 +12,11 @@ cell in a Python loop cannot afford register_autograd's per-call argument bindin
 ``sgns_loss`` with sparse gradients (its forward computes the gradients too).
 """
 
-from pyattn.ops import attention, lstm, negative_sampling, packed_gemm, scaled_masked_softmax, subsample_tokens  # noqa: F401
+from pyattn.ops import (  # noqa: F401
+    attention,
+    lstm,
+    negative_sampling,
+    packed_gemm,
+    scaled_masked_softmax,
+    subsample_tokens,
+)

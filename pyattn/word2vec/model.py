@@ -325,7 +325,6 @@ class Word2Vec:
         blocks."""
         c, dev = self.corpus, self.device
         block = max(1, self.batch_words) if dev.type == "cpu" else max(self.batch_words, CUDA_BLOCK_WORDS)
-        gen = torch.Generator(device=dev).manual_seed(seed)
         all_ids = torch.from_numpy(c.ids).to(dev, torch.int64)
         lengths = torch.from_numpy(np.diff(np.concatenate([[0], c.sentence_ends])))
         sentence = torch.repeat_interleave(torch.arange(len(lengths)), lengths).to(dev)
@@ -334,6 +333,7 @@ class Word2Vec:
         # (draws, a gather, boolean indexing, randint, and fresh memory for each) took
         # 80-120 ms per epoch of 5.4 M tokens, ~8 % of CBOW's training time; the op, ~20 ms.
         kept_buffers = [torch.empty_like(all_ids) for _ in range(3)] if dev.type == "cpu" else None
+        gen = torch.Generator(device=dev).manual_seed(seed) if kept_buffers is None else None
         for epoch in range(epochs):
             if kept_buffers is not None:
                 epoch_seed = (seed * 1_000_003 + epoch) & (2**63 - 1)
