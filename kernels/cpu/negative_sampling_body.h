@@ -8,8 +8,9 @@ namespace negsamp {
 // fp32 lanes narrower than the ISA's VecF, for the ends of rows: dim 100 is 6 x 16 + 4
 // floats on AVX-512 (12 x 8 + 4 on AVX2), and those 4 floats ran as scalar code in every
 // dot product and row update. Ordinary 8- and 4-lane loads and stores instead made the
-// CBOW update 5-8 % faster and skip-gram's window batch 11-12 % (2 threads, dim 100,
-// AVX-512, Zen 4); AVX-512 masked stores had been slower than the scalar code there.
+// CBOW update 5-8 % faster and skip-gram's window batch 9-12 % (2 threads, dim 100, the
+// AVX-512 and AVX2 paths on Zen 4); AVX-512 masked stores had been slower than the scalar
+// code there.
 struct Lanes8 {
   using R = __m256;
   static R load(const float* p) { return _mm256_loadu_ps(p); }
