@@ -11,9 +11,9 @@ namespace {
 
 constexpr const char* kOp = "subsample_tokens_";
 
-// A 1-D contiguous CPU tensor of `dtype`.
-void check_vector(const at::Tensor& t, at::ScalarType dtype, const char* what) {
-  check_dims(t, 1, kOp, what, "(tokens,)");
+// A 1-D contiguous CPU tensor of `dtype`; `layout` names its dim, e.g. "(tokens,)".
+void check_vector(const at::Tensor& t, at::ScalarType dtype, const char* what, const char* layout = "(tokens,)") {
+  check_dims(t, 1, kOp, what, layout);
   TORCH_CHECK(t.scalar_type() == dtype, kOp, ": ", what, " has dtype ", t.scalar_type(), ", expected ", dtype);
   TORCH_CHECK(t.is_cpu(), kOp, ": ", what, " is on ", t.device(), ", expected the CPU");
   TORCH_CHECK(t.is_contiguous(), kOp, ": ", what, " must be contiguous");
@@ -24,7 +24,7 @@ at::Tensor subsample_tokens(const at::Tensor& tokens, const at::Tensor& sentence
                             at::Tensor& radius) {
   check_vector(tokens, at::kLong, "tokens");
   check_vector(sentence, at::kLong, "sentence");
-  check_vector(keep, at::kDouble, "keep");
+  check_vector(keep, at::kDouble, "keep", "(vocab,)");
   TORCH_CHECK(sentence.numel() == tokens.numel(), kOp, ": sentence has ", sentence.numel(),
               " entries, expected one per token (", tokens.numel(), ")");
   TORCH_CHECK(window >= 1, kOp, ": window is ", window, ", expected >= 1");

@@ -77,12 +77,14 @@ def test_bad_inputs():
         call(tokens=tokens.int())
     with pytest.raises(USER_ERRORS, match="sentence has 5 entries, expected one per token"):
         call(sentence=sentence[:5])
+    with pytest.raises(USER_ERRORS, match=r"keep has 2 dims, expected 1 \(vocab,\)"):
+        call(keep=keep[None])
     with pytest.raises(USER_ERRORS, match="keep has dtype Float"):
         call(keep=keep.float())
     with pytest.raises(USER_ERRORS, match="window is 0, expected >= 1"):
         call(window=0)
     with pytest.raises(USER_ERRORS, match="radius has 5 entries, expected at least one per token"):
-        call(outs=[torch.empty(6, dtype=torch.int64)] * 2 + [torch.empty(5, dtype=torch.int64)])
+        call(outs=[torch.empty(n, dtype=torch.int64) for n in (6, 6, 5)])
     with pytest.raises(USER_ERRORS, match="kept_sentence must be contiguous"):
         call(outs=[torch.empty(6, dtype=torch.int64), torch.empty(12, dtype=torch.int64)[::2],
                    torch.empty(6, dtype=torch.int64)])
