@@ -10,7 +10,7 @@ alpha / 10, not min_alpha. pyattn decays linearly over all words, as word2vec.c 
 This script retrains pyattn with gensim's schedule, to see how much of a quality gap
 the schedule explains.
 
-    python bench/word2vec_lr_schedule.py CORPUS --seed 1 [--sg 0] [--workers 2]
+    python bench/word2vec_lr_schedule.py CORPUS [--seed 1] [--rounds 1] [--sg 0] [--window-batch 1] [--workers 2]
 
 Prints WS353 Spearman and analogy accuracy with gensim's evaluation files (gensim must
 be importable).
@@ -35,31 +35,32 @@ class GensimCorpusFileSchedule(Word2Vec):
         self.gensim_workers = gensim_workers
         super().__init__(*args, **kwargs)
 
-    def _update(self, w_in, w_out, centers, contexts, table, lr, seed, want_loss):
-        # Word2Vec passes the linear schedule's lr; recover the epochs done (fractional) from it.
-        done = (self.alpha - lr) / (self.alpha - self.min_alpha) * self.epochs
+    def _learning_rate(self, progress: float) -> float:
+        done = progress * self.epochs  # epochs done, fractional
         epoch = min(math.floor(done), self.epochs - 1)
-        progress = (epoch + (done - epoch) / self.gensim_workers) / self.epochs
-        lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
-        return super()._update(w_in, w_out, centers, contexts, table, lr, seed, want_loss)
+        return super()._learning_rate((epoch + (done - epoch) / self.gensim_workers) / self.epochs)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="train this many times, seeds seed, seed + 1, ...")
     ap.add_argument("--sg", type=int, default=0, choices=(0, 1))
+    ap.add_argument("--window-batch", type=int, default=1, choices=(1, 0), help="skip-gram's window_batch")
     ap.add_argument("--workers", type=int, default=2, help="pyattn's threads, and gensim's workers the schedule mimics")
     args = ap.parse_args()
     from gensim.test.utils import datapath
 
-    m = GensimCorpusFileSchedule(corpus_file=args.corpus, gensim_workers=args.workers, vector_size=100, window=5,
-                                 min_count=5, sg=args.sg, negative=5, epochs=5, seed=args.seed, sample=1e-3,
-                                 workers=args.workers, progress=False)
-    ws = m.wv.evaluate_word_pairs(datapath("wordsim353.tsv"))[1][0]
-    acc = m.wv.evaluate_word_analogies(datapath("questions-words.txt"))[0]
-    print(f"{'skip-gram' if args.sg else 'CBOW'} seed {args.seed}, gensim's corpus_file schedule "
-          f"({args.workers} workers): WS353 {ws:.4f} analogy {acc:.4f}")
+    for seed in range(args.seed, args.seed + args.rounds):
+        m = GensimCorpusFileSchedule(corpus_file=args.corpus, gensim_workers=args.workers, vector_size=100, window=5,
+                                     min_count=5, sg=args.sg, negative=5, epochs=5, seed=seed, sample=1e-3,
+                                     workers=args.workers, progress=False,
+                                     window_batch=bool(args.window_batch))
+        ws = m.wv.evaluate_word_pairs(datapath("wordsim353.tsv"))[1][0]
+        acc = m.wv.evaluate_word_analogies(datapath("questions-words.txt"))[0]
+        print(f"{'skip-gram' if args.sg else 'CBOW'} seed {seed}, gensim's corpus_file schedule "
+              f"({args.workers} workers, window_batch {args.window_batch}): WS353 {ws:.4f} analogy {acc:.4f}", flush=True)
 
 
 if __name__ == "__main__":

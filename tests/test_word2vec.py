@@ -161,6 +161,25 @@ def test_training_reduces_loss(corpus):
     assert longer.running_loss < short.running_loss
 
 
+def test_learning_rate_falls_linearly_over_every_epochs_raw_words(corpus):
+    """Each block's rate comes from the raw words done before it, over all epochs: from
+    alpha at the first block, down in equal steps (equal blocks, sample=0), to one block
+    short of min_alpha at the last."""
+    seen = []
+
+    class Spy(Word2Vec):
+        def _learning_rate(self, progress):
+            seen.append((progress, super()._learning_rate(progress)))
+            return seen[-1][1]
+
+    blocks = 30  # per epoch: 300 sentences of 10 words, 100-word blocks
+    Spy(corpus[:300], vector_size=8, window=2, min_count=1, epochs=3, workers=1, sample=0, batch_words=100,
+        alpha=0.03, min_alpha=0.001, progress=False)
+    progress, lr = np.array(seen).T
+    np.testing.assert_allclose(progress, np.arange(3 * blocks) / (3 * blocks), atol=1e-12)
+    np.testing.assert_allclose(lr, 0.03 - 0.029 * progress, atol=1e-12)
+
+
 def test_same_seed_one_worker_is_reproducible(corpus):
     kw = dict(vector_size=8, window=2, min_count=1, epochs=1, workers=1, seed=5, progress=False)
     a, b = Word2Vec(corpus[:200], **kw), Word2Vec(corpus[:200], **kw)

@@ -266,8 +266,7 @@ class Word2Vec:
                 if b == 0 and epoch > 0 and loss_n:
                     self.running_loss = loss_sum / loss_n
                     loss_sum, loss_n = 0.0, 0
-                progress = done_raw / total_raw
-                lr = max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
+                lr = self._learning_rate(done_raw / total_raw)
                 want_loss = self.compute_loss and b % 8 == 0 and stop > start
                 seed = (self.seed * 1_000_003 + epoch) * 1_000_033 + b + (rank << 40)
                 if stop > start:
@@ -300,6 +299,11 @@ class Word2Vec:
         self.words_per_second = c.raw_words * epochs / self.train_seconds
         self.wv.fill_norms()
         return self
+
+    def _learning_rate(self, progress: float) -> float:
+        """The learning rate once `progress` (0 to 1) of all epochs' raw words is done: linear
+        from alpha to min_alpha, as in word2vec.c and gensim's iterable mode."""
+        return max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
 
     def _update(self, w_in, w_out, ids, sentence, radius, start, stop, table, lr, seed, want_loss) -> torch.Tensor:
         """One block's SGD step in place: centers ids[start:stop], their windows read from the
