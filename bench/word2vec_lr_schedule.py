@@ -10,7 +10,7 @@ alpha / 10, not min_alpha. pyattn decays linearly over all words, as word2vec.c 
 This script retrains pyattn with gensim's schedule, to see how much of a quality gap
 the schedule explains.
 
-    python bench/word2vec_lr_schedule.py CORPUS [--seed 1] [--rounds 1] [--sg 0] [--window-batch 1] [--workers 2]
+    python bench/word2vec_lr_schedule.py CORPUS [--seed 1] [--rounds 1] [--sg 0] [--window-batch 0] [--workers 2]
 
 Prints WS353 Spearman and analogy accuracy with gensim's evaluation files (gensim must
 be importable).
@@ -47,7 +47,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1, help="train this many times, seeds seed, seed + 1, ...")
     ap.add_argument("--sg", type=int, default=0, choices=(0, 1))
-    ap.add_argument("--window-batch", type=int, default=1, choices=(1, 0), help="skip-gram's window_batch")
+    ap.add_argument("--window-batch", type=int, default=0, choices=(1, 0), help="skip-gram's window_batch")
     ap.add_argument("--workers", type=int, default=2, help="pyattn's threads, and gensim's workers the schedule mimics")
     args = ap.parse_args()
     from gensim.test.utils import datapath

@@ -17,8 +17,8 @@ vectors copied back), gensim once per --gensim-input: corpus_file (the default, 
 fastest) or corpus_iterable (sentences from LineSentence). The two differ in quality
 as well as speed: corpus_file decays each worker's learning rate by that worker's
 progress (bench/results/word2vec_cbow_gap_2026-12-05.md). Skip-gram runs pyattn once per
---window-batch: 1 (the default) updates each center's window as one batch, 0 takes the
-pairs in word2vec.c's order.
+--window-batch: 0 (the default) takes the pairs in word2vec.c's order, 1 updates each
+center's window as one batch.
 
 --rounds N trains every run N times, with seeds seed, seed + 1, ...: each round trains
 pyattn and gensim back to back, pyattn first in rounds 1, 3, ... and gensim first in
@@ -56,7 +56,7 @@ def main():
     ap.add_argument("--gensim-input", action="append", choices=("corpus_file", "corpus_iterable"),
                     help="how gensim reads the corpus (repeatable; default corpus_file); speedups are against the first")
     ap.add_argument("--window-batch", type=int, action="append", choices=(1, 0),
-                    help="pyattn skip-gram's window_batch (repeatable; default 1)")
+                    help="pyattn skip-gram's window_batch (repeatable; default 0)")
     ap.add_argument("--wordsim")
     ap.add_argument("--analogies")
     ap.add_argument("--out")
@@ -92,7 +92,7 @@ def main():
         def train_ours(kw):
             runs = []  # (device, window_batch, model, vocab seconds)
             for device in args.device or ["cpu"]:
-                for batch in (args.window_batch or [1]) if sg else [1]:
+                for batch in (args.window_batch or [0]) if sg else [0]:
                     ours = Word2Vec(progress=False, device=device, window_batch=bool(batch), **kw)
                     t = time.perf_counter()
                     ours.build_vocab(corpus_file=args.corpus)
@@ -134,7 +134,7 @@ def main():
                                wordsim, analogies)
             rows = []  # (impl, vocab, train s, vocab s, words/s, evaluation)
             for device, batch, ours, vocab_s in runs:
-                notes = ([] if device == "cpu" else [device]) + ([] if batch else ["pairs"])
+                notes = ([] if device == "cpu" else [device]) + (["window batch"] if batch else [])
                 impl = "pyattn" + (f" ({', '.join(notes)})" if notes else "")
                 rows.append((impl, len(ours.wv), ours.train_seconds, vocab_s, ours.words_per_second,
                              _evaluate(ours.wv, wordsim, analogies)))

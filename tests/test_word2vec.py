@@ -38,7 +38,7 @@ def corpus():
     return planted_corpus()
 
 
-@pytest.fixture(scope="module", params=[(1, True), (1, False), (0, True)], ids=["sg", "sg-pairs", "cbow"])
+@pytest.fixture(scope="module", params=[(1, False), (1, True), (0, False)], ids=["sg", "sg-window-batch", "cbow"])
 def model(request, corpus):
     sg, window_batch = request.param
     return Word2Vec(corpus, vector_size=32, window=3, min_count=1, sg=sg, negative=5, epochs=5, workers=2, seed=3,
@@ -141,7 +141,7 @@ def test_planted_structure(model):
     assert np.isfinite(model.running_loss) and model.words_per_second > 0
 
 
-@pytest.mark.parametrize("sg, window_batch", [(1, True), (1, False), (0, True)], ids=["sg", "sg-pairs", "cbow"])
+@pytest.mark.parametrize("sg, window_batch", [(1, False), (1, True), (0, False)], ids=["sg", "sg-window-batch", "cbow"])
 def test_planted_structure_on_device(device, sg, window_batch, corpus):
     """Training on `device` (on CUDA: the update kernel's ordered streams) finds the planted
     groups and leaves the vectors on the CPU, in wv."""

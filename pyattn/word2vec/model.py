@@ -13,11 +13,14 @@ Per epoch, with no per-token Python (on CUDA the tokens stay on the GPU):
      decays linearly with the raw words processed, from alpha to min_alpha over all
      epochs, as in gensim. As in gensim, a target whose logit has |x| >= 6 gets no
      update, and the input vectors start uniform in [-1/d, 1/d) (gensim 4's range).
-     Skip-gram updates each center's window as one batch by default (window_batch:
-     pWord2Vec's HogBatch, negatives shared by the window, every logit from the rows as
-     they stand; semantics in pyattn/negative_sampling.h): on 5.5 M words of English it
-     trained 1.6x faster than word2vec.c's pair order with WS353 and analogy level or
-     better (bench/results/word2vec_window_batch_2026-12-05.md).
+     Skip-gram takes the pairs one by one by default, as word2vec.c and gensim do.
+     window_batch=True updates each center's window as one batch instead
+     (pWord2Vec's HogBatch: negatives shared by the window, every logit from the rows as
+     they stand; semantics in pyattn/negative_sampling.h): its update runs about twice
+     as fast, but its WS353 departs from the pair order's by the corpus, +0.02 on 5.5 M
+     words of Debian English and -0.026 on the techdocs registry text, where the pair
+     order stays within 0.013 of gensim's on both
+     (bench/results/word2vec_skipgram_default_2026-12-06.md).
 
 Across processes (torchrun; ``world`` from pyattn.distributed.init): rank 0 reads the
 corpus and builds the vocabulary once, every rank receives it (broadcast) and trains on
@@ -143,9 +146,10 @@ class Word2Vec:
     progress bar, kept in ``running_loss``; the others skip the log1p per target).
     ``world`` / ``syncs_per_epoch``: training across processes (see the module's
     docstring); ``corpus``, ``words_per_second`` and ``running_loss`` are then this
-    rank's. ``window_batch`` (skip-gram; not a gensim parameter): True updates each
-    center's window as one batch with negatives shared by the window (see the module's
-    docstring); False takes the pairs one by one in word2vec.c's order.
+    rank's. ``window_batch`` (skip-gram; not a gensim parameter): False (the default)
+    takes the pairs one by one in word2vec.c's order; True updates each center's window
+    as one batch with negatives shared by the window, faster but not word2vec.c's
+    quality on every corpus (see the module's docstring).
     """
 
     def __init__(self, sentences: Optional[Iterable] = None, corpus_file: Optional[Union[str, os.PathLike]] = None,
@@ -154,7 +158,7 @@ class Word2Vec:
                  min_alpha: float = 0.0001, sg: int = 0, negative: int = 5, ns_exponent: float = 0.75,
                  cbow_mean: int = 1, epochs: int = 5, batch_words: int = 10000, device: str = "cpu",
                  progress: bool = True, compute_loss: bool = True, world: Optional[distributed.World] = None,
-                 syncs_per_epoch: int = 16, window_batch: bool = True):
+                 syncs_per_epoch: int = 16, window_batch: bool = False):
         self._check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
                          epochs, batch_words, cbow_mean)
         if not isinstance(syncs_per_epoch, int) or syncs_per_epoch < 1:

@@ -25,9 +25,10 @@ namespace pyattn {
 //              x_ij = w_in[ctx_i] . w_out[t_j] is taken from the rows as they stand at
 //              the center's start; then w_in[ctx_i] += sum_j g_ij w_out[t_j] and
 //              w_out[t_j] += sum_i g_ij w_in[ctx_i], both from those rows. The window's
-//              output rows are read once instead of once per pair: on English text this
-//              trains 1.6x faster than the pair order, with WS353 and analogy level or
-//              better (bench/results/word2vec_window_batch_2026-12-05.md).
+//              output rows are read once instead of once per pair, so it trains 1.6-2x
+//              faster than the pair order; its WS353 departs from the pair order's by the
+//              corpus (+0.02 and -0.026 on two English texts), so the trainer defaults to
+//              the pair order (bench/results/word2vec_skipgram_default_2026-12-06.md).
 // Negatives come from `negatives` when given, else are drawn inside the kernel from a
 // 64-bit hash r of (seed, example, k), a counter-based draw, so results do not depend on
 // the thread count (example: n * window_slots + slot for a skip-gram pair, n for a CBOW
