@@ -70,7 +70,7 @@ def lockstep_skipgram(model: Word2Vec, streams: int, order: str, seed: int) -> N
     total = c.raw_words * model.epochs
     done, k = 0.0, model.negative
     for _, _, _, ids, sent, radius, start, stop in model._blocks(model.epochs, seed):
-        lr = max(model.min_alpha, model.alpha - (model.alpha - model.min_alpha) * done / total)
+        lr = model._learning_rate(done / total)
         done += (stop - start) / len(ids) * c.raw_words
         centers, ctx = ids[start:stop], block_contexts(ids, sent, radius, start, stop, model.window)
         pairs = ctx >= 0
