@@ -84,7 +84,7 @@ def merge_updates_(tensors: list[torch.Tensor], bases: list[torch.Tensor], world
     if not world.distributed:
         return
     for t, base in zip(tensors, bases):
-        t.sub_(base)
-        dist.all_reduce(t)
-        t.add_(base)
-        base.copy_(t)
+        update = (t - base).contiguous()  # all_reduce wants dense tensors; t may have padded rows
+        dist.all_reduce(update)
+        base.add_(update)
+        t.copy_(base)

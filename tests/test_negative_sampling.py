@@ -223,6 +223,36 @@ def test_stream_update_equals_the_contexts_form(kind, dtype, start, stop, rng):
         assert abs(loss.item() - e_loss) <= 1e-9 * abs(e_loss)
 
 
+@pytest.mark.parametrize("kind", ["sg", "sg-batch", "cbow"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_stream_update_on_padded_rows_equals_packed(kind, dtype, rng):
+    """Tables whose rows are padded (a row stride past dim, as Word2Vec's aligned rows)
+    give exactly the packed tables' result with one thread, and the padding is untouched."""
+    vocab, dim, length, window, k = 25, 21, 150, 3, 4
+    cbow, batch = kind == "cbow", kind == "sg-batch"
+    tokens, sentence, radius = _token_stream(rng, length, vocab, window)
+    stream = [torch.tensor(a) for a in (tokens, sentence, radius)]
+    table = torch.tensor(rng.integers(0, vocab, 50))
+    w_in, w_out = _tables(rng, vocab, dim, dtype)
+    fill = float(rng.normal())
+    p_in, p_out = (torch.full((vocab, dim + 11), fill, dtype=dtype)[:, :dim] for _ in range(2))
+    p_in.copy_(w_in)
+    p_out.copy_(w_out)
+    op = OPS.cbow_stream_update_ if cbow else OPS.sgns_stream_update_
+    extra = () if cbow else (True, 0, batch)  # compute_loss, max_streams, window_batch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss = op(w_in, w_out, *stream, 0, length, window, None, table, k, 0.1, 5, *extra)
+        p_loss = op(p_in, p_out, *stream, 0, length, window, None, table, k, 0.1, 5, *extra)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(p_in, w_in) and torch.equal(p_out, w_out) and p_loss.item() == loss.item()
+    for padded in (p_in, p_out):
+        whole = torch.as_strided(padded, (vocab, dim + 11), padded.stride())
+        assert bool((whole[:, dim:] == fill).all()), "an update wrote past a row's end"
+
+
 def test_stream_update_bad_inputs():
     w = torch.zeros(10, 4)
     tokens, sentence, radius = torch.arange(10), torch.zeros(10, dtype=torch.long), torch.ones(10, dtype=torch.long)

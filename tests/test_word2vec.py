@@ -17,7 +17,7 @@ from pyattn.word2vec import KeyedVectors, Word2Vec
 from pyattn.word2vec.__main__ import main as cli
 from pyattn.word2vec.corpus import encode, shard
 from pyattn.reference.negative_sampling import stream_contexts
-from pyattn.word2vec.model import STREAM_LOAD, cuda_streams, keep_probabilities, window_examples
+from pyattn.word2vec.model import STREAM_LOAD, aligned_rows, cuda_streams, keep_probabilities, window_examples
 
 GROUPS = 4
 PER_GROUP = 8
@@ -184,6 +184,35 @@ def test_same_seed_one_worker_is_reproducible(corpus):
     kw = dict(vector_size=8, window=2, min_count=1, epochs=1, workers=1, seed=5, progress=False)
     a, b = Word2Vec(corpus[:200], **kw), Word2Vec(corpus[:200], **kw)
     np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
+
+
+@pytest.mark.parametrize("dim", [1, 16, 100])
+def test_aligned_rows_start_on_64_byte_boundaries(dim):
+    t = aligned_rows(37, dim)
+    assert t.shape == (37, dim) and t.dtype == torch.float32 and not bool(t.any())
+    assert t.stride() == (-(-dim // 16) * 16, 1)
+    assert t.data_ptr() % 64 == 0
+
+
+@pytest.mark.parametrize("sg", [1, 0], ids=["sg", "cbow"])
+def test_trainer_tables_have_aligned_rows_and_train_as_packed_ones(corpus, sg):
+    """build_vocab gives both tables 64-byte-aligned rows; with one worker, training on them
+    gives exactly what packed copies of the same tables give."""
+    kw = dict(vector_size=20, window=2, min_count=1, epochs=1, workers=1, seed=5, sg=sg, progress=False)
+    a, b = Word2Vec(**kw).build_vocab(corpus[:200]), Word2Vec(**kw).build_vocab(corpus[:200])
+    for m in (a, b):
+        rows = torch.from_numpy(m.wv.vectors)
+        assert rows.stride() == (32, 1) and rows.data_ptr() % 64 == 0
+        assert m.syn1neg.stride() == (32, 1) and m.syn1neg.data_ptr() % 64 == 0
+    b.wv = KeyedVectors(b.wv.index_to_key, np.ascontiguousarray(b.wv.vectors))
+    b.syn1neg = b.syn1neg.contiguous()
+    before = b.wv.vectors.copy()
+    np.testing.assert_array_equal(a.wv.vectors, before)
+    a.train()
+    b.train()
+    assert not np.array_equal(a.wv.vectors, before), "nothing trained"
+    np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
+    assert torch.equal(a.syn1neg, b.syn1neg)
 
 
 def test_corpus_file_and_iterable_agree(tmp_path, corpus):
@@ -433,7 +462,8 @@ def test_merge_updates_sums_every_ranks_changes(tmp_path):
         "from pyattn import distributed\n"
         "world = distributed.init('cpu')\n"
         "base = torch.tensor([1.0, -2.0, 0.5])\n"
-        "t = base + torch.tensor([1.0, 2.0, 3.0]) * (world.rank + 1)\n"
+        "t = torch.zeros(6)[::2]  # not contiguous, as the trainer's padded tables\n"
+        "t.copy_(base + torch.tensor([1.0, 2.0, 3.0]) * (world.rank + 1))\n"
         "distributed.merge_updates_([t], [base], world)\n"
         f"open(r'{tmp_path}' + f'/rank{{world.rank}}.txt', 'w').write(str([t.tolist(), base.tolist()]))\n"
         "distributed.shutdown(world)\n")
