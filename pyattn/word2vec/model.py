@@ -84,8 +84,8 @@ def aligned_rows(rows: int, dim: int) -> torch.Tensor:
     """A zeroed float32 [rows, dim] table whose rows each start on a 64-byte boundary: a
     view of a [rows, dim rounded up to 16] buffer. The update kernels read and write whole
     rows at random; at dim 100 (400-byte rows) three rows in four straddle cache lines at
-    every vector load and store, and the padded rows made skip-gram's update 3-8 % faster
-    and CBOW's 3-8 %, 1 and 2 threads (bench/results/word2vec_aligned_rows_2026-12-06.md).
+    every vector load and store. The aligned rows made skip-gram's update 3 % faster with
+    1 thread and 7-10 % with 2, CBOW's 3-8 % (bench/results/word2vec_cpu_rows_2026-12-06.md).
     Costs (stride - dim) / dim more memory: 12 % at dim 100, 1 % at 300, none at 128."""
     stride = -(-dim // 16) * 16
     buf = torch.zeros(rows * stride + 15)
