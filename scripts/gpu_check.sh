@@ -14,6 +14,13 @@
 #   memcheck     60 s  compute-sanitizer memcheck over the ops, full shapes
 #   racecheck    60 s  compute-sanitizer racecheck over the ops, fewer rows (same kernel paths)
 #   bench        60 s  python -m pyattn.bench --quick --device cuda
+#   word2vec    150 s  bench/word2vec_cuda.py on a carried corpus (issue 15's CUDA rows), when
+#                      build/w2v/ holds it (bench/cuda/carry_word2vec.sh); else not run
+#
+# PYATTN_GPU_FOCUS=word2vec checks word2vec alone, in at most 560 s (about 6 minutes with the
+# build): no harnesses, the tests of test_word2vec.py and test_negative_sampling.py only,
+# the sanitizers over the negative-sampling ops only, and the word2vec step instead of the
+# bench (then it fails if build/w2v/ was not carried).
 #
 # A step past its limit gets SIGTERM (and SIGKILL 10 s later), so is its whole process
 # group (xdist workers, the sanitizer's target, nvcc). A failing or timed-out step does
@@ -32,7 +39,8 @@
 # PATH), TORCH_CUDA_ARCH_LIST and MAX_JOBS (defaults above), PYATTN_GPU_SKIP_BUILD=1 (reuse
 # the built extension), PYATTN_GPU_LIMIT_<STEP>=seconds (e.g. PYATTN_GPU_LIMIT_BUILD=300),
 # PYATTN_GPU_OUT=dir (copy the report there after every write, and the logs at the end:
-# for a machine that only hands back one folder), CUDA_HOME (compute-sanitizer).
+# for a machine that only hands back one folder), CUDA_HOME (compute-sanitizer),
+# PYATTN_GPU_FOCUS (empty: everything; word2vec: see above).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=${PYTHON:-python}
@@ -72,6 +80,13 @@ git diff --quiet HEAD 2>/dev/null || COMMIT+=" (with local changes)"
 CUDA_TESTS="cuda and not test_cuda_emulated or test_mask_on_other_device or test_build_info"
 HARNESS=build/harness/attention_harness # the standalone harnesses, when carried (step 0)
 LSTM_HARNESS=build/harness/lstm_harness
+W2V=build/w2v # the word2vec step's corpus and evaluation files, when carried
+FOCUS=${PYATTN_GPU_FOCUS:-}
+case "$FOCUS" in
+  "") TEST_PATHS=(tests) ;;
+  word2vec) TEST_PATHS=(tests/test_word2vec.py tests/test_negative_sampling.py) ;;
+  *) die "PYATTN_GPU_FOCUS=$FOCUS: expected empty or word2vec" ;;
+esac
 
 SLUG=$(echo "$GPU_NAME" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-+|-+$//g')
 DATE=$(date +%Y-%m-%d)
@@ -169,7 +184,7 @@ write_report() {
     echo "- Status: $STATE (written $(date -u '+%H:%M:%S UTC'); started $STARTED_AT)"
     echo "- Device: $GPU_NAME, compute capability ${CC:-unknown}, ${GPU_MEM:-? MiB}; driver $DRIVER; $NPROC CPU cores"
     echo "- Versions: $VERSIONS; nvcc $NVCC_V; compute-sanitizer $SANITIZER_V"
-    echo "- Commit: $COMMIT"
+    echo "- Commit: $COMMIT${FOCUS:+; focus: $FOCUS (PYATTN_GPU_FOCUS)}"
     if [[ "${PYATTN_GPU_SKIP_BUILD:-0}" == 1 ]]; then
       echo "- Build: reused (PYATTN_GPU_SKIP_BUILD=1)"
     else
@@ -221,7 +236,7 @@ write_report() {
     fi
     if [[ -f "$LOGS/tests.log" ]]; then
       echo
-      echo "## Tests (the CUDA cases: \`pytest -k \"$CUDA_TESTS\" -n $NPROC\`)"
+      echo "## Tests (the CUDA cases: \`pytest ${TEST_PATHS[*]} -k \"$CUDA_TESTS\" -n $NPROC\`)"
       echo
       "$PYTHON" scripts/summarize_pytest.py --log "$LOGS/tests.log" --junit "$LOGS/tests.xml" 2>&1 ||
         echo "(scripts/summarize_pytest.py failed: see $LOGS/tests.log)"
@@ -229,7 +244,8 @@ write_report() {
     if [[ -f "$LOGS/memcheck.log" || -f "$LOGS/racecheck.log" ]]; then
       echo
       echo "## compute-sanitizer (pyattn's kernels: softmax sk = 1 .. 70001, attention, packed LSTMs;" \
-        "aligned and offset views, masks, causal, 4 dtypes; racecheck with fewer rows)"
+        "aligned and offset views, masks, causal, 4 dtypes; negative-sampling updates and sgns_loss;" \
+        "racecheck with fewer rows${FOCUS:+; focus $FOCUS: its ops only})"
       echo
       echo '```'
       for s in memcheck racecheck; do
@@ -257,6 +273,19 @@ write_report() {
       echo
       echo '```'
       grep -v '%|' "$LOGS/bench.log" # drop tqdm's progress lines
+      echo '```'
+    fi
+    if [[ -f "$OUT/word2vec_cuda.md" ]]; then
+      echo
+      echo "## word2vec (\`bench/word2vec_cuda.py\`)"
+      echo
+      sed 's/^# /### /' "$OUT/word2vec_cuda.md"
+    elif [[ -f "$LOGS/word2vec.log" ]]; then
+      echo
+      echo "## word2vec (\`bench/word2vec_cuda.py\`): no results file; the log's end"
+      echo
+      echo '```'
+      tail -n 25 "$LOGS/word2vec.log"
       echo '```'
     fi
   } >"$REPORT.tmp"
@@ -301,14 +330,19 @@ trap 'on_signal HUP' HUP
 # bench/cuda/attention_harness.cu needs neither torch nor the extension: built here by
 # bench/cuda/build_harness.sh (about 2 minutes on 2 cores) and carried, it checks and times
 # the attention kernels' tile variants before the build. Not built on the lent machine.
-if [[ -x "$HARNESS" ]]; then
+if [[ -n "$FOCUS" ]]; then
+  skip_step harness 120 "focus $FOCUS"
+  skip_step lstm_harness 40 "focus $FOCUS"
+elif [[ -x "$HARNESS" ]]; then
   run_step harness 120 "$HARNESS" --quick
 else
   skip_step harness 120 "$HARNESS not found (build it with bench/cuda/build_harness.sh and carry build/harness)"
 fi
 # bench/cuda/lstm_harness.cu: the persistent LSTM kernels against a double reference, then
 # timed at T 100 (batches 8 and 64 with --quick).
-if [[ -x "$LSTM_HARNESS" ]]; then
+if [[ -n "$FOCUS" ]]; then
+  : # skipped above
+elif [[ -x "$LSTM_HARNESS" ]]; then
   run_step lstm_harness 40 "$LSTM_HARNESS" --quick
 else
   skip_step lstm_harness 40 "$LSTM_HARNESS not found (build it with bench/cuda/build_harness.sh and carry build/harness)"
@@ -354,7 +388,7 @@ else
   # from giving up. -v prints each outcome as it comes, so a timed-out run can still be
   # summarised; the JUnit file (written at the end) adds the messages.
   # -p no:benchmark: the tests use no benchmark fixture, and it warns once per worker.
-  run_step tests 120 "$PYTHON" -m pytest tests -k "$CUDA_TESTS" -n "$NPROC" --max-worker-restart 5000 \
+  run_step tests "$( [[ -n "$FOCUS" ]] && echo 90 || echo 120)" "$PYTHON" -m pytest "${TEST_PATHS[@]}" -k "$CUDA_TESTS" -n "$NPROC" --max-worker-restart 5000 \
     -v -rfE --tb=short -p no:benchmark --junitxml "$LOGS/tests.xml"
 fi
 
@@ -378,6 +412,38 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def done(what):  # progress, so that a timed-out run shows how far it got
     print(f"sanitize_ops: {what}", flush=True)
 
+
+# negative sampling: the stream updates (skip-gram pairs, its window batch, CBOW) on tables
+# with padded rows as the trainer's, dim 37 (a partial last pass over the lanes), negatives
+# from an alias table and from an id table, a busy vocabulary of 50; sgns_loss and its
+# gradients. The updates take fp32 and fp64.
+from pyattn.word2vec.model import alias_table
+
+vocab, dim, k, window = 50, 37, 5, 3
+n = 64 if SMALL else 400
+for dtype in (torch.float32, torch.float64):
+    tokens = torch.randint(0, vocab, (n,), device=dev)
+    sentence = torch.sort(torch.randint(0, n // 20, (n,), device=dev)).values
+    radius = torch.randint(1, window + 1, (n,), device=dev)
+    tables = (alias_table(torch.rand(vocab).double().numpy() + 0.1).to(dev), torch.randint(0, vocab, (100,), device=dev))
+    for cbow, batch in ((False, False), (False, True), (True, False)):
+        for table in tables:
+            w_in, w_out = ((torch.randn(vocab, dim + 11, device=dev, dtype=dtype) * 0.3)[:, :dim] for _ in range(2))
+            args = (w_in, w_out, tokens, sentence, radius, 3, n - 2, window, None, table, k, 0.05, 7, True, 0)
+            loss = ops.cbow_stream_update_(*args) if cbow else ops.sgns_stream_update_(*args, batch)
+            torch.cuda.synchronize()
+            assert torch.isfinite(loss) and torch.isfinite(w_in).all() and torch.isfinite(w_out).all(), (dtype, cbow)
+    w_in = torch.randn(vocab, dim, device=dev, dtype=dtype, requires_grad=True)
+    w_out = torch.randn(vocab, dim, device=dev, dtype=dtype, requires_grad=True)
+    centers, contexts = torch.randint(0, vocab, (n,), device=dev), torch.randint(0, vocab, (n,), device=dev)
+    negatives = torch.randint(0, vocab, (n, k), device=dev)
+    pyattn.functional.sgns_loss(w_in, w_out, centers, contexts, negatives).backward()
+    torch.cuda.synchronize()
+    assert torch.isfinite(w_in.grad).all() and torch.isfinite(w_out.grad).all(), dtype
+    done(f"negative sampling {dtype}")
+if os.environ.get("PYATTN_SANITIZE_ONLY") == "word2vec":  # PYATTN_GPU_FOCUS=word2vec
+    done("all done")
+    raise SystemExit(0)
 
 b, h, sq = (1, 2, 2) if SMALL else (2, 2, 3)
 for dtype in DTYPES:
@@ -443,17 +509,34 @@ else
   SAN_PATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   # memcheck without the caching allocator, so out-of-bounds accesses are not hidden
   # inside pooled blocks; racecheck looks at shared memory only and keeps the cache.
-  run_step memcheck 60 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH="$SAN_PATH" \
+  # PYATTN_SANITIZE_ONLY=word2vec: the negative-sampling ops alone (a focused run).
+  SAN_LIMIT=$( [[ -n "$FOCUS" ]] && echo 45 || echo 60)
+  run_step memcheck "$SAN_LIMIT" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH="$SAN_PATH" PYATTN_SANITIZE_ONLY="$FOCUS" \
     "$SANITIZER" --tool memcheck "${SAN_ARGS[@]}" "$PYTHON" "$LOGS/sanitize_ops.py"
-  run_step racecheck 60 env PYATTN_SANITIZE_SMALL=1 PYTHONPATH="$SAN_PATH" \
+  run_step racecheck "$SAN_LIMIT" env PYATTN_SANITIZE_SMALL=1 PYTHONPATH="$SAN_PATH" PYATTN_SANITIZE_ONLY="$FOCUS" \
     "$SANITIZER" --tool racecheck "${SAN_ARGS[@]}" "$PYTHON" "$LOGS/sanitize_ops.py"
 fi
 
-# ---- 4. benchmark -----------------------------------------------------------------------------
-if ((CUDA_OK)); then
+# ---- 4. benchmarks ----------------------------------------------------------------------------
+if [[ -n "$FOCUS" ]]; then
+  skip_step bench 60 "focus $FOCUS"
+elif ((CUDA_OK)); then
   run_step bench 60 "$PYTHON" -m pyattn.bench --quick --device cuda --out "$OUT"
 else
   skip_step bench 60 "cuda_check failed" fail
+fi
+# word2vec on a real corpus (issue 15): bench/cuda/carry_word2vec.sh puts a gzipped corpus
+# and the evaluation files in build/w2v/; carry that folder. Optional in a full run,
+# required with the word2vec focus.
+W2V_FILES=("$W2V/corpus.txt.gz" "$W2V/wordsim353.tsv" "$W2V/questions-words.txt")
+if ! ls "${W2V_FILES[@]}" >/dev/null 2>&1; then
+  skip_step word2vec 150 "$W2V/ not carried (bench/cuda/carry_word2vec.sh)" "$( [[ -n "$FOCUS" ]] && echo fail)"
+elif ! ((CUDA_OK)); then
+  skip_step word2vec 150 "cuda_check failed" fail
+else
+  gunzip -c "$W2V/corpus.txt.gz" >"$LOGS/corpus.txt"
+  run_step word2vec 150 "$PYTHON" bench/word2vec_cuda.py "$LOGS/corpus.txt" --wordsim "$W2V/wordsim353.tsv" \
+    --analogies "$W2V/questions-words.txt" --out "$OUT/word2vec_cuda.md"
 fi
 
 # on_exit writes the final report and prints the summary.

@@ -222,6 +222,10 @@ def test_corpus_file_and_iterable_agree(tmp_path, corpus):
     a, b = Word2Vec(corpus_file=str(path), **kw), Word2Vec(corpus[:200], **kw)
     assert a.wv.index_to_key == b.wv.index_to_key
     np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
+    # a corpus read once by encode, then given to build_vocab: the same model
+    c = Word2Vec(**kw).build_vocab(corpus=encode(corpus[:200], min_count=1)).train()
+    assert c.wv.index_to_key == a.wv.index_to_key
+    np.testing.assert_array_equal(c.wv.vectors, a.wv.vectors)
 
 
 def test_trainer_bad_inputs(tmp_path):
@@ -258,6 +262,12 @@ def test_trainer_bad_inputs(tmp_path):
             Word2Vec(device="cuda")
     with pytest.raises(RuntimeError, match="build_vocab first"):
         Word2Vec().train()
+    with pytest.raises(ValueError, match="give one of sentences, corpus_file or corpus"):
+        Word2Vec().build_vocab()
+    with pytest.raises(ValueError, match="give one of sentences, corpus_file or corpus"):
+        Word2Vec().build_vocab([["a"]], corpus=encode([["a"]], min_count=1))
+    with pytest.raises(TypeError, match="corpus must be an EncodedCorpus"):
+        Word2Vec().build_vocab(corpus=[["a", "b"]])
 
 
 # ------------------------------------------------------------------ keyedvectors

@@ -225,24 +225,35 @@ class Word2Vec:
         need(cbow_mean == 1, "only cbow_mean=1 (mean of the context vectors) is implemented")
 
     # ---------------------------------------------------------------- vocabulary
-    def build_vocab(self, sentences: Optional[Iterable] = None, corpus_file=None) -> "Word2Vec":
+    def build_vocab(self, sentences: Optional[Iterable] = None, corpus_file=None,
+                    corpus: Optional[EncodedCorpus] = None) -> "Word2Vec":
+        """Reads the corpus (sentences, corpus_file, or ``corpus``: one already read by
+        pyattn.word2vec.corpus.encode, whose vocabulary stands as it is, so that several
+        models train on one corpus read once) and draws the initial tables."""
+        if sum(x is not None for x in (sentences, corpus_file, corpus)) != 1:
+            raise ValueError("Word2Vec.build_vocab: give one of sentences, corpus_file or corpus")
+        if corpus is not None and not isinstance(corpus, EncodedCorpus):
+            raise TypeError(f"Word2Vec.build_vocab: corpus must be an EncodedCorpus (pyattn.word2vec.corpus.encode), "
+                            f"got {type(corpus).__name__}")
         if corpus_file is not None:
             sentences = line_sentences(corpus_file)
-        if sentences is None:
-            raise ValueError("Word2Vec.build_vocab: give sentences or corpus_file")
+
+        def read() -> EncodedCorpus:
+            return corpus if corpus is not None else encode(sentences, self.min_count, self.max_vocab_size)
+
         if not self.world.distributed:
-            self.corpus = encode(sentences, self.min_count, self.max_vocab_size)
+            self.corpus = read()
         else:  # rank 0 reads; every rank gets the corpus, or rank 0's error to raise
-            corpus = error = None
+            whole = error = None
             if self.world.is_main:
                 try:
-                    corpus = encode(sentences, self.min_count, self.max_vocab_size)
+                    whole = read()
                 except (OSError, ValueError, TypeError) as e:
                     error = e
-            corpus, error = distributed.broadcast((corpus, error), self.world)
+            whole, error = distributed.broadcast((whole, error), self.world)
             if error is not None:
                 raise error
-            self.corpus = shard(corpus, self.world.rank, self.world.size)
+            self.corpus = shard(whole, self.world.rank, self.world.size)
         vocab = len(self.corpus.index_to_key)
         gen = torch.Generator().manual_seed(self.seed)
         # gensim 4's initialisation (KeyedVectors' prep_vectors): uniform in [-1/d, 1/d), twice
