@@ -83,8 +83,17 @@ def merge_updates_(tensors: list[torch.Tensor], bases: list[torch.Tensor], world
     would halve it on 2 ranks (word2vec's tables: see pyattn.word2vec.model)."""
     if not world.distributed:
         return
+    if len({(t.dtype, t.device) for t in tensors}) > 1:
+        raise ValueError("merge_updates_: the tensors must share one dtype and device")
+    # One all_reduce for all of them, on a dense buffer: all_reduce wants dense tensors (t
+    # may have padded rows), and each call is a round of messages (0.2 ms for 4 bytes with
+    # gloo between 2 processes here, 1.1 ms for 800 KB).
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
+    updates, offset = [], 0
     for t, base in zip(tensors, bases):
-        update = (t - base).contiguous()  # all_reduce wants dense tensors; t may have padded rows
-        dist.all_reduce(update)
+        updates.append(torch.sub(t, base, out=flat[offset: offset + t.numel()].view(t.shape)))
+        offset += t.numel()
+    dist.all_reduce(flat)
+    for t, base, update in zip(tensors, bases, updates):
         base.add_(update)
         t.copy_(base)

@@ -17,7 +17,8 @@ from pyattn.word2vec import KeyedVectors, Word2Vec
 from pyattn.word2vec.__main__ import main as cli
 from pyattn.word2vec.corpus import encode, shard
 from pyattn.reference.negative_sampling import stream_contexts
-from pyattn.word2vec.model import STREAM_LOAD, aligned_rows, cuda_streams, keep_probabilities, window_examples
+from pyattn.word2vec.model import (STREAM_LOAD, _merge_at, aligned_rows, cuda_streams, keep_probabilities,
+                                   window_examples)
 
 GROUPS = 4
 PER_GROUP = 8
@@ -253,6 +254,9 @@ def test_trainer_bad_inputs(tmp_path):
         Word2Vec(negative=0)
     with pytest.raises(ValueError, match="window must be"):
         Word2Vec(window=0)
+    with pytest.raises(ValueError, match="hot_syncs_per_epoch must be None or an int >= 0"):
+        Word2Vec(hot_syncs_per_epoch=-1)
+    assert Word2Vec(sg=0).hot_syncs_per_epoch == 64 and Word2Vec(sg=1).hot_syncs_per_epoch == 0
     with pytest.raises(ValueError, match="window_batch must be True or False"):
         Word2Vec(window_batch=1)
     with pytest.raises(ValueError, match="device='xla'"):
@@ -435,7 +439,7 @@ def test_gensim_reads_our_files_and_evaluators_agree(kv, tmp_path):
 
 def test_cli_two_gloo_processes(tmp_path, corpus):
     """torchrun with 2 CPU processes: rank 0 reads the corpus, each rank trains its half,
-    the tables are merged 4 times per epoch, rank 0 alone writes and reports; the
+    the tables are merged 4 times per epoch (and the hot rows 12), rank 0 alone writes and reports; the
     vectors keep the planted groups. An empty corpus fails on every rank with the reader's
     message (no hang)."""
     c = tmp_path / "corpus.txt"
@@ -445,7 +449,7 @@ def test_cli_two_gloo_processes(tmp_path, corpus):
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "pyattn.word2vec", "train"]
     args = ["--size", "32", "--window", "3", "--min-count", "1", "--sample", "0", "--workers", "1",
-            "--syncs-per-epoch", "4", "--no-progress"]
+            "--syncs-per-epoch", "4", "--hot-syncs-per-epoch", "12", "--no-progress"]
     proc = subprocess.run(run + [str(c), "-o", str(out)] + args, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [line for line in proc.stdout.splitlines() if "->" in line]
@@ -463,6 +467,20 @@ def test_cli_two_gloo_processes(tmp_path, corpus):
     assert proc.stderr.count("error: word2vec: the corpus is empty") == 2, proc.stderr[-3000:]
 
 
+@pytest.mark.parametrize("syncs, hot_syncs", [(16, 64), (16, 0), (5, 7), (4, 4)])
+def test_merge_schedule_is_the_same_for_any_block_count(syncs, hot_syncs):
+    """Ranks' epochs have different block counts; every rank must still make the same
+    sequence of merges (a whole merge and a hot one all_reduce different sizes)."""
+    sequences = set()
+    for n_blocks in (max(syncs, hot_syncs), max(syncs, hot_syncs) + 1, 97, 1000):
+        merges = [_merge_at(b, n_blocks, syncs, hot_syncs) for b in range(n_blocks)]
+        assert merges[-1] == "whole", "the epoch must end merged"
+        sequences.add(tuple(m for m in merges if m is not None))
+    assert len(sequences) == 1
+    (seq,) = sequences
+    assert seq.count("whole") == syncs and len(seq) == max(syncs, hot_syncs)
+
+
 def test_merge_updates_sums_every_ranks_changes(tmp_path):
     """pyattn.distributed.merge_updates_ on 2 gloo processes: base + the sum of the ranks'
     changes since the base, on every rank, and the base follows."""
@@ -474,13 +492,21 @@ def test_merge_updates_sums_every_ranks_changes(tmp_path):
         "base = torch.tensor([1.0, -2.0, 0.5])\n"
         "t = torch.zeros(6)[::2]  # not contiguous, as the trainer's padded tables\n"
         "t.copy_(base + torch.tensor([1.0, 2.0, 3.0]) * (world.rank + 1))\n"
-        "distributed.merge_updates_([t], [base], world)\n"
-        f"open(r'{tmp_path}' + f'/rank{{world.rank}}.txt', 'w').write(str([t.tolist(), base.tolist()]))\n"
+        "# and the first rows of a table with padded rows, as the trainer's hot rows, in the same call\n"
+        "table = torch.full((3, 4), 7.0)[:, :3]\n"
+        "table_base = table.clone()\n"
+        "table += torch.arange(9.0).view(3, 3) * (world.rank + 1)\n"
+        "distributed.merge_updates_([t, table[:2]], [base, table_base[:2]], world)\n"
+        f"open(r'{tmp_path}' + f'/rank{{world.rank}}.txt', 'w').write(str([t.tolist(), base.tolist(), "
+        "table.tolist(), table_base.tolist()]))\n"
         "distributed.shutdown(world)\n")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     want = [1.0 + 3.0, -2.0 + 6.0, 0.5 + 9.0]  # base + (1 + 2) * delta
+    merged_rows = [[7.0 + 3 * (3 * i + j) for j in range(3)] for i in range(2)]
     for r in (0, 1):  # each rank writes its own file (their stdout lines interleave)
-        assert (tmp_path / f"rank{r}.txt").read_text() == str([want, want])
+        own_last_row = [7.0 + (r + 1) * (6 + j) for j in range(3)]  # not merged: this rank's own
+        assert (tmp_path / f"rank{r}.txt").read_text() == str(
+            [want, want, merged_rows + [own_last_row], merged_rows + [[7.0] * 3]])

@@ -16,4 +16,4 @@ mkdir -p build/w2v
 gzip -c "$1" >build/w2v/corpus.txt.gz
 cp "$data/wordsim353.tsv" "$data/questions-words.txt" build/w2v/
 du -sh build/w2v
-echo "carry build/w2v, then (about 7 minutes with the build): PYATTN_GPU_FOCUS=word2vec bash scripts/gpu_check.sh"
+echo "carry build/w2v, then (about 6 minutes with the build): PYATTN_GPU_FOCUS=word2vec bash scripts/gpu_check.sh"

@@ -4,7 +4,8 @@
 ``torchrun --nproc_per_node N -m pyattn.word2vec train CORPUS -o VECTORS ...`` trains
 across N processes (gloo on the CPU, NCCL with ``--device cuda``): rank 0 reads the
 corpus, each rank trains on its share, the ranks merge their tables (summing their
-updates) ``--syncs-per-epoch`` times per epoch, and rank 0 writes VECTORS."""
+updates) ``--syncs-per-epoch`` times per epoch and the most frequent words' rows
+``--hot-syncs-per-epoch`` times, and rank 0 writes VECTORS."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def _train(args) -> int:
                      min_count=args.min_count, max_vocab_size=args.max_vocab_size, alpha=alpha,
                      min_alpha=args.min_alpha, epochs=args.epochs, workers=args.workers, seed=args.seed,
                      sg=args.sg, progress=not args.no_progress, device=str(world.device), world=world,
-                     syncs_per_epoch=args.syncs_per_epoch, window_batch=bool(args.window_batch))
+                     syncs_per_epoch=args.syncs_per_epoch, hot_syncs_per_epoch=args.hot_syncs_per_epoch,
+                     window_batch=bool(args.window_batch))
         # every rank's words and time: the run's words/s is all the words over the slowest rank
         words = distributed.sum_all([float(m.corpus.raw_words * m.epochs)], world)[0]
         seconds = distributed.max_all([m.train_seconds], world)[0]
@@ -71,6 +73,9 @@ def main(argv=None) -> int:
                         "its quality departs from word2vec.c's by the corpus")
     t.add_argument("--syncs-per-epoch", type=int, default=16,
                    help="under torchrun: how often per epoch the ranks merge their tables")
+    t.add_argument("--hot-syncs-per-epoch", type=int, default=None,
+                   help="under torchrun: how often per epoch the ranks merge the rows of the most frequent words "
+                        "(0: only with the rest; default 64 for CBOW, 0 for skip-gram)")
     e = sub.add_parser("evaluate", help="evaluate vectors on word-pair similarities and/or analogies")
     e.add_argument("vectors")
     e.add_argument("--binary", dest="binary", action="store_true", default=None)

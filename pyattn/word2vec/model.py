@@ -27,12 +27,20 @@ corpus and builds the vocabulary once, every rank receives it (broadcast) and tr
 its contiguous share of the sentences (corpus.shard), starting from the same tables;
 ``syncs_per_epoch`` times per epoch, at even points of each rank's share and the last at
 the epoch's end, the ranks merge their tables: each becomes the last merged value plus
-the sum of every rank's updates since (one all_reduce per table). Summing keeps each
-rank's learning rate, where averaging the tables (BlazingText, once per epoch) halves it
-on 2 ranks: on 5.5 M words, 2 ranks, averaging once per epoch lost 0.09 WS353 and 0.02
-analogy accuracy; merging 16 times per epoch (the default) stayed within 0.02 of one
-process (bench/results/word2vec_distributed_*.md). One process behaves exactly as
-without ``world``.
+the sum of every rank's updates since (one all_reduce). Summing keeps each rank's
+learning rate, where averaging the tables (BlazingText, once per epoch) halves it on 2
+ranks: on 5.5 M words, 2 ranks, averaging once per epoch lost 0.09 WS353 and 0.02 analogy
+accuracy; merging 16 times per epoch kept skip-gram within 0.02 of one process. Between
+those merges, ``hot_syncs_per_epoch`` times per epoch in all, the ranks merge the rows of
+the HOT_ROWS most frequent words alone: those rows take most of the updates, so two
+ranks' updates computed from the same stale row add up to an overshoot. On the techdocs
+text with 2 ranks, CBOW (which adds each example's whole gradient to every context's
+input row) lost 0.029 WS353 and 0.009 analogy accuracy to one process with the 16 merges
+alone; with 64 hot merges it gained 0.024 WS353 and lost 0.004 analogy accuracy, about
+what 64 merges of the whole tables gave, in a third of the time those add. Skip-gram
+stayed within 0.02 without them, and they cost it 14 % of its speed: the default is 64
+for CBOW and 0 for skip-gram (bench/results/word2vec_distributed_cpu_2026-12-06.md). One
+process behaves exactly as without ``world``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ from .keyedvectors import KeyedVectors
 
 CUDA_BLOCK_WORDS = 1 << 19  # tokens per update launch on CUDA (see Word2Vec._blocks)
 STREAM_LOAD = 96  # bound on streams x the busiest row's load (see cuda_streams)
+HOT_ROWS = 1024  # rows of the most frequent words, merged hot_syncs_per_epoch times (see the module's docstring)
+CBOW_HOT_SYNCS = 64  # CBOW's default hot_syncs_per_epoch (skip-gram's is 0)
 
 
 
@@ -157,8 +167,9 @@ class Word2Vec:
     construction when either is given. ``workers`` sets torch's CPU threads while
     training. ``compute_loss``: measure the loss on one block in eight (shown by the
     progress bar, kept in ``running_loss``; the others skip the log1p per target).
-    ``world`` / ``syncs_per_epoch``: training across processes (see the module's
-    docstring); ``corpus``, ``words_per_second`` and ``running_loss`` are then this
+    ``world`` / ``syncs_per_epoch`` / ``hot_syncs_per_epoch``: training across
+    processes (see the module's docstring; hot_syncs_per_epoch: None for 64 with CBOW
+    and 0, the hot rows merged with the rest only, with skip-gram); ``corpus``, ``words_per_second`` and ``running_loss`` are then this
     rank's. ``window_batch`` (skip-gram; not a gensim parameter): False (the default)
     takes the pairs one by one in word2vec.c's order; True updates each center's window
     as one batch with negatives shared by the window, faster but not word2vec.c's
@@ -171,11 +182,15 @@ class Word2Vec:
                  min_alpha: float = 0.0001, sg: int = 0, negative: int = 5, ns_exponent: float = 0.75,
                  cbow_mean: int = 1, epochs: int = 5, batch_words: int = 10000, device: str = "cpu",
                  progress: bool = True, compute_loss: bool = True, world: Optional[distributed.World] = None,
-                 syncs_per_epoch: int = 16, window_batch: bool = False):
+                 syncs_per_epoch: int = 16, hot_syncs_per_epoch: Optional[int] = None, window_batch: bool = False):
         self._check_args(vector_size, alpha, min_alpha, window, min_count, max_vocab_size, sample, workers, negative,
                          epochs, batch_words, cbow_mean)
         if not isinstance(syncs_per_epoch, int) or syncs_per_epoch < 1:
             raise ValueError(f"Word2Vec: syncs_per_epoch must be an int >= 1, got {syncs_per_epoch!r}")
+        if hot_syncs_per_epoch is None:
+            hot_syncs_per_epoch = 0 if sg else CBOW_HOT_SYNCS
+        if not isinstance(hot_syncs_per_epoch, int) or hot_syncs_per_epoch < 0:
+            raise ValueError(f"Word2Vec: hot_syncs_per_epoch must be None or an int >= 0, got {hot_syncs_per_epoch!r}")
         if not isinstance(window_batch, bool):
             raise ValueError(f"Word2Vec: window_batch must be True or False, got {window_batch!r}")
         dev = torch.device(device)
@@ -192,6 +207,7 @@ class Word2Vec:
         self.progress, self.compute_loss = progress, compute_loss
         self.world = world if world is not None else distributed.World(0, 1, dev)
         self.syncs_per_epoch = syncs_per_epoch
+        self.hot_syncs_per_epoch = hot_syncs_per_epoch
         self.window_batch = window_batch
         self.corpus: Optional[EncodedCorpus] = None
         self.wv: Optional[KeyedVectors] = None
@@ -289,8 +305,9 @@ class Word2Vec:
         threads = torch.get_num_threads()
         torch.set_num_threads(self.workers)
         loss_sum, loss_n, done_raw = 0.0, 0, 0.0
-        syncs = self.syncs_per_epoch
         bases = [w_in.clone(), w_out.clone()] if self.world.distributed else []  # the tables at the last merge
+        hot = min(HOT_ROWS, len(c.counts))  # ids are in frequency order: the hot rows come first
+        hot_tables, hot_bases = [w_in[:hot], w_out[:hot]], [x[:hot] for x in bases]
         t0 = time.perf_counter()
         try:
             for epoch, b, n_blocks, ids, sent, radius, start, stop in self._blocks(epochs, self.seed + rank):
@@ -305,9 +322,11 @@ class Word2Vec:
                 if want_loss:
                     loss_sum += float(loss)
                     loss_n += window_examples(sent, radius, start, stop, self.window, self.sg)
-                # the merges due by the end of block b: syncs_per_epoch of them by the epoch's end
-                for _ in range((b + 1) * syncs // n_blocks - b * syncs // n_blocks):
+                merge = _merge_at(b, n_blocks, self.syncs_per_epoch, self.hot_syncs_per_epoch)
+                if self.world.distributed and merge == "whole":
                     distributed.merge_updates_([w_in, w_out], bases, self.world)
+                elif self.world.distributed and merge == "hot":
+                    distributed.merge_updates_(hot_tables, hot_bases, self.world)
                 step_raw = (stop - start) / max(1, len(ids)) * c.raw_words
                 done_raw += step_raw
                 if bar is not None:
@@ -357,7 +376,7 @@ class Word2Vec:
         syncs. On CUDA a block is up to CUDA_BLOCK_WORDS tokens: the update kernel spreads
         a block's centers over up to thousands of ordered streams (warps), each wanting a
         long run of centers. Across processes an epoch has at least syncs_per_epoch
-        blocks."""
+        and hot_syncs_per_epoch blocks."""
         c, dev = self.corpus, self.device
         block = max(1, self.batch_words) if dev.type == "cpu" else max(self.batch_words, CUDA_BLOCK_WORDS)
         all_ids = torch.from_numpy(c.ids).to(dev, torch.int64)
@@ -380,10 +399,28 @@ class Word2Vec:
                 ids, sent = all_ids[keep], sentence[keep]
                 radius = self.window - torch.randint(0, self.window, (len(ids),), generator=gen, device=dev)
             # at least one block per merge, so that the ranks merge syncs_per_epoch times
-            n_blocks = max(1, -(-len(ids) // block), self.syncs_per_epoch if self.world.distributed else 1)
+            merges = max(self.syncs_per_epoch, self.hot_syncs_per_epoch) if self.world.distributed else 1
+            n_blocks = max(1, -(-len(ids) // block), merges)
             step = -(-len(ids) // n_blocks)
             for b in range(n_blocks):
                 yield epoch, b, n_blocks, ids, sent, radius, min(len(ids), b * step), min(len(ids), (b + 1) * step)
+
+
+def _merge_at(b: int, n_blocks: int, syncs: int, hot_syncs: int) -> Optional[str]:
+    """The merge at the end of block b of an epoch's n_blocks >= max(syncs, hot_syncs):
+    "whole" (syncs of them, the last at the epoch's end), "hot" (the hot rows alone, at the
+    other of max(syncs, hot_syncs) even points) or None. Which point does what depends on
+    the point's index alone, so ranks whose epochs have different block counts make the
+    same sequence of all_reduce calls."""
+    points = max(syncs, hot_syncs)
+
+    def due(step: int, steps: int, per: int) -> bool:  # one of `per` even events at the end of step?
+        return (step + 1) * per // steps > step * per // steps
+
+    if not due(b, n_blocks, points):
+        return None
+    point = (b + 1) * points // n_blocks  # 1 .. points
+    return "whole" if due(point - 1, points, syncs) else "hot"
 
 
 def _progress(total: float, enabled: bool):
