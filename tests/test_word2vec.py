@@ -439,8 +439,8 @@ def test_gensim_reads_our_files_and_evaluators_agree(kv, tmp_path):
 
 def test_cli_two_gloo_processes(tmp_path, corpus):
     """torchrun with 2 CPU processes: rank 0 reads the corpus, each rank trains its half,
-    the tables are merged 4 times per epoch (and the hot rows 12), rank 0 alone writes and reports; the
-    vectors keep the planted groups. An empty corpus fails on every rank with the reader's
+    the tables are merged 4 times per epoch (and the hot rows 12), rank 0 alone writes
+    and reports; the vectors keep the planted groups. An empty corpus fails on every rank with the reader's
     message (no hang)."""
     c = tmp_path / "corpus.txt"
     c.write_text("\n".join(" ".join(s) for s in corpus) + "\n")

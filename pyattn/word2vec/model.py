@@ -168,12 +168,13 @@ class Word2Vec:
     training. ``compute_loss``: measure the loss on one block in eight (shown by the
     progress bar, kept in ``running_loss``; the others skip the log1p per target).
     ``world`` / ``syncs_per_epoch`` / ``hot_syncs_per_epoch``: training across
-    processes (see the module's docstring; hot_syncs_per_epoch: None for 64 with CBOW
-    and 0, the hot rows merged with the rest only, with skip-gram); ``corpus``, ``words_per_second`` and ``running_loss`` are then this
-    rank's. ``window_batch`` (skip-gram; not a gensim parameter): False (the default)
-    takes the pairs one by one in word2vec.c's order; True updates each center's window
-    as one batch with negatives shared by the window, faster but not word2vec.c's
-    quality on every corpus (see the module's docstring).
+    processes (see the module's docstring; hot_syncs_per_epoch None means 64 for CBOW
+    and 0 for skip-gram, whose hot rows are then merged with the rest only); ``corpus``,
+    ``words_per_second`` and ``running_loss`` are then this rank's. ``window_batch``
+    (skip-gram; not a gensim parameter): False (the default) takes the pairs one by one
+    in word2vec.c's order; True updates each center's window as one batch with negatives
+    shared by the window, faster but not word2vec.c's quality on every corpus (see the
+    module's docstring).
     """
 
     def __init__(self, sentences: Optional[Iterable] = None, corpus_file: Optional[Union[str, os.PathLike]] = None,
@@ -398,7 +399,7 @@ class Word2Vec:
                 keep = torch.rand(len(all_ids), generator=gen, device=dev, dtype=torch.float64) < keep_p[all_ids]
                 ids, sent = all_ids[keep], sentence[keep]
                 radius = self.window - torch.randint(0, self.window, (len(ids),), generator=gen, device=dev)
-            # at least one block per merge, so that the ranks merge syncs_per_epoch times
+            # at least one block per merge point, so that every rank merges at each (_merge_at)
             merges = max(self.syncs_per_epoch, self.hot_syncs_per_epoch) if self.world.distributed else 1
             n_blocks = max(1, -(-len(ids) // block), merges)
             step = -(-len(ids) // n_blocks)
