@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -465,6 +466,32 @@ def test_cli_two_gloo_processes(tmp_path, corpus):
                           timeout=300, env=env)
     assert proc.returncode != 0
     assert proc.stderr.count("error: word2vec: the corpus is empty") == 2, proc.stderr[-3000:]
+
+
+def test_a_rank_that_dies_stops_the_others(tmp_path, corpus):
+    """Rank 1 exits before its first merge, while rank 0 trains on and then waits in the
+    merge's all_reduce: torchrun must end the run with an error naming the lost rank, in
+    seconds rather than at gloo's 30-minute timeout."""
+    c = tmp_path / "corpus.txt"
+    c.write_text("\n".join(" ".join(s) for s in corpus) + "\n")
+    script = tmp_path / "die.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pyattn import distributed\n"
+        "from pyattn.word2vec import Word2Vec\n"
+        "world = distributed.init('cpu')\n"
+        "m = Word2Vec(vector_size=16, window=3, min_count=1, epochs=50, workers=1, world=world, progress=False)\n"
+        "m.build_vocab(corpus_file=sys.argv[1])\n"
+        "if world.rank == 1:\n"
+        "    os._exit(3)\n"
+        "m.train()\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(c)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert time.perf_counter() - t0 < 120, "the surviving rank was not stopped"
+    assert "exitcode  : 3" in proc.stderr and "rank      : 1" in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("syncs, hot_syncs", [(16, 64), (16, 0), (5, 7), (4, 4)])
