@@ -43,6 +43,9 @@
 # PYATTN_GPU_FOCUS (empty: everything; word2vec: see above).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# The steps' scripts (cuda_check.py and sanitize_ops.py under $LOGS, bench/word2vec_cuda.py)
+# import the in-place build, which is not installed: put the checkout on their path.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON=${PYTHON:-python}
 NPROC=$(nproc)
 
@@ -505,15 +508,13 @@ else
   # instrumented; torch's own (randn, the checks) run at full speed.
   SAN_ARGS=(--error-exitcode 1 --print-limit 100)
   if "$SANITIZER" --help 2>&1 | grep -q -- '--kernel-name'; then SAN_ARGS+=(--kernel-name kns=pyattn); fi
-  # PYTHONPATH: the script lives outside the checkout but imports the in-place build.
-  SAN_PATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   # memcheck without the caching allocator, so out-of-bounds accesses are not hidden
   # inside pooled blocks; racecheck looks at shared memory only and keeps the cache.
   # PYATTN_SANITIZE_ONLY=word2vec: the negative-sampling ops alone (a focused run).
   SAN_LIMIT=$( [[ -n "$FOCUS" ]] && echo 45 || echo 60)
-  run_step memcheck "$SAN_LIMIT" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH="$SAN_PATH" PYATTN_SANITIZE_ONLY="$FOCUS" \
+  run_step memcheck "$SAN_LIMIT" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYATTN_SANITIZE_ONLY="$FOCUS" \
     "$SANITIZER" --tool memcheck "${SAN_ARGS[@]}" "$PYTHON" "$LOGS/sanitize_ops.py"
-  run_step racecheck "$SAN_LIMIT" env PYATTN_SANITIZE_SMALL=1 PYTHONPATH="$SAN_PATH" PYATTN_SANITIZE_ONLY="$FOCUS" \
+  run_step racecheck "$SAN_LIMIT" env PYATTN_SANITIZE_SMALL=1 PYATTN_SANITIZE_ONLY="$FOCUS" \
     "$SANITIZER" --tool racecheck "${SAN_ARGS[@]}" "$PYTHON" "$LOGS/sanitize_ops.py"
 fi
 
