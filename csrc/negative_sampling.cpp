@@ -39,7 +39,7 @@ at::Tensor ids(const at::Tensor& t, const at::Tensor& like, const char* op, cons
 void raise_bad_index(const at::Tensor& bad, int64_t vocab, const char* op) {
   const int64_t id = bad.item<int64_t>();  // on CUDA: waits for the kernel
   TORCH_CHECK(id < 0, op, ": token id ", id, " is out of range for a vocabulary of ", vocab,
-              " (ids in centers, contexts, negatives and the table must be in [0, vocab))");
+              " (ids in centers, contexts, negatives and the table must be below vocab; negative ids are skipped)");
 }
 
 // The table negatives are drawn from (checked), contiguous.
@@ -89,11 +89,11 @@ at::Tensor run_update(const char* op, bool cbow, bool window_batch, at::Tensor& 
   at::Tensor bad = at::empty({1}, w_in.options().dtype(at::kLong));
   if (n == 0 || w_in.size(1) == 0) return loss;
   check_cuda_row_bytes(w_in, op, "w_in");
-  TORCH_CHECK(!window_batch || !w_in.is_cuda() || slots * (k + 33) * int64_t(w_in.element_size()) <=
-                                                      kNegSamplingCudaMaxBatchBytes,
+  TORCH_CHECK(!window_batch || !w_in.is_cuda() ||
+                  slots * (k + 33) * int64_t(w_in.element_size()) + (slots + k + 1) * 8 <= kNegSamplingCudaMaxBatchBytes,
               op, ": window_batch with ", slots, " window slots and k = ", k,
-              " is past the CUDA kernel's envelope, window_slots * (k + 33) * element size <= ",
-              kNegSamplingCudaMaxBatchBytes, " bytes");
+              " is past the CUDA kernel's envelope, window_slots * (k + 33) * element size + "
+              "(window_slots + k + 1) * 8 <= ", kNegSamplingCudaMaxBatchBytes, " bytes");
   NegSamplingUpdateParams p = make_negative_sampling_update_params(
       w_in, w_out, centers, contexts, negatives, table, k, uint64_t(seed), lr, cbow, compute_loss, loss, bad);
   set_stream(&p);

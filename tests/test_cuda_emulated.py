@@ -638,6 +638,31 @@ def test_word2vec_planted_structure_emulated(emu, sg, window_batch):
     assert np.isfinite(model.running_loss)
 
 
+@pytest.mark.parametrize("kind", ["skipgram", "cbow", "window-batch"])
+def test_negative_sampling_update_reports_an_id_past_the_vocabulary(emu, gen, kind):
+    """An id >= vocab is reported even when later ids of the same stream are negative:
+    absent ids, skipped without a record, which must not overwrite the error."""
+    cbow, batch = kind == "cbow", kind == "window-batch"
+    vocab, dim, slots, k = 12, 8, 2, 2
+    centers = torch.tensor([vocab + 3, -1, 2, 3])
+    contexts = torch.randint(0, vocab, (4, slots), generator=gen)
+    negs = torch.randint(0, vocab, (4, k) if cbow or batch else (4, slots, k), generator=gen)
+    negs[3] = -1
+    w_in, w_out = (torch.randn(vocab, dim, generator=gen) for _ in range(2))
+    _, bad = emu.negsamp_update(w_in, w_out, centers, contexts, negs, torch.empty(0), k, 0.05, 0, cbow, 1, batch)
+    assert bad == vocab + 3
+
+
+def test_sgns_loss_reports_an_id_past_the_vocabulary(emu, gen):
+    b, k, vocab, dim = 9, 3, 20, 8
+    centers, contexts = (torch.randint(0, vocab, (b,), generator=gen) for _ in range(2))
+    contexts[2] = vocab + 3
+    centers[3:] = -1  # absent: loss 0, no record
+    negs = torch.randint(0, vocab, (b, k), generator=gen)
+    with pytest.raises(RuntimeError, match=f"bad index {vocab + 3}"):
+        emu.sgns_loss(torch.randn(vocab, dim), torch.randn(vocab, dim), centers, contexts, negs, torch.randn(b))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 def test_sgns_loss(emu, gen, dtype):
     b, k, vocab, dim = 9, 5, 40, 33

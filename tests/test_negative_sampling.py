@@ -418,6 +418,13 @@ def test_update_bad_inputs(cbow):
         op(w.clone(), w.clone(), c, ctx, None, torch.tensor([10]), 2, 0.1, 0)
     with pytest.raises(USER_ERRORS, match="token id 12 is out of range"):
         op(w.clone(), w.clone(), torch.tensor([12, 1, 2]), ctx, None, tab, 2, 0.1, 0)
+    # a negative id is an absent one, skipped: it must not hide an earlier id past the vocabulary
+    with pytest.raises(USER_ERRORS, match="token id 12 is out of range"):
+        op(w.clone(), w.clone(), torch.tensor([12, -1, 2]), ctx, None, tab, 2, 0.1, 0)
+    negs = torch.tensor([[11, 1], [2, 3], [-1, 4]])  # [n, k] for CBOW, [n, slots, k] for skip-gram
+    negs = negs if cbow else negs[:, None].expand(3, 2, 2).contiguous()
+    with pytest.raises(USER_ERRORS, match="token id 11 is out of range"):
+        op(w.clone(), w.clone(), c, ctx, negs, None, 2, 0.1, 0)
     with pytest.raises(USER_ERRORS, match="negatives has shape"):
         op(w.clone(), w.clone(), c, ctx, torch.zeros(3, 1, dtype=torch.long), None, 2, 0.1, 0)
     with pytest.raises(USER_ERRORS, match="table has shape"):
@@ -561,6 +568,7 @@ def test_sgns_loss_on_device(device, dtype, sparse, rng):
     assert_close(grads[1], e_out, msg="d output_vectors")
     o_bad = o.clone()
     o_bad[7] = vocab + 3
+    o_bad[-1] = -1  # later, and skipped: it must not hide the id past the vocabulary
     with pytest.raises(USER_ERRORS, match=f"token id {vocab + 3} is out of range"):
         sgns_loss(a[0], a[1], c.to(device), o_bad.to(device), n.to(device))
 

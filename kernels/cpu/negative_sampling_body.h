@@ -176,9 +176,11 @@ struct Updater {
 
   T* in_row(int64_t i) const { return static_cast<T*>(p.w_in) + i * p.w_in_stride; }
   T* out_row(int64_t i) const { return static_cast<T*>(p.w_out) + i * p.w_out_stride; }
+  // A negative id is an absent one (skipped); an id >= vocab is recorded for the caller to
+  // raise. Recording negative ids too would let a later one overwrite a real error.
   bool valid(int64_t i) const {
     if (i >= 0 && i < p.vocab) return true;
-    bad.store(i, std::memory_order_relaxed);
+    if (i >= p.vocab) bad.store(i, std::memory_order_relaxed);
     return false;
   }
   int64_t negative(int64_t example, int64_t j) const { return draw_negative(p, example, j); }
@@ -379,6 +381,9 @@ struct LossExample {
   const T* out_row(int64_t i) const { return static_cast<const T*>(p.w_out) + i * p.w_out_stride; }
   int64_t target(int64_t b, int64_t j) const { return j == 0 ? p.contexts[b] : p.negatives[b * p.k + j - 1]; }
   bool in_range(int64_t i) const { return i >= 0 && i < p.vocab; }
+  void record(int64_t i) const {  // as Updater::valid: ids >= vocab only
+    if (i >= p.vocab) bad.store(i, std::memory_order_relaxed);
+  }
 
   void prefetch(int64_t b) const {
     const int64_t bytes = p.dim * int64_t(sizeof(T));
@@ -397,9 +402,9 @@ struct LossExample {
   A run(int64_t b, bool want_loss, A f, T* dh, T* du) const {
     const int64_t d = p.dim, nt = p.k + 1;
     bool ok = in_range(p.centers[b]);
-    if (!ok) bad.store(p.centers[b]);
+    if (!ok) record(p.centers[b]);
     for (int64_t j = 0; ok && j < nt; ++j) {
-      if (!in_range(target(b, j))) ok = false, bad.store(target(b, j));
+      if (!in_range(target(b, j))) ok = false, record(target(b, j));
       else u[j] = out_row(target(b, j));
     }
     if (!ok) {

@@ -60,9 +60,11 @@ __device__ __forceinline__ A warp_sum(A v) {
   return v;
 }
 
+// A negative id is an absent one (skipped); an id >= vocab is recorded for the host to
+// raise. Recording negative ids too would let one overwrite a real error.
 __device__ __forceinline__ bool valid(const NegSamplingUpdateParams& p, int64_t i) {
   if (i >= 0 && i < p.vocab) return true;
-  atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
+  if (i >= p.vocab) atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
   return false;
 }
 
@@ -336,9 +338,9 @@ void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
 // q = prod_j (1 + exp(-|z_j|)) - 1 built from positive terms (full precision when every
 // term is tiny), as on the CPU. With gradients, lanes write d_u[b, j] = g_j h as soon as
 // g_j is known and accumulate d_h[b] = sum_j g_j u_j in the warp's shared-memory slice.
-__device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {
+__device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {  // as valid() above
   if (i >= 0 && i < p.vocab) return true;
-  atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
+  if (i >= p.vocab) atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
   return false;
 }
 

@@ -72,7 +72,8 @@ struct NegSamplingUpdateParams {
   bool window_batch;         // skip-gram only: the window batch above
   bool compute_loss;
   double* loss;              // [1]: overwritten with the summed loss (0 unless compute_loss); device memory on CUDA
-  int64_t* bad_index;        // [1]: overwritten with an out-of-range id met, or -1 (that example was skipped); device memory on CUDA
+  int64_t* bad_index;        // [1]: an id >= vocab met (that example was skipped), or -1; negative ids are skipped
+                             // without a record. Device memory on CUDA
   int64_t max_streams;       // CUDA: examples in flight (see cuda/negative_sampling.cu); 0: the kernel's choice, 1: sequential
 };
 
@@ -98,7 +99,7 @@ struct SgnsLossParams {
   void* d_h;                 // [b, dim] gradient for w_in[centers[b]], overwritten; nullptr: no gradients
   void* d_u;                 // [b, 1 + k, dim] for w_out[contexts[b]], w_out[negatives[b, :]], overwritten;
                              // set exactly when d_h is
-  int64_t* bad_index;        // [1]: an out-of-range id met, or -1
+  int64_t* bad_index;        // [1]: an id >= vocab met, or -1 (negative ids give loss 0 without a record)
 };
 
 // Context slot `slot` of center n, or -1 (empty). From the token stream, slot window + d
@@ -135,8 +136,10 @@ PYATTN_HD int64_t draw_negative(const NegSamplingUpdateParams& p, int64_t exampl
 // CUDA envelope: dim * sizeof(element) <= this (dim <= 1536 fp32, 768 fp64), since each
 // warp keeps h and e for its example in shared memory.
 constexpr int64_t kNegSamplingCudaMaxRowBytes = 6144;
-// And for the window batch, whose warp also keeps g [window_slots, k + 1] and one column
-// of each input's gradient [window_slots, 32]: window_slots * (k + 33) * element size <= this.
+// And for the window batch, whose warp also keeps g [window_slots, k + 1], one column of
+// each input's gradient [window_slots, 32] and the ids [window_slots + k + 1] (int64):
+// window_slots * (k + 33) * element size + (window_slots + k + 1) * 8 <= this. With the row
+// bound, 4 warps then need at most 190 KB of the 227 KB of shared memory.
 constexpr int64_t kNegSamplingCudaMaxBatchBytes = 32768;
 
 void negative_sampling_update_cpu(const NegSamplingUpdateParams& p, ParallelFor parallel_for);
