@@ -183,11 +183,13 @@ struct LossInputs {
   // Runs the kernel with outputs as make_sgns_loss_params takes them; raises on a bad id.
   void run(const at::Tensor& loss, const at::Tensor& dloss, double grad_scale, const at::Tensor& d_h,
            const at::Tensor& d_u, const char* op) const {
-    at::Tensor bad = at::full({1}, -1, w_in.options().dtype(at::kLong));
+    at::Tensor bad = at::full({1}, kSgnsLossNoBadId, w_in.options().dtype(at::kLong));
     const SgnsLossParams p =
         make_sgns_loss_params(w_in, w_out, centers, contexts, negatives, loss, dloss, grad_scale, d_h, d_u, bad);
     if (b > 0) run_kernel(w_in, op, p, &sgns_loss_cpu, PYATTN_CUDA_LAUNCHER(sgns_loss_cuda));
-    raise_bad_index(bad, p.vocab, op);
+    const int64_t id = bad.item<int64_t>();  // on CUDA: waits for the kernel
+    TORCH_CHECK(id == kSgnsLossNoBadId, op, ": token id ", id, " is out of range for a vocabulary of ", p.vocab,
+                " (ids in centers, contexts and negatives must be in [0, vocab))");
   }
 };
 

@@ -653,13 +653,14 @@ def test_negative_sampling_update_reports_an_id_past_the_vocabulary(emu, gen, ki
     assert bad == vocab + 3
 
 
-def test_sgns_loss_reports_an_id_past_the_vocabulary(emu, gen):
+@pytest.mark.parametrize("bad_id", [-1, 23])
+def test_sgns_loss_reports_an_id_out_of_range(emu, gen, bad_id):
+    """sgns_loss takes no absent ids: a negative id is reported as an id past the vocabulary is."""
     b, k, vocab, dim = 9, 3, 20, 8
     centers, contexts = (torch.randint(0, vocab, (b,), generator=gen) for _ in range(2))
-    contexts[2] = vocab + 3
-    centers[3:] = -1  # absent: loss 0, no record
     negs = torch.randint(0, vocab, (b, k), generator=gen)
-    with pytest.raises(RuntimeError, match=f"bad index {vocab + 3}"):
+    negs[6, 1] = bad_id
+    with pytest.raises(RuntimeError, match=f"bad index {bad_id}$"):
         emu.sgns_loss(torch.randn(vocab, dim), torch.randn(vocab, dim), centers, contexts, negs, torch.randn(b))
 
 

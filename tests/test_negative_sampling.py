@@ -568,9 +568,12 @@ def test_sgns_loss_on_device(device, dtype, sparse, rng):
     assert_close(grads[1], e_out, msg="d output_vectors")
     o_bad = o.clone()
     o_bad[7] = vocab + 3
-    o_bad[-1] = -1  # later, and skipped: it must not hide the id past the vocabulary
     with pytest.raises(USER_ERRORS, match=f"token id {vocab + 3} is out of range"):
         sgns_loss(a[0], a[1], c.to(device), o_bad.to(device), n.to(device))
+    n_bad = n.clone()
+    n_bad[2, 0] = -1  # no absent ids here: a negative one is an error too (as nn.Embedding's)
+    with pytest.raises(USER_ERRORS, match="token id -1 is out of range"):
+        sgns_loss(a[0], a[1], c.to(device), o.to(device), n_bad.to(device))
 
 
 def test_sgns_loss_sparse_retain_graph_and_one_table(rng):

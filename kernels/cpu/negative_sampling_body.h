@@ -381,9 +381,7 @@ struct LossExample {
   const T* out_row(int64_t i) const { return static_cast<const T*>(p.w_out) + i * p.w_out_stride; }
   int64_t target(int64_t b, int64_t j) const { return j == 0 ? p.contexts[b] : p.negatives[b * p.k + j - 1]; }
   bool in_range(int64_t i) const { return i >= 0 && i < p.vocab; }
-  void record(int64_t i) const {  // as Updater::valid: ids >= vocab only
-    if (i >= p.vocab) bad.store(i, std::memory_order_relaxed);
-  }
+  void record(int64_t i) const { bad.store(i, std::memory_order_relaxed); }  // any id outside [0, vocab)
 
   void prefetch(int64_t b) const {
     const int64_t bytes = p.dim * int64_t(sizeof(T));
@@ -458,7 +456,7 @@ struct LossExample {
 template <class V, class T>
 void loss_pass(const SgnsLossParams& p, ParallelFor parallel_for) {
   using A = typename V::value_type;
-  std::atomic<int64_t> bad{-1};
+  std::atomic<int64_t> bad{kSgnsLossNoBadId};
   const int64_t d = p.dim, nt = p.k + 1;
   const bool grads = p.d_u != nullptr;
   // Prefetch distance in examples: ~64 cache lines of rows in flight (one example ahead

@@ -338,9 +338,10 @@ void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
 // q = prod_j (1 + exp(-|z_j|)) - 1 built from positive terms (full precision when every
 // term is tiny), as on the CPU. With gradients, lanes write d_u[b, j] = g_j h as soon as
 // g_j is known and accumulate d_h[b] = sum_j g_j u_j in the warp's shared-memory slice.
-__device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {  // as valid() above
+// Records any id outside [0, vocab): sgns_loss takes no absent ids (kSgnsLossNoBadId).
+__device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {
   if (i >= 0 && i < p.vocab) return true;
-  if (i >= p.vocab) atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
+  atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));
   return false;
 }
 
@@ -400,8 +401,7 @@ __global__ void __launch_bounds__(kWarp * kWarpsPerBlock) sgns_loss_kernel(const
 
 void sgns_loss_cuda(const SgnsLossParams& p, cudaStream stream) {
   const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  cudaMemsetAsync(p.bad_index, 0xff, sizeof(int64_t), s);  // -1: no bad id
-  if (p.b == 0) return;
+  if (p.b == 0) return;  // p.bad_index holds kSgnsLossNoBadId already (the caller's)
   const int64_t blocks = std::min<int64_t>((p.b + kWarpsPerBlock - 1) / kWarpsPerBlock, int64_t(1) << 16);
   const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
   const size_t smem = size_t(kWarpsPerBlock) * size_t(p.dim) * elem;

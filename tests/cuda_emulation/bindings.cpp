@@ -204,10 +204,10 @@ std::vector<at::Tensor> sgns_loss(const at::Tensor& w_in, const at::Tensor& w_ou
   const int64_t b = centers.size(0), k = negatives.size(1), D = w_in.size(1);
   at::Tensor loss = at::empty({b}, w_in.options()), d_h = at::empty({b, D}, w_in.options());
   at::Tensor d_u = at::empty({b, 1 + k, D}, w_in.options());
-  at::Tensor bad = at::zeros({1}, at::kLong);
+  at::Tensor bad = at::full({1}, kSgnsLossNoBadId, at::kLong);
   sgns_loss_cuda(make_sgns_loss_params(w_in, w_out, centers, contexts, negatives, loss, dloss, 0.0, d_h, d_u, bad),
                  nullptr);
-  TORCH_CHECK(bad.item<int64_t>() == -1, "sgns_loss: bad index ", bad.item<int64_t>());
+  TORCH_CHECK(bad.item<int64_t>() == kSgnsLossNoBadId, "sgns_loss: bad index ", bad.item<int64_t>());
   return {loss, d_h, d_u};
 }
 

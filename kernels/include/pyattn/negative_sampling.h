@@ -99,8 +99,13 @@ struct SgnsLossParams {
   void* d_h;                 // [b, dim] gradient for w_in[centers[b]], overwritten; nullptr: no gradients
   void* d_u;                 // [b, 1 + k, dim] for w_out[contexts[b]], w_out[negatives[b, :]], overwritten;
                              // set exactly when d_h is
-  int64_t* bad_index;        // [1]: an id >= vocab met, or -1 (negative ids give loss 0 without a record)
+  int64_t* bad_index;        // [1]: an id outside [0, vocab) met (its example gets loss 0 and zero gradients), or
+                             // kSgnsLossNoBadId; the caller sets it to kSgnsLossNoBadId before the call
 };
+// "No bad id" for SgnsLossParams::bad_index. Unlike the updates, which skip negative ids
+// as absent, sgns_loss takes no absent ids: a negative one is an error too, so -1 cannot
+// be the sentinel.
+constexpr int64_t kSgnsLossNoBadId = INT64_MIN;  // <cstdint>, through pyattn/common.h
 
 // Context slot `slot` of center n, or -1 (empty). From the token stream, slot window + d
 // (0 < |d| <= radius[n]) holds token n + d if it lies in the stream and in n's sentence:
