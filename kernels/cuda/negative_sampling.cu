@@ -338,7 +338,8 @@ void launch(const NegSamplingUpdateParams& p, cudaStream_t stream) {
 // q = prod_j (1 + exp(-|z_j|)) - 1 built from positive terms (full precision when every
 // term is tiny), as on the CPU. With gradients, lanes write d_u[b, j] = g_j h as soon as
 // g_j is known and accumulate d_h[b] = sum_j g_j u_j in the warp's shared-memory slice.
-// Records any id outside [0, vocab): sgns_loss takes no absent ids (kSgnsLossNoBadId).
+//
+// in_range records any id outside [0, vocab): sgns_loss takes no absent ids (kSgnsLossNoBadId).
 __device__ __forceinline__ bool in_range(const SgnsLossParams& p, int64_t i) {
   if (i >= 0 && i < p.vocab) return true;
   atomicExch(reinterpret_cast<unsigned long long*>(p.bad_index), static_cast<unsigned long long>(i));

@@ -165,8 +165,8 @@ def sgns_loss(
     with v = input_vectors and u = output_vectors, [vocab, dim] fp32/fp64 tables (or
     ``nn.Embedding`` modules, whose ``sparse`` flag is then honoured). centers and
     contexts are [B] token ids, negatives [B, k], all in [0, vocab): any other id
-    (negative ones too, as with nn.Embedding) raises an error naming it. ``reduction``: 'mean' (over B), 'sum'
-    or 'none' ([B]). Gradients flow to both tables: dense by default, sparse COO when
+    (negative ones too, as with nn.Embedding) raises an error naming it. ``reduction``:
+    'mean' (over B), 'sum' or 'none' ([B]). Gradients flow to both tables: dense by default, sparse COO when
     ``sparse=True`` (or an nn.Embedding(sparse=True) is passed). On the sparse path a
     forward that needs gradients computes them already (one pass over the rows) and keeps
     them, B * (k + 2) * dim values, until backward. CPU and CUDA.
