@@ -166,10 +166,10 @@ def sgns_loss(
     ``nn.Embedding`` modules, whose ``sparse`` flag is then honoured). centers and
     contexts are [B] token ids, negatives [B, k], all in [0, vocab): any other id
     (negative ones too, as with nn.Embedding) raises an error naming it. ``reduction``:
-    'mean' (over B), 'sum' or 'none' ([B]). Gradients flow to both tables: dense by default, sparse COO when
-    ``sparse=True`` (or an nn.Embedding(sparse=True) is passed). On the sparse path a
-    forward that needs gradients computes them already (one pass over the rows) and keeps
-    them, B * (k + 2) * dim values, until backward. CPU and CUDA.
+    'mean' (over B), 'sum' or 'none' ([B]). Gradients flow to both tables: dense by
+    default, sparse COO when ``sparse=True`` (or an nn.Embedding(sparse=True) is passed).
+    On the sparse path a forward that needs gradients computes them already (one pass
+    over the rows) and keeps them, B * (k + 2) * dim values, until backward. CPU and CUDA.
     """
     w_in, sparse_in = _table(input_vectors, "input_vectors")
     w_out, sparse_out = _table(output_vectors, "output_vectors")
