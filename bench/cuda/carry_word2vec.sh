@@ -9,11 +9,12 @@
 # (25 MB of techdocs: about 7 MB). The evaluation files are the copies gensim ships
 # (WordSim353, questions-words), so gensim must be importable here.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 [[ $# == 1 && -f "$1" ]] || { echo "usage: $0 CORPUS.txt" >&2; exit 2; }
+corpus=$(realpath "$1") # before the cd below
+cd "$(dirname "$0")/../.."
 data=$(python -c 'import os, gensim.test.utils as u; print(os.path.dirname(u.datapath("wordsim353.tsv")))')
 mkdir -p build/w2v
-gzip -c "$1" >build/w2v/corpus.txt.gz
+gzip -c "$corpus" >build/w2v/corpus.txt.gz
 cp "$data/wordsim353.tsv" "$data/questions-words.txt" build/w2v/
 du -sh build/w2v
 echo "carry build/w2v, then (about 6 minutes with the build): PYATTN_GPU_FOCUS=word2vec bash scripts/gpu_check.sh"
