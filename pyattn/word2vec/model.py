@@ -323,10 +323,11 @@ class Word2Vec:
                 if want_loss:
                     loss_sum += float(loss)
                     loss_n += window_examples(sent, radius, start, stop, self.window, self.sg)
-                merge = _merge_at(b, n_blocks, self.syncs_per_epoch, self.hot_syncs_per_epoch)
-                if self.world.distributed and merge == "whole":
+                merge = (_merge_at(b, n_blocks, self.syncs_per_epoch, self.hot_syncs_per_epoch)
+                         if self.world.distributed else None)  # one process: its blocks need not cover the points
+                if merge == "whole":
                     distributed.merge_updates_([w_in, w_out], bases, self.world)
-                elif self.world.distributed and merge == "hot":
+                elif merge == "hot":
                     distributed.merge_updates_(hot_tables, hot_bases, self.world)
                 step_raw = (stop - start) / max(1, len(ids)) * c.raw_words
                 done_raw += step_raw
