@@ -245,8 +245,9 @@ struct Updater {
   // Skip-gram over centers [n0, n1): each center's window slots in order, one pair at a
   // time, h = w_in[center] re-read per pair and e added back after it (word2vec.c's
   // order). The next pair's targets are drawn, and all its rows prefetched, before this
-  // pair runs, so that its cache misses overlap this pair's work: 1-2.5 % faster with 1
-  // or 2 threads at dim 100 (bench/results/word2vec_cpu_placement_2026-12-06.md).
+  // pair runs, so that its cache misses overlap this pair's work. At dim 100 the update
+  // ran 1.2 % faster with 1 thread, 2.2 % with 2 threads on contended vCPUs and within
+  // noise on free ones, by the medians (bench/results/word2vec_cpu_placement_2026-12-06.md).
   // Adds each center's loss to *loss.
   void skipgram(int64_t n0, int64_t n1, double* loss) const {
     const int64_t d = p.dim;
