@@ -8,7 +8,7 @@
 * Fresh but reproducible randomness: each run draws a run seed (printed in the header,
   fixed with ``PYATTN_TEST_SEED=N``); each test's ``seed``/``rng``/``gen`` fixtures mix
   it with the test's node id, so a failure reruns identically and every run tries new
-  inputs.
+  inputs. torch's default generator is seeded with the same per-test seed.
 * ``assert_close`` (kernel vs reference) and ``assert_err_within_2x_torch`` (bf16/fp16:
   our error against the fp64 truth is at most twice torch's own same-dtype error).
 
@@ -65,6 +65,13 @@ def pytest_runtest_makereport(item, call):
 def seed(request) -> int:
     """A seed unique to this test case and this run."""
     return node_seed(request.node.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch_default_generator(seed):
+    """torch's default generator (nn module initializers, torch.randn without a
+    generator) seeded per test too, so that such draws also rerun identically."""
+    torch.manual_seed(seed)
 
 
 @pytest.fixture

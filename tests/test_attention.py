@@ -532,17 +532,21 @@ def test_dropout_fused_mask_is_the_reference_mask(device, p, gen):
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_dropout_mask_statistics(p, gen):
     """Kept fraction 1 - p, and neighbours (along keys, queries, heads, batch items)
-    kept independently: P(both) = (1 - p)^2. Bounds are 6 standard deviations."""
+    kept independently: P(both) = (1 - p)^2. Bounds are 6 standard deviations. The
+    neighbour pairs overlap (pair i and pair i + 1 share an element), which multiplies
+    the variance of their mean by up to 1 + 2q / (1 + q), q = 1 - p."""
     x = 1.0 + torch.rand((4, 8, 128, 256), generator=gen)
     seed = torch.randint(0, 2**62, (2,), generator=gen)
     keep = OPS.attention_dropout(x, seed, p) != 0
     frac = keep.double().mean().item()
     assert abs(frac - (1 - p)) < 6 * math.sqrt(p * (1 - p) / keep.numel()), f"kept fraction {frac}, p={p}"
-    both_p = (1 - p) ** 2
+    q = 1 - p
+    both_p, overlap = q**2, 1 + 2 * q / (1 + q)
     for name, a, c in (("keys", keep[..., 1:], keep[..., :-1]), ("queries", keep[:, :, 1:], keep[:, :, :-1]),
                        ("heads", keep[:, 1:], keep[:, :-1]), ("batch", keep[1:], keep[:-1])):
         both = (a & c).double().mean().item()
-        assert abs(both - both_p) < 6 * math.sqrt(both_p * (1 - both_p) / a.numel()), f"{name}: {both} vs {both_p}"
+        bound = 6 * math.sqrt(overlap * both_p * (1 - both_p) / a.numel())
+        assert abs(both - both_p) < bound, f"{name}: {both} vs {both_p}"
     # per-row kept counts spread as a binomial's: rows are not shifted copies of each other
     rows = keep.double().sum(-1).flatten()
     var, want = rows.var().item(), keep.shape[-1] * p * (1 - p)
@@ -551,8 +555,8 @@ def test_dropout_mask_statistics(p, gen):
 
 def test_dropout_is_unbiased(gen):
     """E[out] and E[gradients] over masks are the no-dropout ones (the 1/(1-p) scaling):
-    n independent masks from the batch index of one call, compared within 5.5 standard
-    errors elementwise."""
+    n independent masks from the batch index of one call, compared within 6.5 standard
+    errors elementwise (1,024 elements: a false alarm about once in 10^7 runs)."""
     n, h, lq, lk, d = 3000, 2, 12, 20, 8
     q0, k0, v0 = (randn((1, h, l, d), torch.float64, gen=gen) for l in (lq, lk, lk))
     dout0 = randn((1, h, lq, d), torch.float64, gen=gen)
@@ -566,7 +570,7 @@ def test_dropout_is_unbiased(gen):
         sample = sample.detach()
         mean, sem = sample.mean(0), sample.std(0) / math.sqrt(n)
         err = (mean - want.detach()[0]).abs()
-        assert (err <= 5.5 * sem + 1e-12).all(), f"{name}: max |mean - expected| / sem = {(err / sem).max():.2f}"
+        assert (err <= 6.5 * sem + 1e-12).all(), f"{name}: max |mean - expected| / sem = {(err / sem).max():.2f}"
 
 
 def test_dropout_seed_reproduces(gen):

@@ -59,10 +59,12 @@ def test_corpus_bleu_string_and_id_inputs_agree(rng):
 
 def test_corpus_bleu_without_higher_order_matches_uses_exp_smoothing(rng):
     # References rise through the vocabulary, hypotheses fall: unigrams match, no bigram does.
+    # Each pair shares at least one word (two random draws may share none).
     n = 8
-    references = [[sorted(rng.choice(30, size=int(rng.integers(4, 9)), replace=False).tolist()) for _ in range(n)]]
-    hypotheses = [sorted(rng.choice(30, size=int(rng.integers(4, 9)), replace=False).tolist(), reverse=True)
-                  for _ in range(n)]
+    shared = rng.integers(0, 30, n)
+    draw = lambda i: {int(shared[i])} | set(rng.choice(30, size=int(rng.integers(4, 9)), replace=False).tolist())
+    references = [[sorted(draw(i)) for i in range(n)]]
+    hypotheses = [sorted(draw(i), reverse=True) for i in range(n)]
     ours = corpus_bleu(hypotheses, references)
     assert ours > 0
     assert abs(ours - sacrebleu_score(hypotheses, references)) <= 1e-9

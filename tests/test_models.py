@@ -5,6 +5,7 @@ the decoding step interface reproduces forward; a few optimizer steps learn."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -250,9 +251,10 @@ def test_a_few_steps_learn_a_repeating_sequence(name, gen, seed):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    # From about log 23 (a uniform guess) to under half of it: at least the four tokens'
-    # own distribution (log 4) is learnt; most runs also learn the order (loss near 0).
-    assert losses[-1] < 0.5 * losses[0], f"loss went {losses[0]:.3f} -> {losses[-1]:.3f}"
+    # From about log 23 (a uniform guess) to near log 4 or below: at least the four tokens'
+    # own distribution is learnt; most runs also learn the order (loss near 0). About 6 %
+    # of seq2seq runs stop near log 4 after 40 steps, hence the margin of 0.3.
+    assert losses[-1] < math.log(4) + 0.3, f"loss went {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
 # --------------------------------------------------------------------------- bad inputs

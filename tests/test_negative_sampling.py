@@ -73,9 +73,10 @@ def test_update_skips_saturated_targets(cbow, dtype, rng):
     rest update as the reference. At dim 16, vectors of std s give logits of std
     4 s^2 (skip-gram), or 4 s^2 / sqrt(c) for CBOW's mean of c contexts: s = 1 and 1.6
     make both kinds occur. Skip-gram gets one pair per center, so every logit comes from
-    the initial rows."""
-    vocab, dim, n, k = 3000, 16, 20, 5
-    slots, std = (3, 1.6) if cbow else (1, 1.0)
+    the initial rows. About 13 % of skip-gram's logits saturate: its 40 x 6 of them all
+    land on one side with probability ~1e-14."""
+    vocab, dim, k = 3000, 16, 5
+    n, slots, std = (20, 3, 1.6) if cbow else (40, 1, 1.0)
     w_in = torch.tensor(rng.normal(0, std, (vocab, dim)), dtype=dtype)
     w_out = torch.tensor(rng.normal(0, std, (vocab, dim)), dtype=dtype)
     centers, contexts, negs = _distinct_batch(rng, vocab, n, slots, k, cbow)
@@ -93,7 +94,7 @@ def test_update_skips_saturated_targets(cbow, dtype, rng):
         h = before_in[np.broadcast_to(centers[:, None], contexts.shape)[pairs]]
         logits = np.einsum("nd,ntd->nt", h, before_out[targets])
     saturated = np.abs(logits) >= ref.MAX_LOGIT
-    assert 0.05 < saturated.mean() < 0.8, f"the draw should mix both kinds, {saturated.mean():.2f} saturated"
+    assert saturated.any() and not saturated.all(), f"the draw should mix both kinds, {saturated.mean():.2f} saturated"
     loss = _run(cbow, w_in, w_out, centers, contexts, negs, 0.05)
     tol = Tol(1e-12, 1e-10) if dtype == torch.float64 else Tol(2e-6, 2e-5)
     assert_close(w_in, e_in, tol=tol, msg="w_in")

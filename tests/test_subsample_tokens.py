@@ -40,16 +40,17 @@ def test_matches_reference(n, vocab, window, rng):
 
 
 def test_keep_rates_and_radii_are_uniform(rng):
-    """Each id is kept at its probability, and radii are uniform over [1, window]."""
+    """Each id is kept at its probability, and radii are uniform over [1, window] (each
+    share within 6 standard errors)."""
     vocab, n, window = 4, 200_000, 5
     tokens = torch.from_numpy(rng.integers(0, vocab, n))
     keep = torch.tensor([1.0, 0.5, 0.1, 0.0], dtype=torch.float64)
     kept, _, radius = _run(tokens, torch.zeros(n, dtype=torch.int64), keep, window, int(rng.integers(0, 2**62)))
     seen = np.bincount(tokens.numpy(), minlength=vocab)
     rate = np.bincount(kept.numpy(), minlength=vocab) / seen
-    np.testing.assert_allclose(rate, keep.numpy(), atol=5 * np.sqrt(0.25 / seen.min()))
+    np.testing.assert_allclose(rate, keep.numpy(), atol=6 * np.sqrt(0.25 / seen.min()))
     share = np.bincount(radius.numpy(), minlength=window + 1)[1:] / len(radius)
-    np.testing.assert_allclose(share, 1 / window, atol=5 * np.sqrt(0.2 * 0.8 / len(radius)))
+    np.testing.assert_allclose(share, 1 / window, atol=6 * np.sqrt(0.2 * 0.8 / len(radius)))
     assert radius.min() >= 1 and radius.max() <= window
 
 
