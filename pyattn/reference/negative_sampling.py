@@ -25,6 +25,10 @@ h is read once per example, before its targets are processed. A negative equal t
 positive target is skipped (as word2vec.c and gensim do). The example's loss is
     -log sigmoid(x_pos) - sum over used negatives of log sigmoid(-x_neg)
 with each x taken when its target is processed. Returns the summed loss.
+
+The update functions take ``margins``: a list that, when given, gets |(|x| - MAX_LOGIT)|
+for every logit, so that an fp32 check can redraw inputs whose logit sits so close to the
+cutoff that rounding decides whether it updates.
 """
 
 from __future__ import annotations
@@ -41,12 +45,18 @@ def _sigmoid(x: float) -> float:
     return float(0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
-def _apply_targets(w_out, h, targets, labels, lr):
+def _record_margins(margins, x) -> None:
+    if margins is not None:
+        margins.extend(np.abs(np.abs(np.ravel(x)) - MAX_LOGIT).tolist())
+
+
+def _apply_targets(w_out, h, targets, labels, lr, margins=None):
     """Updates w_out in place; returns (e, loss) for one example."""
     e = np.zeros_like(h)
     loss = 0.0
     for t, y in zip(targets, labels):
         x = float(w_out[t] @ h)
+        _record_margins(margins, x)
         g = lr * (y - _sigmoid(x)) if abs(x) < MAX_LOGIT else 0.0
         loss -= _log_sigmoid(x) if y else _log_sigmoid(-x)
         e += g * w_out[t]
@@ -88,7 +98,7 @@ def stream_contexts(tokens, sentence, radius, start, stop, window):
     return out
 
 
-def sgns_update(w_in, w_out, centers, contexts, negatives, lr):
+def sgns_update(w_in, w_out, centers, contexts, negatives, lr, margins=None):
     """Skip-gram batch update. negatives: [N, C, K]. Returns (new w_in, new w_out, loss)."""
     w_in = np.array(w_in, dtype=np.float64)
     w_out = np.array(w_out, dtype=np.float64)
@@ -101,13 +111,13 @@ def sgns_update(w_in, w_out, centers, contexts, negatives, lr):
                 continue
             h = w_in[c].copy()
             ts, ys = _targets(o, negatives[n, s])
-            e, l = _apply_targets(w_out, h, ts, ys, lr)
+            e, l = _apply_targets(w_out, h, ts, ys, lr, margins)
             w_in[c] += e
             loss += l
     return w_in, w_out, loss
 
 
-def sgns_window_update(w_in, w_out, centers, contexts, negatives, lr):
+def sgns_window_update(w_in, w_out, centers, contexts, negatives, lr, margins=None):
     """Skip-gram's window batch (pWord2Vec's HogBatch; ``window_batch=True`` of the ops).
     negatives: [N, K], one draw per center. Returns (new w_in, new w_out, loss).
 
@@ -124,6 +134,7 @@ def sgns_window_update(w_in, w_out, centers, contexts, negatives, lr):
     for ctx, ts, ys in _center_examples(centers, contexts, negatives):
         h, u = w_in[ctx], w_out[ts]                    # [m, D], [nt, D]
         x = h @ u.T                                     # [m, nt]
+        _record_margins(margins, x)
         y = np.asarray(ys, dtype=np.float64)
         loss += float(np.logaddexp(0.0, -np.where(y == 1, x, -x)).sum())
         g = np.where(np.abs(x) < MAX_LOGIT, lr * (y - 0.5 * (1.0 + np.tanh(0.5 * x))), 0.0)
@@ -132,14 +143,14 @@ def sgns_window_update(w_in, w_out, centers, contexts, negatives, lr):
     return w_in, w_out, loss
 
 
-def cbow_update(w_in, w_out, centers, contexts, negatives, lr):
+def cbow_update(w_in, w_out, centers, contexts, negatives, lr, margins=None):
     """CBOW batch update. negatives: [N, K]. Returns (new w_in, new w_out, loss)."""
     w_in = np.array(w_in, dtype=np.float64)
     w_out = np.array(w_out, dtype=np.float64)
     loss = 0.0
     for ctx, ts, ys in _center_examples(centers, contexts, negatives):
         h = w_in[ctx].mean(axis=0)
-        e, l = _apply_targets(w_out, h, ts, ys, lr)
+        e, l = _apply_targets(w_out, h, ts, ys, lr, margins)
         for o in ctx:
             w_in[o] += e
         loss += l
